@@ -1,0 +1,58 @@
+/* libmoemlora: views of caller memory.
+ *
+ * A view describes memory the caller owns: pointer, shape and strides in
+ * elements. The library reads (or writes, for output views) through it during
+ * the call and never keeps it after the call returns.
+ */
+#ifndef MOEMLORA_VIEW_H
+#define MOEMLORA_VIEW_H
+
+#include <stdint.h>
+
+#include "export.h"
+
+/* A 2-D float matrix: element (i, j) is data[i * row_stride + j * col_stride]. */
+typedef struct mml_tensor_view {
+    float *data;
+    int64_t rows;
+    int64_t cols;
+    int64_t row_stride;
+    int64_t col_stride;
+} mml_tensor_view;
+
+/* A vector of 32-bit indices: element i is data[i * stride]. */
+typedef struct mml_index_view {
+    const int32_t *data;
+    int64_t n;
+    int64_t stride;
+} mml_index_view;
+
+/* A batch of rows.
+ *  ids:    n_rows x n_fields categorical ids, ids[r * ids_row_stride + f]
+ *  dense:  n_rows x n_dense numeric values (may be NULL when n_dense is 0)
+ *  domain: the domain id of each row (0 .. D-1)
+ *  labels: 0 or 1 per row; NULL for prediction */
+typedef struct mml_batch_view {
+    int64_t n_rows;
+    int32_t n_fields;
+    int32_t n_dense;
+    const int32_t *ids;
+    int64_t ids_row_stride;
+    const float *dense;
+    int64_t dense_row_stride;
+    const int32_t *domain;
+    const float *labels;
+} mml_batch_view;
+
+MML_BEGIN_DECLS
+
+/* Fills *view with a dense row-major rows x cols view of data. */
+MML_API void mml_tensor_view_init(mml_tensor_view *view, float *data, int64_t rows, int64_t cols);
+/* Fills *view with a contiguous batch (ids row stride n_fields, dense row stride n_dense). */
+MML_API void mml_batch_view_init(mml_batch_view *view, int64_t n_rows, int32_t n_fields,
+                                 const int32_t *ids, int32_t n_dense, const float *dense,
+                                 const int32_t *domain, const float *labels);
+
+MML_END_DECLS
+
+#endif

@@ -1,0 +1,88 @@
+/* Private declarations shared by the library's translation units. */
+#ifndef MML_INTERNAL_H
+#define MML_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moemlora/moemlora.h"
+
+#define MML_ALIGN 64u
+#define MML_ERRMSG_MAX 512
+
+/* xoshiro256** state. */
+typedef struct mml_rng {
+    uint64_t s[4];
+} mml_rng;
+
+struct mml_ctx {
+    mml_allocator allocator;
+    uint32_t n_threads;
+    uint64_t seed;
+    mml_log_fn log;
+    void *log_user;
+    void *blis_rntm; /* rntm_t, kept opaque so only gemm.c sees blis.h */
+    char last_error[MML_ERRMSG_MAX];
+};
+
+/* Allocation through the context's allocator, aligned to MML_ALIGN. size 0 yields NULL. */
+void *mml__alloc(mml_ctx *ctx, size_t size);
+/* Zero-filled. */
+void *mml__calloc(mml_ctx *ctx, size_t count, size_t elem_size);
+void mml__free(mml_ctx *ctx, void *ptr, size_t size);
+/* Same, with an allocator instead of a context (for the context itself). */
+void *mml__alloc_with(const mml_allocator *a, size_t size);
+void mml__free_with(const mml_allocator *a, void *ptr, size_t size);
+const mml_allocator *mml__libc_allocator(void);
+
+/* Records a message in ctx (if not NULL) and returns status. printf-style. */
+int mml__error(mml_ctx *ctx, int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+void mml__log(mml_ctx *ctx, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Random numbers. stream selects an independent sequence for the same seed. */
+void mml__rng_init(mml_rng *rng, uint64_t seed, uint64_t stream);
+uint64_t mml__rng_next(mml_rng *rng);
+/* Uniform in [0, 1) with 24 random bits. */
+float mml__rng_uniform(mml_rng *rng);
+/* Uniform in [0, 1) with 53 random bits. */
+double mml__rng_uniform_double(mml_rng *rng);
+/* Standard normal (Box-Muller, one value per call). */
+double mml__rng_normal(mml_rng *rng);
+/* Uniform integer in [0, n), n >= 1, unbiased. */
+uint64_t mml__rng_below(mml_rng *rng, uint64_t n);
+
+/* Stream numbers: each consumer of randomness has its own range. */
+enum {
+    MML_STREAM_EMBEDDING = 0x1000,
+    MML_STREAM_TOWER = 0x2000,
+    MML_STREAM_EXPERT = 0x3000,
+    MML_STREAM_GATE = 0x4000,
+    MML_STREAM_BACKBONE = 0x5000,
+    MML_STREAM_DROPOUT = 0x6000,
+    MML_STREAM_SHUFFLE = 0x7000,
+    MML_STREAM_DATA = 0x8000
+};
+
+/* C = alpha op(A) op(B) + beta C on BLIS with the context's thread count.
+ * op(A) is m x k, op(B) is k x n, C is m x n. Strides describe the stored
+ * (untransposed) matrices in elements. Validates everything BLIS would abort on. */
+int mml__gemm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+              const float *a, int64_t rsa, int64_t csa, const float *b, int64_t rsb, int64_t csb,
+              float beta, float *c, int64_t rsc, int64_t csc);
+/* Row-major contiguous shorthand: C[m x n] = alpha op(A) op(B) + beta C. */
+int mml__gemm_rm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                 float alpha, const float *a, const float *b, float beta, float *c);
+/* The private BLIS runtime object for the current thread count. */
+int mml__blis_rntm_create(mml_ctx *ctx);
+void mml__blis_rntm_destroy(mml_ctx *ctx);
+void mml__blis_rntm_set_threads(mml_ctx *ctx, uint32_t n_threads);
+
+#endif
