@@ -25,9 +25,9 @@ void *mml__alloc_with(const mml_allocator *a, size_t size)
         return NULL;
     if (!a || !a->alloc)
         a = &libc_allocator;
-    if (size > SIZE_MAX - MML_ALIGN)
+    if (size > SIZE_MAX - 2 * MML_PAD)
         return NULL;
-    return a->alloc(a->user, size, MML_ALIGN);
+    return a->alloc(a->user, size + MML_PAD, MML_ALIGN);
 }
 
 void mml__free_with(const mml_allocator *a, void *ptr, size_t size)
@@ -36,7 +36,7 @@ void mml__free_with(const mml_allocator *a, void *ptr, size_t size)
         return;
     if (!a || !a->free)
         a = &libc_allocator;
-    a->free(a->user, ptr, size);
+    a->free(a->user, ptr, size + MML_PAD);
 }
 
 void *mml__alloc(mml_ctx *ctx, size_t size) { return mml__alloc_with(&ctx->allocator, size); }

@@ -57,6 +57,7 @@ void mml_ctx_destroy(mml_ctx *ctx)
     if (!ctx)
         return;
     mml_allocator a = ctx->allocator;
+    mml__backbone_registry_free(ctx);
     mml__blis_rntm_destroy(ctx);
     mml__free_with(&a, ctx, sizeof *ctx);
 }
@@ -115,4 +116,30 @@ void mml__log(mml_ctx *ctx, int level, const char *fmt, ...)
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     ctx->log(ctx->log_user, level, buf);
+}
+
+int mml__copy_options(mml_ctx *ctx, void *dst, size_t dst_size, const void *src, const char *what)
+{
+    uint32_t size;
+    memcpy(&size, src, sizeof size);
+    if (size < sizeof size || size > dst_size)
+        return mml__error(ctx, MML_EVERSION, "%s options: struct_size %u not supported (expected %zu)",
+                          what, size, dst_size);
+    memcpy(dst, src, size);
+    uint32_t full = (uint32_t)dst_size;
+    memcpy(dst, &full, sizeof full);
+    return MML_OK;
+}
+
+int mml__ensure_floats(mml_ctx *ctx, float **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return MML_OK;
+    mml__free(ctx, *buf, *cap * sizeof(float));
+    *cap = 0;
+    *buf = mml__alloc(ctx, n * sizeof(float));
+    if (!*buf)
+        return mml__error(ctx, MML_ENOMEM, "out of memory for %zu floats", n);
+    *cap = n;
+    return MML_OK;
 }

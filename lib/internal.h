@@ -8,6 +8,9 @@
 #include "moemlora/moemlora.h"
 
 #define MML_ALIGN 64u
+/* Slack after every block: BLIS's vector kernels may read a little past the
+ * end of a small matrix. */
+#define MML_PAD 128u
 #define MML_ERRMSG_MAX 512
 
 /* xoshiro256** state. */
@@ -23,6 +26,9 @@ struct mml_ctx {
     void *log_user;
     void *blis_rntm; /* rntm_t, kept opaque so only gemm.c sees blis.h */
     char last_error[MML_ERRMSG_MAX];
+    struct mml__backbone_entry *backbones; /* registered by the user */
+    int32_t n_backbones;
+    int32_t cap_backbones;
 };
 
 /* Allocation through the context's allocator, aligned to MML_ALIGN. size 0 yields NULL. */
@@ -46,6 +52,17 @@ void mml__log(mml_ctx *ctx, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+
+/* Copies a caller's options struct of any older size over defaults already in
+ * dst (struct_size first). MML_EVERSION when struct_size is 0 or too large. */
+int mml__copy_options(mml_ctx *ctx, void *dst, size_t dst_size, const void *src, const char *what);
+#define MML__COPY_OPTIONS(ctx, dst, src, init, what)                                              \
+    (init(dst), mml__copy_options((ctx), (dst), sizeof *(dst), (src), (what)))
+
+/* Grows *buf (capacity *cap floats) to hold at least n floats; contents are lost. */
+int mml__ensure_floats(mml_ctx *ctx, float **buf, size_t *cap, size_t n);
+/* Frees the context's backbone registry. */
+void mml__backbone_registry_free(mml_ctx *ctx);
 
 /* Random numbers. stream selects an independent sequence for the same seed. */
 void mml__rng_init(mml_rng *rng, uint64_t seed, uint64_t stream);

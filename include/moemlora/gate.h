@@ -1,0 +1,53 @@
+/* libmoemlora: the MoE gate.
+ *
+ *     g(d) = softmax( W_g e_d + b_g )   in R^E
+ *
+ * e_d is a learned embedding of the domain id (dimension 4 by default,
+ * U(-0.05, 0.05) init), W_g glorot-uniform, b_g zeros. Since the gate sees
+ * only the domain, it is a learned D x E table of mixture weights; the
+ * forward pass computes that table once per batch and hands each row its
+ * domain's weights. Dense softmax over all experts.
+ */
+#ifndef MOEMLORA_GATE_H
+#define MOEMLORA_GATE_H
+
+#include <stdint.h>
+
+#include "ctx.h"
+#include "export.h"
+#include "param.h"
+
+typedef struct mml_gate mml_gate;
+
+typedef struct mml_gate_options {
+    uint32_t struct_size;
+    int32_t n_domains; /* >= 1 */
+    int32_t n_experts; /* >= 1 */
+    int32_t embed_dim; /* default 4 */
+    uint64_t stream;   /* random stream for the init */
+} mml_gate_options;
+
+MML_BEGIN_DECLS
+
+MML_API void mml_gate_options_init(mml_gate_options *opt);
+MML_API int mml_gate_create(mml_gate **out, mml_ctx *ctx, const mml_gate_options *opt);
+MML_API void mml_gate_destroy(mml_gate *gate);
+
+/* *weights receives n x n_experts mixture weights (each row sums to 1), owned
+ * by the gate until the next forward pass. */
+MML_API int mml_gate_forward(mml_gate *gate, const int32_t *domain, int64_t n,
+                             const float **weights);
+/* Accumulates parameter gradients from dweights (n x n_experts) of the last forward. */
+MML_API int mml_gate_backward(mml_gate *gate, const float *dweights);
+/* The current D x E table of mixture weights, row-major, into out. */
+MML_API int mml_gate_table(const mml_gate *gate, float *out);
+
+MML_API int32_t mml_gate_n_domains(const mml_gate *gate);
+MML_API int32_t mml_gate_n_experts(const mml_gate *gate);
+/* Parameters: embedding (D x k), W (k x E), b (1 x E). */
+MML_API int64_t mml_gate_n_params(const mml_gate *gate);
+MML_API mml_param *mml_gate_param(mml_gate *gate, int64_t index);
+
+MML_END_DECLS
+
+#endif

@@ -1,0 +1,38 @@
+/* Private helpers shared by the built-in backbones. */
+#ifndef MML_BACKBONES_H
+#define MML_BACKBONES_H
+
+#include "internal.h"
+#include "moemlora/backbone.h"
+#include "moemlora/tower.h"
+
+/* The DNN tower of a backbone with its adapters (lora is NULL when E = 0). */
+typedef struct mml__dnn {
+    mml_tower *tower;
+    mml_lora *lora;
+} mml__dnn;
+
+int mml__dnn_create(mml__dnn *dnn, mml_ctx *ctx, const mml_backbone_config *cfg, int32_t d_in);
+void mml__dnn_destroy(mml__dnn *dnn);
+int mml__dnn_forward(mml__dnn *dnn, const float *x, int64_t n, const mml_backbone_input *in,
+                     const float **out);
+/* dx may be NULL. */
+int mml__dnn_backward(mml__dnn *dnn, const float *dout, float *dx, const mml_backbone_grads *g);
+int64_t mml__dnn_n_params(const mml__dnn *dnn);
+mml_param *mml__dnn_param(mml__dnn *dnn, int64_t index);
+int32_t mml__dnn_d_out(const mml__dnn *dnn);
+
+/* Common checks of a backbone configuration. */
+int mml__check_backbone_config(mml_ctx *ctx, const mml_backbone_config *cfg, const char *name);
+/* Parameter count of a tower of cfg's widths on d_in inputs, with its adapters. */
+int64_t mml__dnn_param_count(const mml_backbone_config *cfg, int32_t d_in);
+
+/* A bias-free linear head: a (rows x 1) parameter, glorot-uniform. */
+int mml__head_init(mml_ctx *ctx, mml_param *p, const char *name, int64_t rows, uint64_t stream);
+void mml__head_free(mml_ctx *ctx, mml_param *p);
+
+extern const mml_backbone_vtable mml__backbone_mlp;
+extern const mml_backbone_vtable mml__backbone_wdl;
+extern const mml_backbone_vtable mml__backbone_deepfm;
+
+#endif
