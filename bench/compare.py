@@ -107,8 +107,13 @@ def domain_names(args, domain_by):
         return [line.strip() for line in f if line.strip()]
 
 
+def split_tag(args, data_seed):
+    # who wrote the split matters: C and Python splits differ row by row
+    return "%s%s" % ("py" if args.python_splits else "c", data_seed)
+
+
 def write_splits(args, domain_by, data_seed):
-    out = os.path.join(args.work, "splits", "%s-seed%s" % (domain_by, data_seed))
+    out = os.path.join(args.work, "splits", "%s-%s" % (domain_by, split_tag(args, data_seed)))
     files = [os.path.join(out, n + ".csv") for n in ("train", "val", "test")]
     os.makedirs(out, exist_ok=True)
     if args.python_splits:
@@ -134,8 +139,8 @@ def one_run(args, side, domain_by, variant, seed, data_seed, files):
     """Trains one (side, variant, seed) cell; returns its JSON plus wall time."""
     run_dir = os.path.join(args.work, "runs", domain_by)
     os.makedirs(run_dir, exist_ok=True)
-    stem = os.path.join(run_dir, "%s-%s-%s-%s-data%s" % (side, args.backbone, variant, seed,
-                                                         data_seed))
+    stem = os.path.join(run_dir, "%s-%s-%s-%s-split%s" % (side, args.backbone, variant, seed,
+                                                          split_tag(args, data_seed)))
     out_json, wall_file = stem + ".json", stem + ".wall"
     if args.resume and os.path.isfile(out_json) and os.path.isfile(wall_file):
         with open(wall_file) as f:
@@ -161,7 +166,7 @@ def one_run(args, side, domain_by, variant, seed, data_seed, files):
     with open(wall_file, "w") as f:
         f.write("%.3f\n" % wall)
     run = load_run(out_json)
-    print("WAUC %.4f  %.1f s" % (run["wauc"], wall))
+    print("WAUC %s  %.1f s" % (f4(run.get("wauc")), wall))
     return run, wall
 
 

@@ -23,6 +23,12 @@ static const mml_backbone_vtable *const builtins[] = {
     &mml__backbone_mlp,
     &mml__backbone_wdl,
     &mml__backbone_deepfm,
+    &mml__backbone_nfm,
+    &mml__backbone_pnn,
+    &mml__backbone_dcn,
+    &mml__backbone_autoint,
+    &mml__backbone_xdeepfm,
+    &mml__backbone_fibinet,
 };
 #define N_BUILTINS ((int32_t)(sizeof builtins / sizeof builtins[0]))
 
@@ -102,6 +108,9 @@ int mml_backbone_register(mml_ctx *ctx, const mml_backbone_vtable *vt)
             return mml__error(ctx, MML_ENOMEM, "backbone_register: out of memory");
         if (ctx->n_backbones)
             memcpy(e, ctx->backbones, sizeof *e * (size_t)ctx->n_backbones);
+        /* Each entry's type_name points at its own name: re-point the moved ones. */
+        for (int32_t i = 0; i < ctx->n_backbones; i++)
+            e[i].vt.type_name = e[i].name;
         mml__free(ctx, ctx->backbones, sizeof *e * (size_t)ctx->cap_backbones);
         ctx->backbones = e;
         ctx->cap_backbones = cap;
@@ -127,6 +136,25 @@ static int callback_result(mml_backbone *bb, int rc, const char *what)
         return rc;
     return mml__error(bb->ctx, MML_ECALLBACK, "backbone '%s': %s callback returned %d (%s)",
                       bb->name, what, rc, mml_status_str(rc));
+}
+
+/* The model, optimisers and checkpoints index a backbone's parameters without
+ * further checks: a user's table must enumerate real ones. */
+static int check_user_params(mml_backbone *bb)
+{
+    int64_t n = bb->vt.n_params(bb->self);
+    if (n < 0 || n > (1 << 20))
+        return mml__error(bb->ctx, MML_ECALLBACK, "backbone '%s': n_params callback returned %lld",
+                          bb->name, (long long)n);
+    for (int64_t i = 0; i < n; i++) {
+        const mml_param *p = bb->vt.param(bb->self, i);
+        if (!p || !p->name || !p->value || !p->grad || p->rows < 1 || p->cols < 1)
+            return mml__error(bb->ctx, MML_ECALLBACK,
+                              "backbone '%s': param callback gave %s for parameter %lld of %lld",
+                              bb->name, p ? "no name, value or grad, or an empty shape" : "NULL",
+                              (long long)i, (long long)n);
+    }
+    return MML_OK;
 }
 
 int mml_backbone_create(mml_backbone **out, mml_ctx *ctx, const char *type_name,
@@ -165,6 +193,10 @@ int mml_backbone_create(mml_backbone **out, mml_ctx *ctx, const char *type_name,
     rc = callback_result(bb, vt->create(&bb->self, ctx, &c), "create");
     if (rc < 0) {
         mml__free(ctx, bb, sizeof *bb);
+        return rc;
+    }
+    if (!builtin && (rc = check_user_params(bb)) < 0) {
+        mml_backbone_destroy(bb);
         return rc;
     }
     *out = bb;
@@ -211,7 +243,10 @@ int mml_backbone_backward(mml_backbone *bb, const float *dlogit, const mml_backb
 int64_t mml_backbone_n_params(mml_backbone *bb) { return bb ? bb->vt.n_params(bb->self) : 0; }
 mml_param *mml_backbone_param(mml_backbone *bb, int64_t index)
 {
-    return bb ? bb->vt.param(bb->self, index) : NULL;
+    /* A user's param callback is only ever asked for an index in range. */
+    if (!bb || index < 0 || index >= bb->vt.n_params(bb->self))
+        return NULL;
+    return bb->vt.param(bb->self, index);
 }
 mml_lora *mml_backbone_experts(mml_backbone *bb)
 {

@@ -34,5 +34,25 @@ void mml__head_free(mml_ctx *ctx, mml_param *p);
 extern const mml_backbone_vtable mml__backbone_mlp;
 extern const mml_backbone_vtable mml__backbone_wdl;
 extern const mml_backbone_vtable mml__backbone_deepfm;
+extern const mml_backbone_vtable mml__backbone_nfm;
+extern const mml_backbone_vtable mml__backbone_pnn;
+extern const mml_backbone_vtable mml__backbone_dcn;
+extern const mml_backbone_vtable mml__backbone_autoint;
+extern const mml_backbone_vtable mml__backbone_xdeepfm;
+extern const mml_backbone_vtable mml__backbone_fibinet;
+
+/* Side parts of the built-in backbones (backbone_side.c). */
+
+/* A backbone parameter of rows x cols (MML_GROUP_BACKBONE, zero gradient).
+ * fan_in > 0: every value glorot-uniform with limit sqrt(6 / (fan_in + fan_out))
+ * (a stack of equally shaped matrices takes one matrix's fans), drawn from
+ * stream MML_STREAM_BACKBONE + stream; fan_in == 0: zeros. */
+int mml__side_param_init(mml_ctx *ctx, mml_param *p, const char *name, int64_t rows, int64_t cols,
+                         int64_t fan_in, int64_t fan_out, uint64_t stream);
+void mml__side_param_free(mml_ctx *ctx, mml_param *p);
+/* Folds the on/off bits (v[i] > 0) of n values into the fingerprint h. */
+uint64_t mml__pattern_fold(uint64_t h, const float *v, int64_t n);
+/* Whether any of the n parameters is unfrozen. */
+int mml__any_unfrozen(const mml_param *p, int64_t n);
 
 #endif

@@ -131,7 +131,8 @@ typedef struct mml__source {
 
 typedef struct mml__lines {
     mml_ctx *ctx;
-    FILE *fp;
+    int fd;             /* -1 for memory sources */
+    const char *name;   /* for messages */
     const char *mem;
     size_t mem_len;
     char *buf;

@@ -419,17 +419,32 @@ int mml_dataset_view(const mml_dataset *ds, int64_t start, int64_t count, mml_ba
 
 /* ------------------------------------------------------------ CSV output */
 
+/* Buffered output on a file descriptor (no stdio buffer behind the allocator). */
 typedef struct outbuf {
-    FILE *fp;
+    int fd;
     char buf[1 << 16];
     size_t len;
     int err;
 } outbuf;
 
+static void write_all(outbuf *o, const char *s, size_t n)
+{
+    while (n > 0 && !o->err) {
+        ssize_t w = write(o->fd, s, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            o->err = errno ? errno : EIO;
+            return;
+        }
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
 static void ob_flush(outbuf *o)
 {
-    if (o->len && fwrite(o->buf, 1, o->len, o->fp) != o->len)
-        o->err = 1;
+    write_all(o, o->buf, o->len);
     o->len = 0;
 }
 
@@ -438,8 +453,7 @@ static void ob_put(outbuf *o, const char *s, size_t n)
     if (o->len + n > sizeof o->buf) {
         ob_flush(o);
         if (n > sizeof o->buf) {
-            if (fwrite(s, 1, n, o->fp) != n)
-                o->err = 1;
+            write_all(o, s, n);
             return;
         }
     }
@@ -505,16 +519,9 @@ int mml_dataset_write_csv(const mml_dataset *ds, mml_ctx *ctx, const char *path)
                           strerror(e));
     }
     (void)fchmod(fd, 0644);
-    o->fp = fdopen(fd, "wb");
+    o->fd = fd;
     o->len = 0;
     o->err = 0;
-    if (!o->fp) {
-        close(fd);
-        unlink(tmp);
-        mml__free(ctx, tmp, plen + 8);
-        mml__free(ctx, o, sizeof *o);
-        return mml__error(ctx, MML_EIO, "%s: cannot open the temporary file", path);
-    }
     ob_str(o, "label,domain");
     for (int32_t f = 0; f < ds->n_fields; f++)
         if (f != s->domain_field) {
@@ -555,19 +562,20 @@ int mml_dataset_write_csv(const mml_dataset *ds, mml_ctx *ctx, const char *path)
     }
     ob_flush(o);
     int err = o->err;
-    if (fflush(o->fp) != 0 || fsync(fileno(o->fp)) != 0)
-        err = 1;
-    if (fclose(o->fp) != 0)
-        err = 1;
+    if (!err && fsync(fd) != 0)
+        err = errno;
+    if (close(fd) != 0 && !err)
+        err = errno;
     mml__free(ctx, o, sizeof *o);
-    if (!err && rename(tmp, path) != 0)
-        err = 2;
+    const char *what = "write";
+    if (!err && rename(tmp, path) != 0) {
+        err = errno;
+        what = "rename";
+    }
     int rc = MML_OK;
     if (err) {
-        int e = errno;
         unlink(tmp);
-        rc = mml__error(ctx, MML_EIO, "%s: %s failed: %s", path, err == 2 ? "rename" : "write",
-                        strerror(e));
+        rc = mml__error(ctx, MML_EIO, "%s: %s failed: %s", path, what, strerror(err));
     }
     mml__free(ctx, tmp, plen + 8);
     return rc;

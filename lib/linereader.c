@@ -1,6 +1,9 @@
-/* A chunked line reader: files are read in blocks, never whole. */
+/* A chunked line reader: files are read in blocks, never whole. Plain POSIX
+ * file descriptors, so no stdio buffer is allocated behind the context's allocator. */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "data_internal.h"
 
@@ -9,6 +12,8 @@
 int mml__lines_open(mml__lines *r, mml_ctx *ctx, const mml__source *src, size_t max_line)
 {
     memset(r, 0, sizeof *r);
+    r->fd = -1;
+    r->name = src->name;
     r->ctx = ctx;
     r->max_line = max_line;
     r->at_start = 1;
@@ -24,8 +29,10 @@ int mml__lines_open(mml__lines *r, mml_ctx *ctx, const mml__source *src, size_t 
     r->buf = mml__alloc(ctx, r->cap);
     if (!r->buf)
         return mml__error(ctx, MML_ENOMEM, "out of memory reading %s", src->name);
-    r->fp = fopen(src->path, "rb");
-    if (!r->fp) {
+    do
+        r->fd = open(src->path, O_RDONLY);
+    while (r->fd < 0 && errno == EINTR);
+    if (r->fd < 0) {
         int e = errno;
         mml__free(ctx, r->buf, r->cap);
         r->buf = NULL;
@@ -36,15 +43,15 @@ int mml__lines_open(mml__lines *r, mml_ctx *ctx, const mml__source *src, size_t 
 
 void mml__lines_close(mml__lines *r)
 {
-    if (r->fp)
-        fclose(r->fp);
+    if (r->fd >= 0)
+        close(r->fd);
     if (r->buf)
         mml__free(r->ctx, r->buf, r->cap);
-    r->fp = NULL;
+    r->fd = -1;
     r->buf = NULL;
 }
 
-static const char *data(const mml__lines *r) { return r->fp ? r->buf : r->mem; }
+static const char *data(const mml__lines *r) { return r->fd >= 0 ? r->buf : r->mem; }
 
 /* Moves the unread bytes to the front and reads more. */
 static int fill(mml__lines *r)
@@ -55,15 +62,18 @@ static int fill(mml__lines *r)
         r->start = 0;
     }
     while (!r->eof && r->end < r->cap) {
-        size_t got = fread(r->buf + r->end, 1, r->cap - r->end, r->fp);
-        r->end += got;
-        if (got == 0) {
-            if (ferror(r->fp))
-                return MML_EIO;
-            r->eof = 1;
+        ssize_t got = read(r->fd, r->buf + r->end, r->cap - r->end);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return MML_EIO;
         }
-        if (got > 0)
+        if (got == 0) {
+            r->eof = 1;
             break;
+        }
+        r->end += (size_t)got;
+        break;
     }
     return MML_OK;
 }
@@ -79,11 +89,11 @@ static void skip_bom(mml__lines *r)
 int mml__lines_next(mml__lines *r, const char **line, size_t *len)
 {
     if (r->at_start) {
-        if (r->fp) {
+        if (r->fd >= 0) {
             /* Read until at least 3 bytes or end of file to see a BOM. */
             while (!r->eof && r->end < 3)
                 if (fill(r) < 0)
-                    return mml__error(r->ctx, MML_EIO, "read error");
+                    return mml__error(r->ctx, MML_EIO, "%s: read error: %s", r->name, strerror(errno));
         }
         skip_bom(r);
         r->at_start = 0;
@@ -114,7 +124,7 @@ int mml__lines_next(mml__lines *r, const char **line, size_t *len)
             for (;;) {
                 r->start = r->end = 0;
                 if (fill(r) < 0)
-                    return mml__error(r->ctx, MML_EIO, "read error");
+                    return mml__error(r->ctx, MML_EIO, "%s: read error: %s", r->name, strerror(errno));
                 const char *q = memchr(r->buf, '\n', r->end);
                 if (q) {
                     r->start = (size_t)(q - r->buf) + 1;
@@ -127,6 +137,6 @@ int mml__lines_next(mml__lines *r, const char **line, size_t *len)
             }
         }
         if (fill(r) < 0)
-            return mml__error(r->ctx, MML_EIO, "read error");
+            return mml__error(r->ctx, MML_EIO, "%s: read error: %s", r->name, strerror(errno));
     }
 }

@@ -25,8 +25,8 @@ struct mml_model {
     /* Scratch of the last forward pass. */
     int64_t n;
     int32_t mode;
-    size_t cap_emb, cap_demb, cap_lin, cap_dense, cap_dw, cap_ids;
-    float *embbuf, *demb, *lin, *dense, *dweights;
+    size_t cap_emb, cap_demb, cap_lin, cap_dense, cap_dw, cap_ids, cap_own;
+    float *embbuf, *demb, *lin, *dense, *dweights, *own;
     float *idsbuf; /* ids and domains of the batch, as int32 in float-sized slots */
 };
 
@@ -74,6 +74,7 @@ void mml_model_destroy(mml_model *m)
     mml__free(ctx, m->lin, m->cap_lin * sizeof(float));
     mml__free(ctx, m->dense, m->cap_dense * sizeof(float));
     mml__free(ctx, m->dweights, m->cap_dw * sizeof(float));
+    mml__free(ctx, m->own, m->cap_own * sizeof(float));
     mml__free(ctx, m->idsbuf, m->cap_ids * sizeof(float));
     mml__free(ctx, m, sizeof *m);
 }
@@ -252,7 +253,7 @@ int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32
     int rc = check_batch(m, b);
     if (rc < 0)
         return rc;
-    if (mode < MML_MIX_NONE || mode > MML_MIX_SINGLE)
+    if (mode < MML_MIX_NONE || mode > MML_MIX_OWN)
         return mml__error(ctx, MML_EINVAL, "model_forward: unknown mixture mode %d", mode);
     if (mode != MML_MIX_NONE && m->E == 0)
         return mml__error(ctx, MML_ESTATE, "model_forward: mixture mode %d on a model without experts", mode);
@@ -261,6 +262,9 @@ int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32
     if (mode == MML_MIX_DOMAIN && m->E < m->D)
         return mml__error(ctx, MML_ESTATE, "model_forward: per-domain adapters need %d experts, have %d",
                           m->D, m->E);
+    if (mode == MML_MIX_OWN && m->E % m->D != 0)
+        return mml__error(ctx, MML_ESTATE, "model_forward: %d experts are not m per domain for %d domains",
+                          m->E, m->D);
     int64_t n = b->n_rows;
     int32_t fk = m->F * m->k;
     m->n = 0;
@@ -305,6 +309,15 @@ int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32
         rc = mml_gate_forward(m->gate, dom, n, &mix.weights);
         if (rc < 0)
             goto fail;
+    } else if (mode == MML_MIX_OWN) {
+        if ((rc = mml__ensure_floats(ctx, &m->own, &m->cap_own, (size_t)(n * m->E))) < 0)
+            goto fail;
+        float w = (float)m->D / (float)m->E;
+        for (int64_t r = 0; r < n; r++)
+            for (int32_t e = 0; e < m->E; e++)
+                m->own[r * m->E + e] = e % m->D == dom[r] ? w : 0.0f;
+        mix.mode = MML_MIX_GATED;
+        mix.weights = m->own;
     }
     mml_backbone_input in = {n, m->embbuf, m->n_dense ? m->dense : NULL, &mix, training ? 1 : 0};
     rc = mml_backbone_forward(m->backbone, &in, logits);

@@ -1,6 +1,7 @@
 /* Readers for the official MovieLens ML-100K and ML-1M files. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "data_internal.h"
 
@@ -377,14 +378,7 @@ static char *join(mml_ctx *ctx, const char *dir, const char *file)
     return p;
 }
 
-static int file_exists(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return 0;
-    fclose(f);
-    return 1;
-}
+static int file_exists(const char *path) { return access(path, F_OK) == 0; }
 
 typedef struct ml_state {
     char *paths[3]; /* ratings, users, occupations */

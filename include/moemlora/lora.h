@@ -33,7 +33,15 @@
 
 typedef struct mml_lora mml_lora;
 
-enum { MML_MIX_NONE = 0, MML_MIX_DOMAIN = 1, MML_MIX_GATED = 2, MML_MIX_SINGLE = 3 };
+enum {
+    MML_MIX_NONE = 0,
+    MML_MIX_DOMAIN = 1,
+    MML_MIX_GATED = 2,
+    MML_MIX_SINGLE = 3,
+    /* Model level only (mml_model_forward): each row mixes its domain's own
+     * experts (i with i mod D = domain) with weight 1/m, m = E / D. */
+    MML_MIX_OWN = 4
+};
 
 typedef struct mml_mix {
     int32_t mode;          /* MML_MIX_* */

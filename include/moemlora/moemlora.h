@@ -5,6 +5,7 @@
 
 #include "alloc.h"
 #include "backbone.h"
+#include "backbones.h"
 #include "ctx.h"
 #include "data.h"
 #include "metrics.h"
@@ -13,6 +14,7 @@
 #include "lora.h"
 #include "model.h"
 #include "tower.h"
+#include "trainer.h"
 #include "export.h"
 #include "gradcheck.h"
 #include "loss.h"

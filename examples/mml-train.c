@@ -1,0 +1,666 @@
+/* mml-train: staged training of the shared model, MLoRA and MoE-MLoRA on
+ * MovieLens, CSV splits or the built-in synthetic data, with per-domain
+ * results on stdout and optionally as JSON. All ML logic is in the library;
+ * this program parses arguments, calls it and prints. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <moemlora/moemlora.h>
+
+#define MAX_LIST 64
+
+typedef struct args {
+    int synthetic;
+    int64_t synthetic_rows;
+    int32_t synthetic_domains;
+    const char *movielens, *domain_by;
+    int32_t label_min;
+    const char *train, *val, *test, *label, *domain;
+    char fields_buf[1024];
+    const char *fields[MAX_LIST];
+    int n_fields;
+    const char *backbone;
+    int variants[3], n_variants;
+    int32_t experts_per_domain, alpha, embed_dim, hidden[MAX_LIST], n_hidden;
+    float dropout, lr;
+    int64_t batch;
+    int32_t patience, max_epochs;
+    uint64_t seeds[MAX_LIST];
+    int n_seeds;
+    uint64_t data_seed;
+    uint32_t threads;
+    const char *json, *write_splits;
+} args;
+
+typedef struct data {
+    mml_dataset *train, *val, *test;
+} data;
+
+static const char *const variant_names[3] = {"base", "mlora", "moe"};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: mml-train [data] [model] [training] [output]\n"
+            "data (default --synthetic):\n"
+            "  --synthetic [--synthetic-rows N] [--synthetic-domains D]\n"
+            "  --movielens DIR --domain-by gender|age|occupation [--label-min R]\n"
+            "  --train F --val F --test F [--label COL] [--domain COL] [--fields C1,C2,...]\n"
+            "model: --backbone mlp|wdl|deepfm|nfm|pnn|dcn|autoint|xdeepfm|fibinet (mlp)\n"
+            "  --variant base|mlora|moe|all (moe)  --experts-per-domain M (1)  --alpha A (16)\n"
+            "  --embed-dim K (8)  --hidden 256,128,64  --dropout P (0.5)\n"
+            "training: --lr (1e-3) --batch (1024) --patience (3) --max-epochs (50)\n"
+            "  --seed N (1) | --seeds A,B,C  --data-seed N (123)  --threads T (online CPUs)\n"
+            "output: --json FILE  --write-splits DIR (write train/val/test CSV and exit)\n");
+}
+
+static int parse_int(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_float(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Splits a comma list of integers. */
+static int parse_int_list(const char *s, long long lo, long long hi, long long *out, int max)
+{
+    char buf[1024];
+    if (strlen(s) >= sizeof buf)
+        return -1;
+    strcpy(buf, s);
+    int n = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (n == max || parse_int(tok, lo, hi, &out[n]) < 0)
+            return -1;
+        n++;
+    }
+    return n > 0 ? n : -1;
+}
+
+static int bad_value(const char *opt, const char *v)
+{
+    fprintf(stderr, "mml-train: invalid value '%s' for %s\n", v, opt);
+    return 2;
+}
+
+static int parse_args(int argc, char **argv, args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->synthetic_rows = 80000;
+    a->synthetic_domains = 4;
+    a->label_min = 5;
+    a->label = "label";
+    a->domain = "domain";
+    a->backbone = "mlp";
+    a->variants[0] = MML_VARIANT_MOE;
+    a->n_variants = 1;
+    a->experts_per_domain = 1;
+    a->alpha = 16;
+    a->embed_dim = 8;
+    a->hidden[0] = 256, a->hidden[1] = 128, a->hidden[2] = 64;
+    a->n_hidden = 3;
+    a->dropout = 0.5f;
+    a->lr = 1e-3f;
+    a->batch = 1024;
+    a->patience = 3;
+    a->max_epochs = 50;
+    a->seeds[0] = 1;
+    a->n_seeds = 1;
+    a->data_seed = 123;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    a->threads = cpus > 0 ? (uint32_t)cpus : 1;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            usage(stdout);
+            exit(0);
+        }
+        if (!strcmp(o, "--synthetic")) {
+            a->synthetic = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "mml-train: %s: unknown option or missing value\n", o);
+            usage(stderr);
+            return 2;
+        }
+        const char *v = argv[++i];
+        long long n;
+        double x;
+        long long list[MAX_LIST];
+        if (!strcmp(o, "--synthetic-rows")) {
+            if (parse_int(v, 10, 100000000, &n) < 0) return bad_value(o, v);
+            a->synthetic_rows = n, a->synthetic = 1;
+        } else if (!strcmp(o, "--synthetic-domains")) {
+            if (parse_int(v, 1, 1024, &n) < 0) return bad_value(o, v);
+            a->synthetic_domains = (int32_t)n, a->synthetic = 1;
+        } else if (!strcmp(o, "--movielens")) {
+            a->movielens = v;
+        } else if (!strcmp(o, "--domain-by")) {
+            if (strcmp(v, "gender") && strcmp(v, "age") && strcmp(v, "occupation")) return bad_value(o, v);
+            a->domain_by = v;
+        } else if (!strcmp(o, "--label-min")) {
+            if (parse_int(v, 1, 5, &n) < 0) return bad_value(o, v);
+            a->label_min = (int32_t)n;
+        } else if (!strcmp(o, "--train")) {
+            a->train = v;
+        } else if (!strcmp(o, "--val")) {
+            a->val = v;
+        } else if (!strcmp(o, "--test")) {
+            a->test = v;
+        } else if (!strcmp(o, "--label")) {
+            a->label = v;
+        } else if (!strcmp(o, "--domain")) {
+            a->domain = v;
+        } else if (!strcmp(o, "--fields")) {
+            if (strlen(v) >= sizeof a->fields_buf) return bad_value(o, v);
+            strcpy(a->fields_buf, v);
+            a->n_fields = 0;
+            for (char *tok = strtok(a->fields_buf, ","); tok; tok = strtok(NULL, ","))
+                if (a->n_fields < MAX_LIST - 1) a->fields[a->n_fields++] = tok;
+            a->fields[a->n_fields] = NULL;
+            if (a->n_fields == 0) return bad_value(o, v);
+        } else if (!strcmp(o, "--backbone")) {
+            if (!mml_backbone_known(NULL, v)) return bad_value(o, v);
+            a->backbone = v;
+        } else if (!strcmp(o, "--variant")) {
+            if (!strcmp(v, "all")) {
+                a->n_variants = 3;
+                for (int k = 0; k < 3; k++) a->variants[k] = k;
+            } else {
+                int k = 0;
+                while (k < 3 && strcmp(v, variant_names[k])) k++;
+                if (k == 3) return bad_value(o, v);
+                a->variants[0] = k, a->n_variants = 1;
+            }
+        } else if (!strcmp(o, "--experts-per-domain")) {
+            if (parse_int(v, 1, 64, &n) < 0) return bad_value(o, v);
+            a->experts_per_domain = (int32_t)n;
+        } else if (!strcmp(o, "--alpha")) {
+            if (parse_int(v, 1, 1 << 20, &n) < 0) return bad_value(o, v);
+            a->alpha = (int32_t)n;
+        } else if (!strcmp(o, "--embed-dim")) {
+            if (parse_int(v, 1, 4096, &n) < 0) return bad_value(o, v);
+            a->embed_dim = (int32_t)n;
+        } else if (!strcmp(o, "--hidden")) {
+            int k = parse_int_list(v, 1, 1 << 20, list, MAX_LIST);
+            if (k < 0) return bad_value(o, v);
+            for (int j = 0; j < k; j++) a->hidden[j] = (int32_t)list[j];
+            a->n_hidden = k;
+        } else if (!strcmp(o, "--dropout")) {
+            if (parse_float(v, 0.0, 0.999, &x) < 0) return bad_value(o, v);
+            a->dropout = (float)x;
+        } else if (!strcmp(o, "--lr")) {
+            if (parse_float(v, 1e-12, 10.0, &x) < 0) return bad_value(o, v);
+            a->lr = (float)x;
+        } else if (!strcmp(o, "--batch")) {
+            if (parse_int(v, 1, 1 << 24, &n) < 0) return bad_value(o, v);
+            a->batch = n;
+        } else if (!strcmp(o, "--patience")) {
+            if (parse_int(v, 1, 1000, &n) < 0) return bad_value(o, v);
+            a->patience = (int32_t)n;
+        } else if (!strcmp(o, "--max-epochs")) {
+            if (parse_int(v, 1, 100000, &n) < 0) return bad_value(o, v);
+            a->max_epochs = (int32_t)n;
+        } else if (!strcmp(o, "--seed")) {
+            if (parse_int(v, 0, INT64_MAX, &n) < 0) return bad_value(o, v);
+            a->seeds[0] = (uint64_t)n, a->n_seeds = 1;
+        } else if (!strcmp(o, "--seeds")) {
+            int k = parse_int_list(v, 0, INT64_MAX, list, MAX_LIST);
+            if (k < 0) return bad_value(o, v);
+            for (int j = 0; j < k; j++) a->seeds[j] = (uint64_t)list[j];
+            a->n_seeds = k;
+        } else if (!strcmp(o, "--data-seed")) {
+            if (parse_int(v, 0, INT64_MAX, &n) < 0) return bad_value(o, v);
+            a->data_seed = (uint64_t)n;
+        } else if (!strcmp(o, "--threads")) {
+            if (parse_int(v, 1, 1024, &n) < 0) return bad_value(o, v);
+            a->threads = (uint32_t)n;
+        } else if (!strcmp(o, "--json")) {
+            a->json = v;
+        } else if (!strcmp(o, "--write-splits")) {
+            a->write_splits = v;
+        } else {
+            fprintf(stderr, "mml-train: unknown option %s\n", o);
+            usage(stderr);
+            return 2;
+        }
+    }
+    int sources = a->synthetic + (a->movielens != NULL) + (a->train || a->val || a->test);
+    if (sources > 1) {
+        fprintf(stderr, "mml-train: choose one of --synthetic, --movielens, --train/--val/--test\n");
+        return 2;
+    }
+    if (a->movielens && !a->domain_by) {
+        fprintf(stderr, "mml-train: --movielens needs --domain-by\n");
+        return 2;
+    }
+    if ((a->train || a->val || a->test) && !(a->train && a->val && a->test)) {
+        fprintf(stderr, "mml-train: --train, --val and --test go together\n");
+        return 2;
+    }
+    if (sources == 0)
+        a->synthetic = 1;
+    return 0;
+}
+
+static int load_data(mml_ctx *ctx, const args *a, data *d)
+{
+    if (a->movielens) {
+        mml_movielens_options o;
+        mml_movielens_options_init(&o);
+        o.dir = a->movielens;
+        o.domain_by = !strcmp(a->domain_by, "gender") ? MML_DOMAIN_BY_GENDER
+                      : !strcmp(a->domain_by, "age")  ? MML_DOMAIN_BY_AGE
+                                                      : MML_DOMAIN_BY_OCCUPATION;
+        o.label_min = a->label_min;
+        o.split_seed = a->data_seed;
+        return mml_movielens_load(ctx, &o, &d->train, &d->val, &d->test);
+    }
+    if (a->train) {
+        mml_csv_options o;
+        mml_csv_options_init(&o);
+        o.label_column = a->label;
+        o.domain_column = a->domain;
+        if (a->n_fields)
+            o.field_columns = a->fields;
+        return mml_csv_load(ctx, &o, a->train, a->val, a->test, &d->train, &d->val, &d->test);
+    }
+    mml_synthetic_options o;
+    mml_synthetic_options_init(&o);
+    o.n_rows = a->synthetic_rows;
+    o.n_domains = a->synthetic_domains;
+    o.seed = a->data_seed;
+    return mml_synthetic_generate(ctx, &o, &d->train, &d->val, &d->test);
+}
+
+/* ---- one run ---- */
+
+static int show_progress(void *user, const mml_progress *p)
+{
+    static const char *const stage_names[4] = {"joint", "backbone", "experts", "gate"};
+    const char *tag = user;
+    fprintf(stderr, "\r%s %s", tag, stage_names[p->stage]);
+    if (p->expert >= 0)
+        fprintf(stderr, " expert %d", p->expert);
+    fprintf(stderr, " epoch %d step %lld/%lld %.0f rows/s loss %.4f eta %.0fs   ", p->epoch,
+            (long long)p->step, (long long)p->steps, p->rows_per_s, p->loss, p->eta_s);
+    return 0;
+}
+
+static json_t *evaluate_json(mml_ctx *ctx, mml_trainer *tr, const data *d, int32_t mode,
+                             int full, int *rc)
+{
+    int32_t D = mml_dataset_n_domains(d->test);
+    mml_metrics *m = NULL;
+    mml_metrics_summary s;
+    json_t *o = NULL;
+    if ((*rc = mml_metrics_create(&m, ctx, D)) < 0 ||
+        (*rc = mml_trainer_evaluate(tr, d->test, mode, m)) < 0 ||
+        (*rc = mml_metrics_compute(m, &s)) < 0) {
+        mml_metrics_destroy(m);
+        return NULL;
+    }
+    o = json_object();
+    json_object_set_new(o, "mean_auc", json_real(s.mean_auc));
+    json_object_set_new(o, "wauc", json_real(s.wauc));
+    if (full) {
+        json_object_set_new(o, "logloss", json_real(s.logloss));
+        json_t *doms = json_array();
+        for (int32_t k = 0; k < D; k++) {
+            mml_domain_metrics dm;
+            mml_metrics_domain(m, k, &dm);
+            json_t *x = json_object();
+            json_object_set_new(x, "id", json_integer(k));
+            json_object_set_new(x, "name", json_string(mml_dataset_domain_name(d->test, k)));
+            json_object_set_new(x, "n_test", json_integer(dm.n));
+            json_object_set_new(x, "auc", dm.auc_defined ? json_real(dm.auc) : json_null());
+            json_object_set_new(x, "logloss", json_real(dm.logloss));
+            json_array_append_new(doms, x);
+        }
+        json_object_set_new(o, "domains", doms);
+    }
+    mml_metrics_destroy(m);
+    return o;
+}
+
+static json_t *gate_json(mml_model *model)
+{
+    mml_gate *g = mml_model_gate(model);
+    int32_t D = mml_gate_n_domains(g), E = mml_gate_n_experts(g);
+    float *t = malloc(sizeof(float) * (size_t)D * (size_t)E);
+    json_t *rows = json_array();
+    if (t && mml_gate_table(g, t) == MML_OK)
+        for (int32_t k = 0; k < D; k++) {
+            json_t *r = json_array();
+            for (int32_t e = 0; e < E; e++)
+                json_array_append_new(r, json_real(t[k * E + e]));
+            json_array_append_new(rows, r);
+        }
+    free(t);
+    return rows;
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* The stage rows of the JSON: MoE's experts are summed into one "experts" row. */
+static json_t *stages_json(mml_trainer *tr, json_t **experts)
+{
+    static const char *const names[4] = {"joint", "backbone", "experts", "gate"};
+    json_t *stages = json_array();
+    *experts = json_array();
+    double rates[4096];
+    int n_rates = 0, n_exp = 0;
+    double exp_val = 0, exp_sec = 0;
+    long exp_epochs = 0;
+    for (int64_t i = 0; i < mml_trainer_n_stage_reports(tr); i++) {
+        mml_stage_report r;
+        mml_trainer_stage_report(tr, i, &r);
+        if (r.stage != MML_STAGE_EXPERTS) {
+            json_t *s = json_object();
+            json_object_set_new(s, "name", json_string(names[r.stage]));
+            json_object_set_new(s, "epochs", json_integer(r.epochs));
+            json_object_set_new(s, "best_val", json_real(r.best_val));
+            json_object_set_new(s, "seconds", json_real(r.seconds));
+            json_object_set_new(s, "train_rows_per_s", json_real(r.train_rows_per_s));
+            json_array_append_new(stages, s);
+            continue;
+        }
+        json_t *e = json_object();
+        json_object_set_new(e, "id", json_integer(r.expert));
+        json_object_set_new(e, "domain", json_integer(r.domain));
+        json_object_set_new(e, "epochs", json_integer(r.epochs));
+        json_object_set_new(e, "best_val", json_real(r.best_val));
+        json_array_append_new(*experts, e);
+        n_exp++;
+        exp_val += r.best_val;
+        exp_sec += r.seconds;
+        exp_epochs += r.epochs;
+        /* Experts' stage rows go in position: after the backbone row. */
+        if (n_exp == 1)
+            json_array_append_new(stages, json_object());
+    }
+    for (int64_t i = 0; i < mml_trainer_n_epoch_reports(tr) && n_rates < 4096; i++) {
+        mml_epoch_report er;
+        mml_trainer_epoch_report(tr, i, &er);
+        if (er.stage == MML_STAGE_EXPERTS)
+            rates[n_rates++] = er.rows_per_s;
+    }
+    if (n_exp) {
+        qsort(rates, (size_t)n_rates, sizeof rates[0], cmp_double);
+        double med = n_rates % 2 ? rates[n_rates / 2] : 0.5 * (rates[n_rates / 2 - 1] + rates[n_rates / 2]);
+        json_t *s = json_array_get(stages, 1);
+        json_object_set_new(s, "name", json_string("experts"));
+        json_object_set_new(s, "epochs", json_integer(exp_epochs));
+        json_object_set_new(s, "best_val", json_real(exp_val / n_exp));
+        json_object_set_new(s, "seconds", json_real(exp_sec));
+        json_object_set_new(s, "train_rows_per_s", json_real(med));
+    }
+    return stages;
+}
+
+static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed, int *rc)
+{
+    mml_ctx_options co;
+    mml_ctx_options_init(&co);
+    co.seed = seed;
+    co.n_threads = a->threads;
+    mml_ctx *ctx = NULL;
+    if ((*rc = mml_ctx_create(&ctx, &co)) < 0) {
+        fprintf(stderr, "mml-train: %s\n", mml_status_str(*rc));
+        return NULL;
+    }
+    char tag[64];
+    snprintf(tag, sizeof tag, "[%s seed %llu]", variant_names[variant], (unsigned long long)seed);
+    mml_trainer_options to;
+    mml_trainer_options_init(&to);
+    to.variant = variant;
+    to.backbone = a->backbone;
+    to.experts_per_domain = a->experts_per_domain;
+    to.alpha = a->alpha;
+    to.embed_dim = a->embed_dim;
+    to.n_hidden = a->n_hidden;
+    to.hidden = a->hidden;
+    to.dropout = a->dropout;
+    to.lr = a->lr;
+    to.batch_size = a->batch;
+    to.patience = a->patience;
+    to.max_epochs = a->max_epochs;
+    if (isatty(STDERR_FILENO)) {
+        to.progress = show_progress;
+        to.progress_user = tag;
+    }
+    mml_trainer *tr = NULL;
+    json_t *run = NULL, *after_backbone = NULL, *own = NULL, *gate_init = NULL;
+    if ((*rc = mml_trainer_create(&tr, ctx, &to, d->train, d->val)) < 0)
+        goto done;
+    if (variant == MML_VARIANT_MOE) {
+        if ((*rc = mml_trainer_run_stage(tr, MML_STAGE_BACKBONE)) < 0 ||
+            !(after_backbone = evaluate_json(ctx, tr, d, MML_MIX_NONE, 0, rc)) ||
+            (*rc = mml_trainer_run_stage(tr, MML_STAGE_EXPERTS)) < 0 ||
+            !(own = evaluate_json(ctx, tr, d, MML_MIX_OWN, 0, rc)))
+            goto done;
+        gate_init = gate_json(mml_trainer_model(tr));
+        if ((*rc = mml_trainer_run_stage(tr, MML_STAGE_GATE)) < 0)
+            goto done;
+    } else if ((*rc = mml_trainer_run(tr)) < 0) {
+        goto done;
+    }
+    if (!(run = evaluate_json(ctx, tr, d, mml_trainer_mix_mode(tr), 1, rc)))
+        goto done;
+    json_object_set_new(run, "backbone", json_string(a->backbone));
+    json_object_set_new(run, "variant", json_string(variant_names[variant]));
+    json_object_set_new(run, "seed", json_integer((json_int_t)seed));
+    json_object_set_new(run, "threads", json_integer(a->threads));
+    json_t *experts;
+    json_object_set_new(run, "stages", stages_json(tr, &experts));
+    if (variant == MML_VARIANT_MOE) {
+        json_object_set_new(run, "gate", gate_json(mml_trainer_model(tr)));
+        json_object_set_new(run, "gate_init", gate_init);
+        json_object_set_new(run, "experts", experts);
+        json_object_set_new(run, "after_backbone", after_backbone);
+        json_object_set_new(run, "own_experts", own);
+        gate_init = after_backbone = own = NULL;
+    } else {
+        json_decref(experts);
+    }
+done:
+    if (isatty(STDERR_FILENO) && to.progress)
+        fprintf(stderr, "\r%*s\r", 100, "");
+    if (*rc < 0)
+        fprintf(stderr, "mml-train: %s: %s\n", tag, mml_ctx_last_error(ctx));
+    json_decref(after_backbone);
+    json_decref(own);
+    json_decref(gate_init);
+    mml_trainer_destroy(tr);
+    mml_ctx_destroy(ctx);
+    return run;
+}
+
+/* ---- output ---- */
+
+static double num(json_t *o, const char *key) { return json_number_value(json_object_get(o, key)); }
+
+static void print_run(json_t *run)
+{
+    printf("\n%s / %s / seed %lld\n", json_string_value(json_object_get(run, "backbone")),
+           json_string_value(json_object_get(run, "variant")),
+           (long long)json_integer_value(json_object_get(run, "seed")));
+    printf("  %-12s %8s %8s %8s\n", "domain", "n_test", "auc", "logloss");
+    size_t i;
+    json_t *dm;
+    json_array_foreach(json_object_get(run, "domains"), i, dm) {
+        json_t *auc = json_object_get(dm, "auc");
+        char buf[16] = "   n/a";
+        if (json_is_number(auc))
+            snprintf(buf, sizeof buf, "%.4f", json_number_value(auc));
+        printf("  %-12s %8lld %8s %8.4f\n", json_string_value(json_object_get(dm, "name")),
+               (long long)json_integer_value(json_object_get(dm, "n_test")), buf, num(dm, "logloss"));
+    }
+    printf("  mean AUC %.4f  WAUC %.4f  log loss %.4f\n", num(run, "mean_auc"), num(run, "wauc"),
+           num(run, "logloss"));
+    json_t *st;
+    json_array_foreach(json_object_get(run, "stages"), i, st)
+        printf("  stage %-8s epochs %3lld  best val %.4f  %7.1f s  %9.0f rows/s\n",
+               json_string_value(json_object_get(st, "name")),
+               (long long)json_integer_value(json_object_get(st, "epochs")), num(st, "best_val"),
+               num(st, "seconds"), num(st, "train_rows_per_s"));
+    json_t *gate = json_object_get(run, "gate");
+    if (gate) {
+        json_t *ab = json_object_get(run, "after_backbone"), *own = json_object_get(run, "own_experts");
+        printf("  after backbone: mean AUC %.4f WAUC %.4f; own experts: mean AUC %.4f WAUC %.4f\n",
+               num(ab, "mean_auc"), num(ab, "wauc"), num(own, "mean_auc"), num(own, "wauc"));
+        printf("  gate (rows: domains, columns: experts)\n");
+        json_t *row;
+        json_array_foreach(gate, i, row) {
+            printf("   ");
+            size_t j;
+            json_t *w;
+            json_array_foreach(row, j, w) printf(" %.3f", json_number_value(w));
+            printf("\n");
+        }
+    }
+}
+
+static void mean_sd(const double *x, int n, double *mean, double *sd)
+{
+    double s = 0, s2 = 0;
+    for (int i = 0; i < n; i++)
+        s += x[i];
+    *mean = s / n;
+    for (int i = 0; i < n; i++)
+        s2 += (x[i] - *mean) * (x[i] - *mean);
+    *sd = n > 1 ? sqrt(s2 / (n - 1)) : 0.0;
+}
+
+static void print_summary(json_t *runs, const args *a)
+{
+    printf("\nsummary over seeds (mean +- sample std)\n");
+    printf("  %-8s %-18s %-18s %-18s\n", "variant", "WAUC", "mean AUC", "log loss");
+    for (int v = 0; v < a->n_variants; v++) {
+        double w[MAX_LIST], m[MAX_LIST], l[MAX_LIST];
+        int n = 0;
+        size_t i;
+        json_t *run;
+        json_array_foreach(runs, i, run) {
+            if (strcmp(json_string_value(json_object_get(run, "variant")), variant_names[a->variants[v]]))
+                continue;
+            w[n] = num(run, "wauc"), m[n] = num(run, "mean_auc"), l[n] = num(run, "logloss");
+            n++;
+        }
+        double mw, sw, mm, sm, ml, sl;
+        mean_sd(w, n, &mw, &sw);
+        mean_sd(m, n, &mm, &sm);
+        mean_sd(l, n, &ml, &sl);
+        printf("  %-8s %.4f +- %.4f    %.4f +- %.4f    %.4f +- %.4f\n",
+               variant_names[a->variants[v]], mw, sw, mm, sm, ml, sl);
+    }
+}
+
+static int write_json(const char *path, json_t *doc)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return -1;
+    if (json_dump_file(doc, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) != 0)
+        return -1;
+    if (rename(tmp, path) != 0) {
+        remove(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc)
+        return rc;
+    mml_ctx_options co;
+    mml_ctx_options_init(&co);
+    co.seed = a.data_seed;
+    co.n_threads = a.threads;
+    mml_ctx *ctx = NULL;
+    data d = {0};
+    if (mml_ctx_create(&ctx, &co) < 0) {
+        fprintf(stderr, "mml-train: cannot create a context\n");
+        return 1;
+    }
+    if ((rc = load_data(ctx, &a, &d)) < 0) {
+        fprintf(stderr, "mml-train: %s\n", mml_ctx_last_error(ctx));
+        mml_ctx_destroy(ctx);
+        return 1;
+    }
+    int status = 0;
+    if (a.write_splits) {
+        const char *names[3] = {"train.csv", "val.csv", "test.csv"};
+        const mml_dataset *sets[3] = {d.train, d.val, d.test};
+        for (int i = 0; i < 3 && status == 0; i++) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", a.write_splits, names[i]);
+            if (mml_dataset_write_csv(sets[i], ctx, path) < 0) {
+                fprintf(stderr, "mml-train: %s\n", mml_ctx_last_error(ctx));
+                status = 1;
+            }
+        }
+    } else {
+        printf("data: %lld train, %lld validation, %lld test rows, %d domains; threads %u\n",
+               (long long)mml_dataset_n_rows(d.train), (long long)mml_dataset_n_rows(d.val),
+               (long long)mml_dataset_n_rows(d.test), mml_dataset_n_domains(d.train), a.threads);
+        json_t *runs = json_array();
+        for (int v = 0; v < a.n_variants && status == 0; v++)
+            for (int s = 0; s < a.n_seeds && status == 0; s++) {
+                int run_rc = 0;
+                json_t *run = run_one(&a, &d, a.variants[v], a.seeds[s], &run_rc);
+                if (!run) {
+                    status = 1;
+                    break;
+                }
+                print_run(run);
+                fflush(stdout);
+                json_array_append_new(runs, run);
+            }
+        if (status == 0 && json_array_size(runs) > 1)
+            print_summary(runs, &a);
+        if (status == 0 && a.json) {
+            json_t *doc = json_array_size(runs) == 1 ? json_incref(json_array_get(runs, 0))
+                                                      : json_pack("{s:O}", "runs", runs);
+            if (write_json(a.json, doc) < 0) {
+                fprintf(stderr, "mml-train: cannot write %s\n", a.json);
+                status = 1;
+            }
+            json_decref(doc);
+        }
+        json_decref(runs);
+    }
+    mml_dataset_destroy(d.train);
+    mml_dataset_destroy(d.val);
+    mml_dataset_destroy(d.test);
+    mml_ctx_destroy(ctx);
+    return status;
+}

@@ -1,0 +1,115 @@
+/* libmoemlora: options of the built-in backbones.
+ *
+ * Every built-in backbone has a DNN tower (mml_backbone_config.hidden, with
+ * the adapters) and may have side parts. Its own hyper-parameters come from
+ * an options struct passed as mml_backbone_config.options or
+ * mml_model_options.backbone_options; NULL means the defaults below, which
+ * are the hyper-parameters of the MoE-MLoRA paper. Initialise a struct with
+ * its _options_init function before changing fields: the struct_size field
+ * versions it (a size the library does not know gives MML_EVERSION). The
+ * library copies what it needs at creation; the struct (and any array it
+ * points to) need not outlive that call.
+ *
+ * Notation: F fields, k = embedding width, e_f the embedding of field f,
+ * n_dense numeric values, d_last = the tower's last width. Numeric values are
+ * appended to the tower's input. "Linear term": the model adds
+ * sum_f w_f[id_f] + sum_j v_j x_j. No side part carries a bias of its own.
+ *
+ *  "nfm"      tower over the bi-interaction pooling
+ *             0.5 ((sum_f e_f)^2 - sum_f e_f^2) (elementwise, width k); linear term.
+ *  "pnn"      tower over [e_1 .. e_F, <e_i, e_j> for i < j]; no linear term.
+ *  "dcn"      cross network over x0 = [e_1 .. e_F, numeric] (width d):
+ *             x_{l+1} = x0 (x_l . w_l) + b_l + x_l; tower over x0;
+ *             logit = Linear over [x_L, tower out]; linear term.
+ *  "autoint"  tower over the embeddings; interacting layers over the F field
+ *             vectors (multi-head self-attention with unscaled scores and a
+ *             ReLU(concat + x W_res) residual); logit = Linear over
+ *             [flattened attention output (F x heads x head_dim), tower out];
+ *             linear term.
+ *  "xdeepfm"  tower over the embeddings; + a compressed interaction network
+ *             (CIN), ReLU, sum-pooled over k, through a bias-free Linear;
+ *             linear term.
+ *  "fibinet"  SENET re-weighting of the fields and bilinear interactions
+ *             p_ij = (e_i W_ij) o e_j, i < j, of the original and the
+ *             re-weighted embeddings; tower over both; linear term.
+ *
+ * Parameters (all MML_GROUP_BACKBONE), in mml_backbone_param order: the
+ * tower's, the experts', then (P = F (F - 1) / 2 pairs (i, j), i < j, in the
+ * order (0,1), (0,2), .., (0,F-1), (1,2), ..):
+ *  nfm, pnn:  head.w (d_last x 1)
+ *  dcn:       cross.<l>.w (d x 1), cross.<l>.b (d x 1) for each layer;
+ *             head.w ((d + d_last) x 1): rows [0, d) read x_L, the rest the tower.
+ *  autoint:   for each layer l: autoint.<l>.W_Q, .W_K, .W_V (d_in x heads*head_dim;
+ *             head h owns columns [h head_dim, (h + 1) head_dim)), then
+ *             autoint.<l>.W_res (d_in x heads*head_dim, with residual only);
+ *             d_in = k for layer 0, heads*head_dim after;
+ *             head.w ((F heads head_dim + d_last) x 1): rows [0, F heads head_dim)
+ *             read the attention output field after field.
+ *  xdeepfm:   cin.<l>.W ((M_l F) x H_l): row i F + j weighs X^{l-1}_i o X^0_j,
+ *             M_0 = F and M_l the maps layer l - 1 passes on (H_{l-1}, or
+ *             H_{l-1} / 2 with split_half: its first half; the second half
+ *             goes to the output); cin.head.w (output maps x 1), ordered
+ *             layer after layer; head.w (d_last x 1).
+ *  fibinet:   senet.W1 (F x R), senet.W2 (R x F), R = max(1, floor(F / reduction));
+ *             bilinear.W (P k x k: pair p owns rows [p k, (p + 1) k)), for the
+ *             original embeddings; bilinear.W_senet (same) for the re-weighted
+ *             ones; head.w (d_last x 1). The tower reads [p_ij of the original
+ *             embeddings, p_ij of the re-weighted ones, numeric].
+ * Matrices start glorot-uniform (stacked per-head or per-pair matrices with
+ * the fans of one of them), the cross network's b_l at zero.
+ */
+#ifndef MOEMLORA_BACKBONES_H
+#define MOEMLORA_BACKBONES_H
+
+#include <stdint.h>
+
+#include "export.h"
+
+typedef struct mml_nfm_options {
+    uint32_t struct_size;
+} mml_nfm_options;
+
+typedef struct mml_pnn_options {
+    uint32_t struct_size;
+} mml_pnn_options;
+
+typedef struct mml_dcn_options {
+    uint32_t struct_size;
+    int32_t cross_layers; /* 1..64; default 2 */
+} mml_dcn_options;
+
+typedef struct mml_autoint_options {
+    uint32_t struct_size;
+    int32_t n_layers; /* interacting layers, 1..32; default 3 */
+    int32_t n_heads;  /* 1..256; default 4 */
+    int32_t head_dim; /* 1..4096; default 8 */
+    int32_t residual; /* nonzero (default): ReLU(concat + x W_res); 0: ReLU(concat) */
+} mml_autoint_options;
+
+typedef struct mml_xdeepfm_options {
+    uint32_t struct_size;
+    int32_t n_layers;           /* CIN layers, 1..32; default 2 */
+    const int32_t *layer_sizes; /* n_layers feature-map counts, 1..65536; default 128, 128
+                                   (NULL: 128 for every layer) */
+    int32_t split_half;         /* nonzero (default): half of each non-final layer's maps go
+                                   to the output, half to the next layer (those sizes must be
+                                   even); 0: all maps go to both */
+} mml_xdeepfm_options;
+
+typedef struct mml_fibinet_options {
+    uint32_t struct_size;
+    int32_t reduction; /* SENET reduction ratio >= 1; default 3 */
+} mml_fibinet_options;
+
+MML_BEGIN_DECLS
+
+MML_API void mml_nfm_options_init(mml_nfm_options *opt);
+MML_API void mml_pnn_options_init(mml_pnn_options *opt);
+MML_API void mml_dcn_options_init(mml_dcn_options *opt);
+MML_API void mml_autoint_options_init(mml_autoint_options *opt);
+MML_API void mml_xdeepfm_options_init(mml_xdeepfm_options *opt);
+MML_API void mml_fibinet_options_init(mml_fibinet_options *opt);
+
+MML_END_DECLS
+
+#endif
