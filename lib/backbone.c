@@ -182,6 +182,7 @@ int mml_backbone_create(mml_backbone **out, mml_ctx *ctx, const char *type_name,
     bb->vt = *vt;
     bb->builtin = builtin;
     strcpy(bb->name, vt->type_name);
+    bb->vt.type_name = bb->name; /* the registry's copy may move when it grows */
     if (vt->infer_shape) {
         int64_t n_values = 0;
         rc = callback_result(bb, vt->infer_shape(&c, &n_values), "infer_shape");

@@ -50,6 +50,11 @@ static int fibinet_options(mml_ctx *ctx, const mml_backbone_config *c, int32_t *
         return mml__error(ctx, MML_EINVAL, "fibinet: reduction %d must be >= 1", o.reduction);
     if (c->n_fields < 2)
         return mml__error(ctx, MML_EINVAL, "fibinet: needs at least 2 fields, has %d", c->n_fields);
+    int64_t width = (int64_t)c->n_fields * (c->n_fields - 1) * c->embed_dim + c->n_dense;
+    if (width > (1 << 20))
+        return mml__error(ctx, MML_EINVAL,
+                          "fibinet: %d fields of width %d give a tower input %lld wide (at most %d)",
+                          c->n_fields, c->embed_dim, (long long)width, 1 << 20);
     *R = c->n_fields / o.reduction;
     if (*R < 1)
         *R = 1;

@@ -1,0 +1,69 @@
+#!/bin/sh
+# End to end: mml-train's exit codes, output and JSON keys on a tiny synthetic set.
+set -u
+exe="$1"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+"$exe" --bogus >/dev/null 2>"$tmp/err"; [ $? -eq 2 ] || fail "unknown option must exit 2"
+grep -q "unknown option" "$tmp/err" || fail "no usage error message"
+"$exe" --variant nope >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad variant must exit 2"
+"$exe" --movielens /nonexistent >/dev/null 2>&1; [ $? -eq 2 ] || fail "--movielens without --domain-by must exit 2"
+"$exe" --movielens "$tmp/none" --domain-by age >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] || fail "missing data must exit 1"
+[ -s "$tmp/err" ] || fail "no message for missing data"
+"$exe" --help >/dev/null || fail "--help must exit 0"
+
+small="--synthetic-rows 3000 --synthetic-domains 3 --hidden 16,8 --batch 256 --max-epochs 2 --threads 1"
+# shellcheck disable=SC2086
+"$exe" $small --variant all --seeds 1,2 --json "$tmp/all.json" >"$tmp/out" 2>"$tmp/err" || { cat "$tmp/err"; fail "training run failed"; }
+grep -q "summary over seeds" "$tmp/out" || fail "no side-by-side summary"
+grep -q "WAUC" "$tmp/out" || fail "no WAUC in the table"
+# shellcheck disable=SC2086
+"$exe" $small --variant moe --seed 3 --json "$tmp/one.json" >/dev/null 2>&1 || fail "single run failed"
+# A failing run writes no JSON.
+"$exe" --train "$tmp/x.csv" --val "$tmp/x.csv" --test "$tmp/x.csv" --json "$tmp/bad.json" >/dev/null 2>&1
+[ $? -eq 1 ] || fail "missing CSV must exit 1"
+[ ! -e "$tmp/bad.json" ] || fail "JSON written on failure"
+# Splits round trip through the CSV reader.
+mkdir "$tmp/splits"
+# shellcheck disable=SC2086
+"$exe" --synthetic-rows 3000 --synthetic-domains 3 --write-splits "$tmp/splits" || fail "write-splits failed"
+# shellcheck disable=SC2086
+"$exe" --train "$tmp/splits/train.csv" --val "$tmp/splits/val.csv" --test "$tmp/splits/test.csv" \
+  --hidden 16,8 --batch 256 --max-epochs 1 --threads 1 --variant mlora >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "CSV training failed"; }
+
+python3 - "$tmp/all.json" "$tmp/one.json" <<'PY' || fail "JSON keys"
+import json, sys
+runs = json.load(open(sys.argv[1]))["runs"]
+assert len(runs) == 6, len(runs)
+one = json.load(open(sys.argv[2]))
+need = ["backbone", "variant", "seed", "threads", "domains", "mean_auc", "wauc", "logloss", "stages"]
+moe_need = ["gate", "gate_init", "experts", "after_backbone", "own_experts"]
+for r in runs + [one]:
+    for k in need:
+        assert k in r, k
+    for d in r["domains"]:
+        for k in ["id", "name", "n_test", "auc", "logloss"]:
+            assert k in d, k
+    for s in r["stages"]:
+        for k in ["name", "epochs", "best_val", "seconds", "train_rows_per_s"]:
+            assert k in s, k
+    names = [s["name"] for s in r["stages"]]
+    if r["variant"] == "moe":
+        assert names == ["backbone", "experts", "gate"], names
+        for k in moe_need:
+            assert k in r, k
+        assert len(r["gate"]) == 3 and len(r["gate"][0]) == 3
+        assert abs(sum(r["gate"][0]) - 1) < 1e-5
+        assert len(r["experts"]) == 3 and r["experts"][2]["domain"] == 2
+        for k in ["mean_auc", "wauc"]:
+            assert k in r["after_backbone"] and k in r["own_experts"]
+    else:
+        assert names == ["joint"], names
+        assert "gate" not in r
+base = [r for r in runs if r["variant"] == "base" and r["seed"] == 1][0]
+moe = [r for r in runs if r["variant"] == "moe" and r["seed"] == 1][0]
+assert base["wauc"] == moe["after_backbone"]["wauc"], (base["wauc"], moe["after_backbone"])
+PY
+echo "mml-train end to end: ok"
