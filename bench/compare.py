@@ -77,6 +77,7 @@ def parse_args(argv=None):
     args.movielens = os.path.join(data, "ml-100k")
     args.mml_train = os.path.join(args.build, "examples", "mml-train")
     args.work = os.path.abspath(args.work)
+    args.max_load = 0.0
     return args
 
 
@@ -159,6 +160,9 @@ def one_run(args, side, domain_by, variant, seed, data_seed, files):
     else:
         cmd = [args.mml_train] + common
     print("  %-5s %-10s %-5s seed %s ..." % (side, domain_by, variant, seed), end=" ", flush=True)
+    # other work on the machine ruins the speed figures (PyTorch's OpenMP
+    # threads spin-wait and slow down many times over); remember it
+    args.max_load = max(args.max_load, os.getloadavg()[0])
     rc, wall = run_logged(cmd, stem + ".log")
     if rc != 0 or not os.path.isfile(out_json):
         print("FAILED (exit %d), see %s.log" % (rc, stem))
@@ -234,6 +238,11 @@ def table(results, args):
             "(MoE: stage 1), averaged over seeds; wall = whole process per run.\n"
             % (args.backbone, "= training seed" if args.data_seed == "run" else args.data_seed,
                ",".join(args.seeds), args.threads))
+    cores = os.cpu_count() or 1
+    if args.max_load > cores + 0.5:
+        note += ("\nWARNING: the 1-minute load average reached %.1f on %d cores during the runs: "
+                 "other processes competed for the CPU, the speed and wall-time columns are "
+                 "not reliable (the metrics are).\n" % (args.max_load, cores))
     return "\n".join(lines) + "\n" + note
 
 

@@ -232,15 +232,15 @@ typedef struct mml_movielens_options {
  * average over the domains drops that to 0.77, the biases alone give 0.61. */
 typedef struct mml_synthetic_options {
     uint32_t struct_size; /* sizeof(mml_synthetic_options) */
-    int64_t n_rows;       /* 80000; >= 1 */
+    int64_t n_rows;       /* 60000; >= 1 */
     int32_t n_domains;    /* 4; 1 .. 1024 */
-    int32_t n_users;      /* 1000; >= 1 */
-    int32_t n_items;      /* 500; >= 1 */
+    int32_t n_users;      /* 200; >= 1 */
+    int32_t n_items;      /* 100; >= 1 */
     uint64_t seed;        /* 1: the model, the rows and the split */
     int32_t n_factors;    /* 4; 1 .. 64 */
-    double shared_scale;  /* 1.0 */
+    double shared_scale;  /* 0.5 */
     double domain_scale;  /* 2.0 */
-    double shift_scale;   /* 0.5 */
+    double shift_scale;   /* 2.0 */
     double bias_scale;    /* 0.5 */
     double offset_min;    /* -1.5: offset of domain 0 */
     double offset_max;    /* 0.0: offset of domain D-1 */
