@@ -70,7 +70,7 @@ static int32_t tower_width(const mml_backbone_config *c)
 /* Invalid options report 0 values here; create refuses them with a message. */
 static int fibinet_infer_shape(const mml_backbone_config *c, int64_t *n_values)
 {
-    int32_t R;
+    int32_t R = 0;
     *n_values = 0;
     if (fibinet_options(NULL, c, &R) < 0)
         return MML_OK;
@@ -101,7 +101,7 @@ static void fibinet_destroy(void *self)
 
 static int fibinet_create(void **self, mml_ctx *ctx, const mml_backbone_config *c)
 {
-    int32_t R;
+    int32_t R = 0;
     int rc = fibinet_options(ctx, c, &R);
     if (rc < 0)
         return rc;

@@ -4,9 +4,13 @@
 #include "layers.h"
 #include "moemlora/gate.h"
 
+#define MAX_EXPERTS 4096
+
 struct mml_gate {
     mml_ctx *ctx;
     int32_t n_domains, n_experts, dim;
+    int32_t top_k;    /* 0 = dense, else 1 <= top_k < n_experts */
+    uint64_t pattern; /* fingerprint of the kept sets of the last forward */
     float *block; /* values of emb, W, b then their gradients */
     size_t n_floats;
     mml_param params[3];
@@ -36,13 +40,16 @@ int mml_gate_create(mml_gate **out, mml_ctx *ctx, const mml_gate_options *opt)
     if (rc < 0)
         return rc;
     if (o.n_domains < 1 || o.n_experts < 1 || o.embed_dim < 1 || o.n_domains > (1 << 20) ||
-        o.n_experts > 4096 || o.embed_dim > 4096)
+        o.n_experts > MAX_EXPERTS || o.embed_dim > 4096)
         return mml__error(ctx, MML_EINVAL, "gate: %d domains, %d experts, dimension %d invalid",
                           o.n_domains, o.n_experts, o.embed_dim);
+    if (o.top_k < 0)
+        return mml__error(ctx, MML_EINVAL, "gate: top_k %d must be >= 0 (0 = dense)", o.top_k);
     mml_gate *g = mml__calloc(ctx, 1, sizeof *g);
     if (!g)
         return mml__error(ctx, MML_ENOMEM, "gate: out of memory");
     g->ctx = ctx;
+    g->top_k = o.top_k < o.n_experts ? o.top_k : 0;
     int32_t D = g->n_domains = o.n_domains, E = g->n_experts = o.n_experts,
             k = g->dim = o.embed_dim;
     size_t sizes[3] = {(size_t)D * (size_t)k, (size_t)k * (size_t)E, (size_t)E};
@@ -85,11 +92,15 @@ void mml_gate_destroy(mml_gate *g)
     mml__free(ctx, g, sizeof *g);
 }
 
-/* softmax(e_d W + b) for every domain, in double for a stable sum. */
-static void compute_table(const mml_gate *g, float *table)
+/* softmax(e_d W + b) for every domain, in double for a stable sum; with top-k,
+ * the softmax over each row's kept experts (the others get 0). Returns the
+ * fingerprint of the kept sets (0 when dense). */
+static uint64_t compute_table(const mml_gate *g, float *table)
 {
-    int32_t D = g->n_domains, E = g->n_experts, k = g->dim;
+    int32_t D = g->n_domains, E = g->n_experts, k = g->dim, top = g->top_k;
     const float *emb = g->params[0].value, *W = g->params[1].value, *b = g->params[2].value;
+    unsigned char keep[MAX_EXPERTS];
+    uint64_t pattern = 0;
     for (int32_t d = 0; d < D; d++) {
         float *row = table + (size_t)d * (size_t)E;
         double mx = -INFINITY;
@@ -101,12 +112,32 @@ static void compute_table(const mml_gate *g, float *table)
             if (z > mx)
                 mx = z;
         }
+        if (top > 0) {
+            /* top passes, each taking the largest remaining logit; the strict
+             * comparison makes the lowest index win among equal logits. */
+            memset(keep, 0, (size_t)E);
+            for (int32_t t = 0; t < top; t++) {
+                int32_t best = -1;
+                for (int32_t e = 0; e < E; e++)
+                    if (!keep[e] && (best < 0 || row[e] > row[best]))
+                        best = e;
+                keep[best] = 1;
+            }
+            for (int32_t e = 0; e < E; e++) {
+                if (keep[e]) {
+                    pattern ^= (uint64_t)d * 0x9E3779B97F4A7C15ull + (uint64_t)e;
+                    pattern = (pattern ^ (pattern >> 29)) * 0xBF58476D1CE4E5B9ull;
+                }
+            }
+        }
         double sum = 0;
         for (int32_t e = 0; e < E; e++)
-            sum += exp((double)row[e] - mx);
+            if (top == 0 || keep[e])
+                sum += exp((double)row[e] - mx);
         for (int32_t e = 0; e < E; e++)
-            row[e] = (float)(exp((double)row[e] - mx) / sum);
+            row[e] = top == 0 || keep[e] ? (float)(exp((double)row[e] - mx) / sum) : 0.0f;
     }
+    return top > 0 ? pattern | 1u : 0;
 }
 
 int mml_gate_forward(mml_gate *g, const int32_t *domain, int64_t n, const float **weights)
@@ -137,7 +168,7 @@ int mml_gate_forward(mml_gate *g, const int32_t *domain, int64_t n, const float 
             return mml__error(g->ctx, MML_ENOMEM, "gate: out of memory for %lld rows", (long long)n);
         }
     }
-    compute_table(g, g->table);
+    g->pattern = compute_table(g, g->table);
     for (int64_t i = 0; i < n; i++)
         memcpy(g->weights + i * E, g->table + (size_t)domain[i] * (size_t)E, sizeof(float) * (size_t)E);
     memcpy(g->domain, domain, sizeof(int32_t) * (size_t)n);
@@ -166,6 +197,8 @@ int mml_gate_backward(mml_gate *g, const float *dweights)
     int train_emb = !g->params[0].frozen, train_W = !g->params[1].frozen,
         train_b = !g->params[2].frozen;
     for (int32_t d = 0; d < D; d++) {
+        /* The table holds w = softmax over the kept set (everything when dense):
+         * dz_e = w_e (dw_e - sum_i w_i dw_i), which is 0 for dropped experts. */
         const float *p = g->table + (size_t)d * (size_t)E;
         const float *dp = g->dtable + (size_t)d * (size_t)E;
         double dot = 0;
@@ -196,6 +229,8 @@ int mml_gate_table(const mml_gate *g, float *out)
     return MML_OK;
 }
 
+uint64_t mml_gate_kink_pattern(const mml_gate *g) { return g && g->last_rows > 0 ? g->pattern : 0; }
+int32_t mml_gate_top_k(const mml_gate *g) { return g ? g->top_k : 0; }
 int32_t mml_gate_n_domains(const mml_gate *g) { return g ? g->n_domains : 0; }
 int32_t mml_gate_n_experts(const mml_gate *g) { return g ? g->n_experts : 0; }
 int64_t mml_gate_n_params(const mml_gate *g) { return g ? 3 : 0; }

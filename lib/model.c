@@ -1,5 +1,6 @@
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -12,6 +13,7 @@
 struct mml_model {
     mml_ctx *ctx;
     int32_t F, k, n_dense, D, E, linear;
+    float l2_emb, l2_dense;
     mml_embedding **emb;   /* F tables */
     mml_embedding **first; /* F first-order tables (n_rows x 1), with a linear term */
     mml_param dense_w;     /* 1 x n_dense, with a linear term and numeric values */
@@ -28,6 +30,8 @@ struct mml_model {
     size_t cap_emb, cap_demb, cap_lin, cap_dense, cap_dw, cap_ids, cap_own;
     float *embbuf, *demb, *lin, *dense, *dweights, *own;
     float *idsbuf; /* ids and domains of the batch, as int32 in float-sized slots */
+    float *sortbuf; /* one field's ids of the batch, sorted (int32 in float slots) */
+    size_t cap_sort;
 };
 
 void mml_model_options_init(mml_model_options *opt)
@@ -76,6 +80,7 @@ void mml_model_destroy(mml_model *m)
     mml__free(ctx, m->dweights, m->cap_dw * sizeof(float));
     mml__free(ctx, m->own, m->cap_own * sizeof(float));
     mml__free(ctx, m->idsbuf, m->cap_ids * sizeof(float));
+    mml__free(ctx, m->sortbuf, m->cap_sort * sizeof(float));
     mml__free(ctx, m, sizeof *m);
 }
 
@@ -123,6 +128,10 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
     if (o.n_domains < 1 || o.n_experts < 0 || (o.gate && o.n_experts < 1) || o.n_dense < 0)
         return mml__error(ctx, MML_EINVAL, "model: %d domains, %d experts, gate %d, %d numeric invalid",
                           o.n_domains, o.n_experts, o.gate, o.n_dense);
+    if (!isfinite(o.l2_embedding) || !(o.l2_embedding >= 0.0f) || !isfinite(o.l2_dense) ||
+        !(o.l2_dense >= 0.0f))
+        return mml__error(ctx, MML_EINVAL, "model: l2_embedding %g and l2_dense %g must be finite and >= 0",
+                          (double)o.l2_embedding, (double)o.l2_dense);
     for (int32_t f = 0; f < o.n_fields; f++)
         if (o.field_sizes[f] < 1 || o.field_sizes[f] > INT32_MAX)
             return mml__error(ctx, MML_EINVAL, "model: field %d has size %lld", f,
@@ -136,6 +145,8 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
     m->n_dense = o.n_dense;
     m->D = o.n_domains;
     m->E = o.n_experts;
+    m->l2_emb = o.l2_embedding;
+    m->l2_dense = o.l2_dense;
     m->bias = (mml_param){"bias", &m->bias_value, &m->bias_grad, 1, 1, MML_GROUP_BACKBONE, -1, 0, 0};
     mml_backbone_config bc;
     mml_backbone_config_init(&bc);
@@ -200,6 +211,7 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
         go.n_domains = o.n_domains;
         go.n_experts = o.n_experts;
         go.embed_dim = o.gate_dim;
+        go.top_k = o.gate_top_k;
         rc = mml_gate_create(&m->gate, ctx, &go);
         if (rc < 0)
             goto fail;
@@ -398,6 +410,70 @@ int mml_model_backward(mml_model *m, const float *dlogits)
     return MML_OK;
 }
 
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+int mml_model_regularization(mml_model *m, double *penalty)
+{
+    if (penalty)
+        *penalty = 0.0;
+    if (!m)
+        return MML_EINVAL;
+    mml_ctx *ctx = m->ctx;
+    if (m->n < 1)
+        return mml__error(ctx, MML_ESTATE, "model_regularization without a successful forward pass");
+    double total = 0.0;
+    if (m->l2_emb > 0.0f) {
+        int rc = mml__ensure_floats(ctx, &m->sortbuf, &m->cap_sort, (size_t)m->n);
+        if (rc < 0)
+            return rc;
+        int32_t *s = (int32_t *)(void *)m->sortbuf;
+        const int32_t *ids = batch_ids(m);
+        float two_l = 2.0f * m->l2_emb;
+        for (int32_t f = 0; f < m->F; f++) {
+            mml_param *p = mml_embedding_param(m->emb[f]);
+            for (int64_t r = 0; r < m->n; r++)
+                s[r] = ids[r * m->F + f];
+            qsort(s, (size_t)m->n, sizeof *s, cmp_i32);
+            double sq = 0.0;
+            for (int64_t r = 0; r < m->n; r++) {
+                if (r > 0 && s[r] == s[r - 1])
+                    continue; /* each distinct row once */
+                const float *v = p->value + (int64_t)s[r] * m->k;
+                float *g = p->grad + (int64_t)s[r] * m->k;
+                for (int32_t j = 0; j < m->k; j++) {
+                    sq += (double)v[j] * v[j];
+                    if (!p->frozen)
+                        g[j] += two_l * v[j];
+                }
+            }
+            total += (double)m->l2_emb * sq;
+        }
+    }
+    if (m->l2_dense > 0.0f) {
+        float two_l = 2.0f * m->l2_dense;
+        for (int64_t i = 0; i < m->n_params; i++) {
+            mml_param *p = m->params[i];
+            if (p->group != MML_GROUP_BACKBONE || p->rows < 2)
+                continue;
+            int64_t size = p->rows * p->cols;
+            double sq = 0.0;
+            for (int64_t j = 0; j < size; j++) {
+                sq += (double)p->value[j] * p->value[j];
+                if (!p->frozen)
+                    p->grad[j] += two_l * p->value[j];
+            }
+            total += (double)m->l2_dense * sq;
+        }
+    }
+    if (penalty)
+        *penalty = total;
+    return MML_OK;
+}
+
 int mml_model_predict(mml_model *m, const mml_batch_view *b, int32_t mode, int32_t expert,
                       float *prob)
 {
@@ -423,4 +499,12 @@ int mml_model_set_dropout_replay(mml_model *m, int32_t replay)
 {
     return m ? mml_backbone_set_dropout_replay(m->backbone, replay) : MML_EINVAL;
 }
-uint64_t mml_model_kink_pattern(mml_model *m) { return m ? mml_backbone_kink_pattern(m->backbone) : 0; }
+uint64_t mml_model_kink_pattern(mml_model *m)
+{
+    if (!m)
+        return 0;
+    uint64_t p = mml_backbone_kink_pattern(m->backbone);
+    if (m->gate && m->mode == MML_MIX_GATED)
+        p ^= mml_gate_kink_pattern(m->gate) * 0xD6E8FEB86659FD93ull;
+    return p;
+}

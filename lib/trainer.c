@@ -328,15 +328,16 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
         double loss_sum = 0.0, t0 = now_s();
         mml_batch_view b;
         while ((rc = mml_batcher_next(bt, &b)) == 1) {
-            double loss;
+            double loss, penalty; /* L2 (0 unless the model's lambdas are > 0) */
             mml_params_zero_grad(params, nt);
             if ((rc = mml_model_forward(t->model, &b, mode, expert, 1, t->logits)) < 0 ||
-                (rc = mml_bce_with_logits(ctx, t->logits, b.labels, NULL, b.n_rows, &loss,
+                (rc = mml_bce_with_logits(ctx, t->logits, b.labels, b.weights, b.n_rows, &loss,
                                           t->dlogits)) < 0 ||
                 (rc = mml_model_backward(t->model, t->dlogits)) < 0 ||
+                (rc = mml_model_regularization(t->model, &penalty)) < 0 ||
                 (rc = mml_optimizer_step(opt)) < 0)
                 break;
-            loss_sum += loss;
+            loss_sum += loss + penalty;
             rows += b.n_rows;
             step++;
             if (t->opt.progress && (step % 16 == 0 || step == steps)) {

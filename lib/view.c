@@ -26,4 +26,5 @@ void mml_batch_view_init(mml_batch_view *view, int64_t n_rows, int32_t n_fields,
     view->dense_row_stride = n_dense;
     view->domain = domain;
     view->labels = labels;
+    view->weights = NULL;
 }

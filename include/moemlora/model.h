@@ -10,7 +10,7 @@
  *
  * Parameter order (mml_model_param): the F embedding tables; then, with a
  * linear term, the F first-order tables and the numeric weights; the global
- * bias; the backbone's parameters (tower, experts, head, side parts); the
+ * bias; the backbone's parameters (tower, experts, side parts, head); the
  * gate's. Each carries its group (MML_GROUP_*) for freezing.
  *
  * The model keeps the activations of its last forward pass for the backward
@@ -48,6 +48,9 @@ typedef struct mml_model_options {
     int32_t n_hidden;             /* default 3 */
     const int32_t *hidden;        /* default 256, 128, 64 */
     float dropout;                /* default 0.5 */
+    int32_t gate_top_k;           /* the gate's top_k (mml_gate_options); 0 (default) = dense */
+    float l2_embedding;           /* >= 0, finite; default 0: see mml_model_regularization */
+    float l2_dense;               /* >= 0, finite; default 0: see mml_model_regularization */
 } mml_model_options;
 
 MML_BEGIN_DECLS
@@ -68,6 +71,26 @@ MML_API int mml_model_backward(mml_model *model, const float *dlogits);
 MML_API int mml_model_predict(mml_model *model, const mml_batch_view *batch, int32_t mix_mode,
                               int32_t expert, float *probabilities);
 
+/* Optional L2 regularisation of the last forward pass (default off):
+ *
+ *   penalty = l2_embedding * sum_f sum_{distinct rows i of table f used by the batch} |E_f[i]|^2
+ *           + l2_dense * sum_{backbone matrices W} |W|^2
+ *
+ * The first sum runs over the F embedding tables (not the first-order
+ * weights); a row used by several rows of the batch counts once. The second
+ * runs over the parameters of group MML_GROUP_BACKBONE with more than one
+ * row (the weight matrices; biases, which are 1 x n, and the global bias are
+ * excluded; experts and the gate are not backbone parameters). The penalty
+ * is added to the batch-mean loss by the caller (the trainer does this when
+ * either lambda is > 0 and reports the sum as its training loss; validation
+ * log loss stays the pure BCE). *penalty (may be NULL) receives the value,
+ * accumulated in double over all parameters, frozen or not; the gradient
+ * (2 lambda E_f[i] for each distinct row, once; 2 lambda W) is ADDED to the
+ * gradients of the unfrozen parameters. Call it after mml_model_backward
+ * and before the optimiser step. With both lambdas 0 it sets 0 and does
+ * nothing else. MML_ESTATE without a successful forward pass. */
+MML_API int mml_model_regularization(mml_model *model, double *penalty);
+
 MML_API int64_t mml_model_n_params(const mml_model *model);
 MML_API mml_param *mml_model_param(mml_model *model, int64_t index);
 MML_API mml_backbone *mml_model_backbone(mml_model *model);
@@ -76,7 +99,8 @@ MML_API mml_gate *mml_model_gate(mml_model *model);
 MML_API int32_t mml_model_n_domains(const mml_model *model);
 MML_API int32_t mml_model_n_experts(const mml_model *model);
 MML_API int32_t mml_model_n_fields(const mml_model *model);
-/* For finite-difference checks: reuse dropout masks; fingerprint of kinks taken. */
+/* For finite-difference checks: reuse dropout masks; fingerprint of kinks taken
+ * (the backbone's, combined with the gate's top-k selections after a gated forward). */
 MML_API int mml_model_set_dropout_replay(mml_model *model, int32_t replay);
 MML_API uint64_t mml_model_kink_pattern(mml_model *model);
 

@@ -31,7 +31,13 @@ typedef struct mml_index_view {
  *  ids:    n_rows x n_fields categorical ids, ids[r * ids_row_stride + f]
  *  dense:  n_rows x n_dense numeric values (may be NULL when n_dense is 0)
  *  domain: the domain id of each row (0 .. D-1)
- *  labels: 0 or 1 per row; NULL for prediction */
+ *  labels: 0 or 1 per row; NULL for prediction
+ *  weights: optional per-row loss weights (appended field): NULL means every
+ *          row weighs 1; otherwise finite and >= 0 with a positive sum, and
+ *          the trainer's batch loss is sum_r w_r l_r / sum_r w_r (see
+ *          mml_bce_with_logits, which refuses a negative, NaN or infinite
+ *          weight with MML_EINVAL naming the row). mml_batch_view_init sets
+ *          it to NULL; the model's forward pass ignores it. */
 typedef struct mml_batch_view {
     int64_t n_rows;
     int32_t n_fields;
@@ -42,13 +48,15 @@ typedef struct mml_batch_view {
     int64_t dense_row_stride;
     const int32_t *domain;
     const float *labels;
+    const float *weights;
 } mml_batch_view;
 
 MML_BEGIN_DECLS
 
 /* Fills *view with a dense row-major rows x cols view of data. */
 MML_API void mml_tensor_view_init(mml_tensor_view *view, float *data, int64_t rows, int64_t cols);
-/* Fills *view with a contiguous batch (ids row stride n_fields, dense row stride n_dense). */
+/* Fills *view with a contiguous batch (ids row stride n_fields, dense row stride n_dense,
+ * weights NULL). */
 MML_API void mml_batch_view_init(mml_batch_view *view, int64_t n_rows, int32_t n_fields,
                                  const int32_t *ids, int32_t n_dense, const float *dense,
                                  const int32_t *domain, const float *labels);
