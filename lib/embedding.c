@@ -9,7 +9,17 @@ struct mml_embedding {
     mml_param param;
     char *name;
     size_t name_size;
+    int32_t oov; /* MML_OOV_* */
 };
+
+/* The row an id reads under the table's OOV policy (ids already checked under MML_OOV_ERROR). */
+static inline int64_t row_of(const mml_embedding *e, int32_t id)
+{
+    int64_t last = e->param.rows - 1;
+    if (e->oov == MML_OOV_RESERVED_ROW && (id < 0 || id >= last))
+        return last;
+    return id;
+}
 
 void mml_embedding_options_init(mml_embedding_options *opt)
 {
@@ -38,11 +48,17 @@ int mml_embedding_create(mml_embedding **out, mml_ctx *ctx, const mml_embedding_
                           o.name ? o.name : "", (long long)o.n_rows, o.dim);
     if (o.init < MML_INIT_NORMAL || o.init > MML_INIT_ZEROS || !isfinite(o.scale) || o.scale < 0)
         return mml__error(ctx, MML_EINVAL, "embedding: bad init %d or scale", o.init);
+    if (o.oov_policy < MML_OOV_ERROR || o.oov_policy > MML_OOV_RESERVED_ROW ||
+        (o.oov_policy == MML_OOV_RESERVED_ROW && o.n_rows < 2))
+        return mml__error(ctx, MML_EINVAL,
+                          "embedding '%s': OOV policy %d invalid (a reserved row needs n_rows >= 2, has %lld)",
+                          o.name ? o.name : "", o.oov_policy, (long long)o.n_rows);
     const char *name = o.name ? o.name : "embedding";
     mml_embedding *e = mml__calloc(ctx, 1, sizeof *e);
     if (!e)
         return mml__error(ctx, MML_ENOMEM, "embedding '%s': out of memory", name);
     e->ctx = ctx;
+    e->oov = o.oov_policy;
     e->name_size = strlen(name) + 1;
     e->name = mml__alloc(ctx, e->name_size);
     size_t n = (size_t)o.n_rows * (size_t)o.dim;
@@ -87,6 +103,8 @@ void mml_embedding_destroy(mml_embedding *e)
 
 static int check_ids(mml_embedding *e, const int32_t *ids, int64_t id_stride, int64_t n)
 {
+    if (e->oov == MML_OOV_RESERVED_ROW)
+        return MML_OK; /* every id maps to a row */
     for (int64_t r = 0; r < n; r++) {
         int32_t id = ids[r * id_stride];
         if (id < 0 || id >= e->param.rows)
@@ -118,7 +136,7 @@ int mml_embedding_forward(mml_embedding *e, const int32_t *ids, int64_t id_strid
         return rc;
     size_t dim = (size_t)e->param.cols;
     for (int64_t r = 0; r < n; r++)
-        memcpy(out + r * out_row_stride, e->param.value + (size_t)ids[r * id_stride] * dim,
+        memcpy(out + r * out_row_stride, e->param.value + (size_t)row_of(e, ids[r * id_stride]) * dim,
                dim * sizeof(float));
     return MML_OK;
 }
@@ -131,10 +149,91 @@ int mml_embedding_backward(mml_embedding *e, const int32_t *ids, int64_t id_stri
         return rc;
     int64_t dim = e->param.cols;
     for (int64_t r = 0; r < n; r++) {
-        float *g = e->param.grad + (int64_t)ids[r * id_stride] * dim;
+        float *g = e->param.grad + row_of(e, ids[r * id_stride]) * dim;
         const float *d = dout + r * dout_row_stride;
         for (int64_t j = 0; j < dim; j++)
             g[j] += d[j];
+    }
+    return MML_OK;
+}
+
+static int check_multihot(mml_embedding *e, const int64_t *offsets, const int32_t *ids,
+                          int64_t n_rows, int32_t pooling, const void *buf, int64_t row_stride)
+{
+    if (!e)
+        return MML_EINVAL;
+    if (!offsets || !buf)
+        return mml__error(e->ctx, MML_EINVAL, "field '%s' (multi-hot): NULL offsets or buffer", e->name);
+    if (pooling != MML_POOL_SUM && pooling != MML_POOL_MEAN)
+        return mml__error(e->ctx, MML_EINVAL, "field '%s' (multi-hot): unknown pooling %d", e->name,
+                          pooling);
+    if (n_rows < 1 || row_stride < e->param.cols)
+        return mml__error(e->ctx, MML_ESHAPE,
+                          "field '%s' (multi-hot): bad batch shape (n=%lld, row stride %lld)",
+                          e->name, (long long)n_rows, (long long)row_stride);
+    if (offsets[0] < 0)
+        return mml__error(e->ctx, MML_ESHAPE, "field '%s' (multi-hot): offsets[0] = %lld is negative",
+                          e->name, (long long)offsets[0]);
+    for (int64_t r = 0; r < n_rows; r++)
+        if (offsets[r + 1] < offsets[r])
+            return mml__error(e->ctx, MML_ESHAPE,
+                              "field '%s' (multi-hot): offsets decrease at row %lld (%lld > %lld)",
+                              e->name, (long long)r, (long long)offsets[r], (long long)offsets[r + 1]);
+    int64_t total = offsets[n_rows] - offsets[0];
+    if (total > 0 && !ids)
+        return mml__error(e->ctx, MML_EINVAL, "field '%s' (multi-hot): NULL ids for %lld values",
+                          e->name, (long long)total);
+    if (total > 0) {
+        int rc = check_ids(e, ids + offsets[0], 1, total);
+        if (rc < 0)
+            return rc; /* the message counts values from offsets[0] */
+    }
+    return MML_OK;
+}
+
+int mml_embedding_forward_multihot(mml_embedding *e, const int64_t *offsets, const int32_t *ids,
+                                   int64_t n_rows, int32_t pooling, float *out,
+                                   int64_t out_row_stride)
+{
+    int rc = check_multihot(e, offsets, ids, n_rows, pooling, out, out_row_stride);
+    if (rc < 0)
+        return rc;
+    int64_t dim = e->param.cols;
+    for (int64_t r = 0; r < n_rows; r++) {
+        float *o = out + r * out_row_stride;
+        memset(o, 0, sizeof(float) * (size_t)dim);
+        for (int64_t i = offsets[r]; i < offsets[r + 1]; i++) {
+            const float *v = e->param.value + row_of(e, ids[i]) * dim;
+            for (int64_t j = 0; j < dim; j++)
+                o[j] += v[j];
+        }
+        int64_t cnt = offsets[r + 1] - offsets[r];
+        if (pooling == MML_POOL_MEAN && cnt > 1) {
+            float inv = 1.0f / (float)cnt;
+            for (int64_t j = 0; j < dim; j++)
+                o[j] *= inv;
+        }
+    }
+    return MML_OK;
+}
+
+int mml_embedding_backward_multihot(mml_embedding *e, const int64_t *offsets, const int32_t *ids,
+                                    int64_t n_rows, int32_t pooling, const float *dout,
+                                    int64_t dout_row_stride)
+{
+    int rc = check_multihot(e, offsets, ids, n_rows, pooling, dout, dout_row_stride);
+    if (rc < 0)
+        return rc;
+    int64_t dim = e->param.cols;
+    for (int64_t r = 0; r < n_rows; r++) {
+        int64_t cnt = offsets[r + 1] - offsets[r];
+        float scale = pooling == MML_POOL_MEAN && cnt > 1 ? 1.0f / (float)cnt : 1.0f;
+        const float *d = dout + r * dout_row_stride;
+        for (int64_t i = offsets[r]; i < offsets[r + 1]; i++) {
+            float *g = e->param.grad + row_of(e, ids[i]) * dim;
+            for (int64_t j = 0; j < dim; j++)
+                g[j] += scale * d[j];
+        }
     }
     return MML_OK;
 }

@@ -22,8 +22,9 @@ typedef struct opt_slot {
     int64_t cols;
     int64_t size;
     int64_t t;    /* updates so far */
-    float *m;     /* Adam moments (NULL for SGD) */
-    float *v;
+    float *m;     /* Adam moments (NULL for SGD and Adagrad) */
+    float *v;     /* Adagrad: the accumulator G */
+    int64_t *row_t; /* lazy Adam on an embedding parameter: per-row step counts, else NULL */
 } opt_slot;
 
 struct mml_optimizer {
@@ -33,6 +34,8 @@ struct mml_optimizer {
     opt_slot *slots;
     float *state; /* every m and v in one block */
     size_t state_floats;
+    int64_t *row_counts; /* every row_t in one block */
+    size_t n_row_counts;
 };
 
 static const char *pname(const mml_param *p) { return p->name ? p->name : "(unnamed)"; }
@@ -48,13 +51,18 @@ void mml_optimizer_options_init(mml_optimizer_options *opt)
     opt->beta1 = 0.9f;
     opt->beta2 = 0.999f;
     opt->eps = 1e-8f;
+    opt->adagrad_init = 0.1f;
 }
 
 static int check_options(mml_ctx *ctx, const mml_optimizer_options *o)
 {
-    if (o->kind != MML_OPT_SGD && o->kind != MML_OPT_ADAM)
-        return mml__error(ctx, MML_EINVAL, "optimizer: kind %d is neither SGD (0) nor Adam (1)",
+    if (o->kind < MML_OPT_SGD || o->kind > MML_OPT_ADAGRAD)
+        return mml__error(ctx, MML_EINVAL,
+                          "optimizer: kind %d is none of SGD (0), Adam (1), lazy Adam (2), Adagrad (3)",
                           o->kind);
+    if (!isfinite(o->adagrad_init) || !(o->adagrad_init >= 0.0f))
+        return mml__error(ctx, MML_EINVAL, "optimizer: adagrad_init %g must be finite and >= 0",
+                          (double)o->adagrad_init);
     if (!isfinite(o->lr) || !(o->lr > 0.0f))
         return mml__error(ctx, MML_EINVAL, "optimizer: lr %g must be finite and > 0",
                           (double)o->lr);
@@ -106,6 +114,21 @@ static int check_params(mml_ctx *ctx, mml_param *const *params, int64_t n, int64
     return MML_OK;
 }
 
+/* Fresh state: moments 0, Adagrad's accumulator adagrad_init, counts 0. */
+static void fill_state(mml_optimizer *op)
+{
+    if (op->state)
+        memset(op->state, 0, op->state_floats * sizeof(float));
+    if (op->o.kind == MML_OPT_ADAGRAD)
+        for (int64_t i = 0; i < op->n; i++)
+            for (int64_t j = 0; j < op->slots[i].size; j++)
+                op->slots[i].v[j] = op->o.adagrad_init;
+    if (op->row_counts)
+        memset(op->row_counts, 0, op->n_row_counts * sizeof(int64_t));
+    for (int64_t i = 0; i < op->n; i++)
+        op->slots[i].t = 0;
+}
+
 int mml_optimizer_create(mml_optimizer **out, mml_ctx *ctx, const mml_optimizer_options *opt,
                          mml_param *const *params, int64_t n_params)
 {
@@ -136,29 +159,46 @@ int mml_optimizer_create(mml_optimizer **out, mml_ctx *ctx, const mml_optimizer_
     op->o = o;
     op->n = n_params;
     op->slots = mml__calloc(ctx, (size_t)n_params, sizeof *op->slots);
-    if (op->slots && o.kind == MML_OPT_ADAM) {
-        op->state_floats = 2 * (size_t)total;
+    int adam = o.kind == MML_OPT_ADAM || o.kind == MML_OPT_LAZY_ADAM;
+    if (op->slots && o.kind != MML_OPT_SGD) {
+        op->state_floats = (adam ? 2 : 1) * (size_t)total;
         op->state = mml__calloc(ctx, op->state_floats, sizeof(float));
     }
-    if (!op->slots || (o.kind == MML_OPT_ADAM && !op->state)) {
+    if (o.kind == MML_OPT_LAZY_ADAM)
+        for (int64_t i = 0; i < n_params; i++)
+            if (params[i]->group == MML_GROUP_EMBEDDING)
+                op->n_row_counts += (size_t)params[i]->rows;
+    if (op->slots && op->n_row_counts)
+        op->row_counts = mml__calloc(ctx, op->n_row_counts, sizeof(int64_t));
+    if (!op->slots || (o.kind != MML_OPT_SGD && !op->state) ||
+        (op->n_row_counts && !op->row_counts)) {
         mml_optimizer_destroy(op);
         return mml__error(ctx, MML_ENOMEM, "optimizer_create: out of memory for %lld parameters",
                           (long long)n_params);
     }
-    size_t off = 0;
+    size_t off = 0, rows_off = 0;
     for (int64_t i = 0; i < n_params; i++) {
         opt_slot *s = &op->slots[i];
         s->p = params[i];
         s->rows = params[i]->rows;
         s->cols = params[i]->cols;
         s->size = s->rows * s->cols;
-        if (op->state) {
+        if (op->state && adam) {
             size_t padded = ((size_t)s->size + STATE_PAD - 1) / STATE_PAD * STATE_PAD;
             s->m = op->state + off;
             s->v = op->state + off + padded;
             off += 2 * padded;
+        } else if (op->state) {
+            size_t padded = ((size_t)s->size + STATE_PAD - 1) / STATE_PAD * STATE_PAD;
+            s->v = op->state + off;
+            off += padded;
+        }
+        if (op->row_counts && params[i]->group == MML_GROUP_EMBEDDING) {
+            s->row_t = op->row_counts + rows_off;
+            rows_off += (size_t)s->rows;
         }
     }
+    fill_state(op);
     *out = op;
     return MML_OK;
 }
@@ -170,6 +210,7 @@ void mml_optimizer_destroy(mml_optimizer *opt)
     mml_ctx *ctx = opt->ctx;
     mml__free(ctx, opt->state, opt->state_floats * sizeof(float));
     mml__free(ctx, opt->slots, (size_t)opt->n * sizeof *opt->slots);
+    mml__free(ctx, opt->row_counts, opt->n_row_counts * sizeof(int64_t));
     mml__free(ctx, opt, sizeof *opt);
 }
 
@@ -250,6 +291,49 @@ static NOINLINE void adam_update(float *restrict w, const float *restrict g,
         adam_one(w, g, m, v, i, c);
 }
 
+static adam_coef adam_coefs(const mml_optimizer_options *o, int64_t step)
+{
+    /* Bias corrections in double, as PyTorch computes them in Python floats. */
+    double t = (double)step;
+    double bc1 = 1.0 - pow((double)o->beta1, t);
+    double bc2 = 1.0 - pow((double)o->beta2, t);
+    adam_coef c = {o->beta1,
+                   (float)(1.0 - (double)o->beta1),
+                   o->beta2,
+                   (float)(1.0 - (double)o->beta2),
+                   (float)((double)o->lr / bc1),
+                   (float)sqrt(bc2),
+                   o->eps};
+    return c;
+}
+
+/* Lazy Adam over the rows of one embedding parameter. */
+static void lazy_adam_update(const mml_optimizer_options *o, opt_slot *s)
+{
+    int64_t cols = s->cols;
+    for (int64_t r = 0; r < s->rows; r++) {
+        const float *g = s->p->grad + r * cols;
+        int64_t j = 0;
+        while (j < cols && g[j] == 0.0f)
+            j++;
+        if (j == cols)
+            continue; /* untouched row: nothing moves */
+        s->row_t[r]++;
+        adam_update(s->p->value + r * cols, g, s->m + r * cols, s->v + r * cols, cols,
+                    adam_coefs(o, s->row_t[r]));
+    }
+}
+
+static NOINLINE void adagrad_update(float *restrict w, const float *restrict g,
+                                    float *restrict G, int64_t n, float lr, float eps)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        G[i] += gi * gi;
+        w[i] -= lr * (gi / (sqrtf(G[i]) + eps)); /* addcdiv's order */
+    }
+}
+
 int mml_optimizer_step(mml_optimizer *opt)
 {
     if (!opt)
@@ -273,18 +357,15 @@ int mml_optimizer_step(mml_optimizer *opt)
             sgd_update(s->p->value, s->p->grad, s->size, o->lr);
             continue;
         }
-        /* Bias corrections in double, as PyTorch computes them in Python floats. */
-        double t = (double)s->t;
-        double bc1 = 1.0 - pow((double)o->beta1, t);
-        double bc2 = 1.0 - pow((double)o->beta2, t);
-        adam_coef c = {o->beta1,
-                       (float)(1.0 - (double)o->beta1),
-                       o->beta2,
-                       (float)(1.0 - (double)o->beta2),
-                       (float)((double)o->lr / bc1),
-                       (float)sqrt(bc2),
-                       o->eps};
-        adam_update(s->p->value, s->p->grad, s->m, s->v, s->size, c);
+        if (o->kind == MML_OPT_ADAGRAD) {
+            adagrad_update(s->p->value, s->p->grad, s->v, s->size, o->lr, o->eps);
+            continue;
+        }
+        if (s->row_t) {
+            lazy_adam_update(o, s);
+            continue;
+        }
+        adam_update(s->p->value, s->p->grad, s->m, s->v, s->size, adam_coefs(o, s->t));
     }
     return MML_OK;
 }
@@ -293,10 +374,7 @@ int mml_optimizer_reset(mml_optimizer *opt)
 {
     if (!opt)
         return MML_EINVAL;
-    if (opt->state)
-        memset(opt->state, 0, opt->state_floats * sizeof(float));
-    for (int64_t i = 0; i < opt->n; i++)
-        opt->slots[i].t = 0;
+    fill_state(opt);
     return MML_OK;
 }
 
@@ -321,4 +399,14 @@ int mml_optimizer_state(const mml_optimizer *opt, int64_t param_index, const flo
     if (v)
         *v = opt->slots[param_index].v;
     return MML_OK;
+}
+
+int64_t mml_optimizer_row_steps(const mml_optimizer *opt, int64_t param_index, int64_t row)
+{
+    if (!opt || param_index < 0 || param_index >= opt->n)
+        return -1;
+    const opt_slot *s = &opt->slots[param_index];
+    if (!s->row_t || row < 0 || row >= s->rows)
+        return -1;
+    return s->row_t[row];
 }

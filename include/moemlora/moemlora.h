@@ -17,6 +17,7 @@
 #include "trainer.h"
 #include "export.h"
 #include "gradcheck.h"
+#include "hashing.h"
 #include "loss.h"
 #include "optimizer.h"
 #include "param.h"

@@ -1,4 +1,4 @@
-/* libmoemlora: optimisers (SGD and Adam) over a list of parameters.
+/* libmoemlora: optimisers (SGD, Adam, lazy Adam, Adagrad) over a list of parameters.
  *
  * An optimiser updates the mml_param structs it was created with; it copies
  * the pointer array, so the structs themselves (and their value and grad
@@ -19,6 +19,31 @@
  * batch did not touch (they move by their momentum).
  * SGD: value -= lr * g (the step count is kept as well).
  *
+ * Lazy Adam (MML_OPT_LAZY_ADAM), for sparse embedding updates: parameters
+ * of group MML_GROUP_EMBEDDING (their group at creation) are updated row by
+ * row, every other parameter by the dense Adam above. Each row r of an
+ * embedding parameter has its own step count t_r. In a step, a row whose
+ * gradient is exactly zero in every element (a row the batch did not use)
+ * is left alone: value, m, v and t_r unchanged. Every other row does
+ *     t_r += 1
+ *     m[r,:] = b1 m[r,:] + (1 - b1) g[r,:]
+ *     v[r,:] = b2 v[r,:] + (1 - b2) g[r,:]^2
+ *     value[r,:] -= (lr / (1 - b1^t_r)) * m[r,:] / (sqrt(v[r,:]) / sqrt(1 - b2^t_r) + eps)
+ * i.e. dense Adam's formula with the row's own count, so a row seen for the
+ * first time after many steps takes a first, fully bias-corrected step.
+ * Unlike dense Adam (the default, and what the reference protocol uses),
+ * untouched rows do not move by their momentum, and a step costs work only
+ * for the rows the batch used (after a scan of the gradient). The
+ * parameter's own step count (mml_optimizer_steps) still counts every step.
+ *
+ * Adagrad (MML_OPT_ADAGRAD), every parameter, elementwise:
+ *     G += g^2                     (G starts at adagrad_init, e.g. TF's 0.1)
+ *     value -= lr * g / (sqrt(G) + eps)
+ * (PyTorch's Adagrad with lr_decay 0 and initial_accumulator_value =
+ * adagrad_init; note PyTorch's default eps is 1e-10, ours 1e-8.) Elements
+ * with a zero gradient keep value and G, so Adagrad is naturally sparse.
+ * beta1 and beta2 are unused (still checked).
+ *
  * Thread safety: one thread at a time per optimiser (and its context).
  */
 #ifndef MOEMLORA_OPTIMIZER_H
@@ -32,7 +57,7 @@
 
 typedef struct mml_optimizer mml_optimizer;
 
-enum { MML_OPT_SGD = 0, MML_OPT_ADAM = 1 };
+enum { MML_OPT_SGD = 0, MML_OPT_ADAM = 1, MML_OPT_LAZY_ADAM = 2, MML_OPT_ADAGRAD = 3 };
 
 typedef struct mml_optimizer_options {
     uint32_t struct_size; /* sizeof(mml_optimizer_options) */
@@ -40,7 +65,8 @@ typedef struct mml_optimizer_options {
     float lr;             /* > 0, finite; default 1e-3 */
     float beta1;          /* Adam, in [0, 1); default 0.9 */
     float beta2;          /* Adam, in [0, 1); default 0.999 */
-    float eps;            /* Adam, > 0, finite; default 1e-8 */
+    float eps;            /* Adam, lazy Adam, Adagrad: > 0, finite; default 1e-8 */
+    float adagrad_init;   /* Adagrad's initial accumulator G, >= 0, finite; default 0.1 */
 } mml_optimizer_options;
 
 MML_BEGIN_DECLS
@@ -60,7 +86,8 @@ MML_API void mml_optimizer_destroy(mml_optimizer *opt);
  * the index) before anything is changed. */
 MML_API int mml_optimizer_step(mml_optimizer *opt);
 
-/* Zeroes the state and step counts of every parameter: fresh state for a new
+/* Zeroes the state and step counts of every parameter (Adagrad's G goes
+ * back to adagrad_init; lazy Adam's row counts to 0): fresh state for a new
  * training stage. Values are not touched. */
 MML_API int mml_optimizer_reset(mml_optimizer *opt);
 
@@ -70,10 +97,18 @@ MML_API int64_t mml_optimizer_steps(const mml_optimizer *opt, int64_t param_inde
 
 /* Read access to a parameter's Adam moments (first m, second v; as many
  * floats as the parameter has values), e.g. for checkpoints. Either output
- * pointer may be NULL. For SGD both are set to NULL. The arrays stay valid
+ * pointer may be NULL. For SGD both are set to NULL; for Adagrad m is NULL
+ * and v is the accumulator G. The arrays stay valid
  * until the optimiser is destroyed. MML_ERANGE for a bad index. */
 MML_API int mml_optimizer_state(const mml_optimizer *opt, int64_t param_index, const float **m,
                                 const float **v);
+
+/* Lazy Adam: the step count t_r of row `row` of parameter param_index (a
+ * parameter of group MML_GROUP_EMBEDDING at creation). -1 for a NULL
+ * optimiser, another kind, a parameter without row counts, or an index or
+ * row out of range. */
+MML_API int64_t mml_optimizer_row_steps(const mml_optimizer *opt, int64_t param_index,
+                                        int64_t row);
 
 MML_END_DECLS
 
