@@ -106,8 +106,9 @@ static int bad_value(const char *opt, const char *v)
 static int parse_args(int argc, char **argv, args *a)
 {
     memset(a, 0, sizeof *a);
-    a->synthetic_rows = 80000;
-    a->synthetic_domains = 4;
+    /* 0: the library's defaults for the synthetic data set. */
+    a->synthetic_rows = 0;
+    a->synthetic_domains = 0;
     a->label_min = 5;
     a->label = "label";
     a->domain = "domain";
@@ -288,8 +289,10 @@ static int load_data(mml_ctx *ctx, const args *a, data *d)
     }
     mml_synthetic_options o;
     mml_synthetic_options_init(&o);
-    o.n_rows = a->synthetic_rows;
-    o.n_domains = a->synthetic_domains;
+    if (a->synthetic_rows)
+        o.n_rows = a->synthetic_rows;
+    if (a->synthetic_domains)
+        o.n_domains = a->synthetic_domains;
     o.seed = a->data_seed;
     return mml_synthetic_generate(ctx, &o, &d->train, &d->val, &d->test);
 }

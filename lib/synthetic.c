@@ -10,10 +10,10 @@ void mml_synthetic_options_init(mml_synthetic_options *o)
         return;
     memset(o, 0, sizeof *o);
     o->struct_size = (uint32_t)sizeof *o;
-    o->n_rows = 60000;
+    o->n_rows = 24000;
     o->n_domains = 4;
-    o->n_users = 200;
-    o->n_items = 100;
+    o->n_users = 80;
+    o->n_items = 40;
     o->seed = 1;
     o->n_factors = 4;
     o->shared_scale = 0.5;

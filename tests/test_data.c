@@ -975,7 +975,7 @@ START_TEST(synthetic_sizes_determinism_rates)
                     pos += v.labels[r] > 0.5f;
                 }
         }
-        ck_assert_int_gt(n, 5000); /* a few thousand rows per domain at least */
+        ck_assert_int_gt(n, 2500); /* a few thousand rows per domain at least */
         double rate = (double)pos / (double)n;
         ck_assert(rate > 0.05 && rate < 0.95);
         lo = rate < lo ? rate : lo;
