@@ -50,6 +50,7 @@ void mml_trainer_options_init(mml_trainer_options *opt)
     opt->batch_size = 1024;
     opt->patience = 3;
     opt->max_epochs = 50;
+    opt->optimizer = MML_OPT_ADAM;
 }
 
 void mml_trainer_destroy(mml_trainer *t)
@@ -85,6 +86,8 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
                           "lr %g or %d hidden layers invalid",
                           o.experts_per_domain, (long long)o.batch_size, o.patience, o.max_epochs,
                           (double)o.lr, o.n_hidden);
+    if (o.optimizer < MML_OPT_SGD || o.optimizer > MML_OPT_ADAGRAD)
+        return mml__error(ctx, MML_EINVAL, "trainer: unknown optimiser kind %d", o.optimizer);
     int32_t F = mml_dataset_n_fields(train), D = mml_dataset_n_domains(train);
     if (F < 1 || D < 1 || mml_dataset_n_rows(train) < 1 || mml_dataset_n_rows(val) < 1)
         return mml__error(ctx, MML_EINVAL, "trainer: empty training or validation split");
@@ -125,6 +128,9 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
     mo.n_hidden = o.n_hidden;
     mo.hidden = t->hidden;
     mo.dropout = o.dropout;
+    mo.gate_top_k = o.gate_top_k;
+    mo.l2_embedding = o.l2_embedding;
+    mo.l2_dense = o.l2_dense;
     rc = mml_model_create(&t->model, ctx, &mo);
     if (rc >= 0)
         rc = mml_metrics_create(&t->val_metrics, ctx, D);
@@ -306,7 +312,7 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
     if (rc >= 0) {
         mml_optimizer_options oo;
         mml_optimizer_options_init(&oo);
-        oo.kind = MML_OPT_ADAM;
+        oo.kind = t->opt.optimizer;
         oo.lr = t->opt.lr;
         rc = mml_optimizer_create(&opt, ctx, &oo, params, nt);
     }

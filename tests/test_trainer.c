@@ -411,6 +411,60 @@ START_TEST(allocation_failures_leak_nothing)
 }
 END_TEST
 
+/* The extras reach the model: a top-1 gate keeps one expert per domain, L2
+ * changes the trained weights, and every optimiser kind trains. */
+START_TEST(extras_pass_through)
+{
+    world w;
+    world_init(&w, 13);
+    mml_trainer_options o;
+    tiny_options(&o, MML_VARIANT_MOE);
+    o.experts_per_domain = 2;
+    o.max_epochs = 1;
+    o.gate_top_k = 1;
+    mml_trainer *t = make_trainer(&w, &o);
+    ck_assert_int_eq(mml_trainer_run(t), MML_OK);
+    float g[3 * 6];
+    ck_assert_int_eq(mml_gate_table(mml_model_gate(mml_trainer_model(t)), g), MML_OK);
+    for (int d = 0; d < 3; d++) {
+        int kept = 0;
+        for (int e = 0; e < 6; e++)
+            kept += g[d * 6 + e] != 0.0f;
+        ck_assert_int_eq(kept, 1);
+    }
+    mml_trainer_destroy(t);
+    float first = 0;
+    for (int run = 0; run < 2; run++) {
+        tiny_options(&o, MML_VARIANT_BASE);
+        o.max_epochs = 1;
+        o.l2_embedding = run ? 0.1f : 0.0f;
+        o.l2_dense = run ? 0.01f : 0.0f;
+        t = make_trainer(&w, &o);
+        ck_assert_int_eq(mml_trainer_run(t), MML_OK);
+        float v = mml_model_param(mml_trainer_model(t), 0)->value[0];
+        if (run)
+            ck_assert(v != first);
+        first = v;
+        mml_trainer_destroy(t);
+    }
+    static const int32_t kinds[3] = {MML_OPT_SGD, MML_OPT_LAZY_ADAM, MML_OPT_ADAGRAD};
+    for (int k = 0; k < 3; k++) {
+        tiny_options(&o, MML_VARIANT_MLORA);
+        o.max_epochs = 1;
+        o.optimizer = kinds[k];
+        t = make_trainer(&w, &o);
+        ck_assert_int_eq(mml_trainer_run(t), MML_OK);
+        mml_trainer_destroy(t);
+    }
+    tiny_options(&o, MML_VARIANT_BASE);
+    o.optimizer = 99;
+    t = NULL;
+    ck_assert_int_eq(mml_trainer_create(&t, w.ctx, &o, w.train, w.val), MML_EINVAL);
+    ck_assert_ptr_null(t);
+    world_free(&w);
+}
+END_TEST
+
 static Suite *trainer_suite(void)
 {
     Suite *s = suite_create("trainer");
@@ -422,6 +476,7 @@ static Suite *trainer_suite(void)
     tcase_add_test(tc, progress_can_cancel);
     tcase_add_test(tc, same_seed_same_model);
     tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, extras_pass_through);
     tcase_add_test(tc, allocation_failures_leak_nothing);
     suite_add_tcase(s, tc);
     return s;

@@ -78,6 +78,10 @@ typedef struct mml_trainer_options {
     void *progress_user;
     mml_validate_fn validate;
     void *validate_user;
+    int32_t optimizer;            /* MML_OPT_ADAM (default), MML_OPT_LAZY_ADAM, MML_OPT_ADAGRAD, MML_OPT_SGD */
+    int32_t gate_top_k;           /* 0 (default): dense gate */
+    float l2_embedding;           /* default 0; see mml_model_regularization */
+    float l2_dense;               /* default 0 */
 } mml_trainer_options;
 
 typedef struct mml_stage_report {
