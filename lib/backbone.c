@@ -360,6 +360,35 @@ int mml__dnn_backward(mml__dnn *d, const float *dout, float *dx, const mml_backb
     return mml_tower_backward(d->tower, dout, dx, d->lora, g->d_weights);
 }
 
+int mml__dnn_head_backward(mml_ctx *ctx, mml__dnn *dnn, mml_param *head, const float *h, int64_t n,
+                           const float *dlogit, const mml_backbone_grads *g, int need_dx,
+                           int64_t width, float **dh, size_t *cap_dh, float **dx, size_t *cap_dx,
+                           float **dx_out)
+{
+    int64_t dout = head->rows;
+    *dx_out = NULL;
+    int rc = mml__ensure_floats(ctx, dh, cap_dh, (size_t)(n * dout));
+    if (rc < 0)
+        return rc;
+    const float *hw = head->value;
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < dout; j++)
+            (*dh)[r * dout + j] = dlogit[r] * hw[j];
+    if (!head->frozen)
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < dout; j++)
+                head->grad[j] += h[r * dout + j] * dlogit[r];
+    if (need_dx) {
+        if ((rc = mml__ensure_floats(ctx, dx, cap_dx, (size_t)(n * width))) < 0)
+            return rc;
+        memset(*dx, 0, sizeof(float) * (size_t)(n * width));
+    }
+    rc = mml__dnn_backward(dnn, *dh, need_dx ? *dx : NULL, g);
+    if (rc >= 0 && need_dx)
+        *dx_out = *dx;
+    return rc;
+}
+
 int64_t mml__dnn_n_params(const mml__dnn *d)
 {
     return mml_tower_n_params(d->tower) + mml_lora_n_params(d->lora);

@@ -138,30 +138,15 @@ static int nfm_backward(void *self, const float *dlogit, const mml_backbone_grad
     int64_t n = d->n;
     if (n < 1)
         return mml__error(d->ctx, MML_ESTATE, "nfm: backward without a forward pass");
-    int32_t F = d->F, k = d->k, fk = F * k, w = k + d->n_dense, dout = (int32_t)d->head.rows;
-    int rc = mml__ensure_floats(d->ctx, &d->dh, &d->cap_dh, (size_t)(n * dout));
-    if (rc < 0)
-        return rc;
-    const float *hw = d->head.value;
-    for (int64_t r = 0; r < n; r++)
-        for (int32_t j = 0; j < dout; j++)
-            d->dh[r * dout + j] = dlogit[r] * hw[j];
-    if (!d->head.frozen)
-        for (int64_t r = 0; r < n; r++)
-            for (int32_t j = 0; j < dout; j++)
-                d->head.grad[j] += d->h[r * dout + j] * dlogit[r];
-    int need_dx = g->d_emb || (g->d_dense && d->n_dense);
-    if (need_dx) {
-        rc = mml__ensure_floats(d->ctx, &d->dx, &d->cap_dx, (size_t)(n * w));
-        if (rc < 0)
-            return rc;
-        memset(d->dx, 0, sizeof(float) * (size_t)(n * w));
-    }
-    rc = mml__dnn_backward(&d->dnn, d->dh, need_dx ? d->dx : NULL, g);
-    if (rc < 0 || !need_dx)
+    int32_t F = d->F, k = d->k, fk = F * k, w = k + d->n_dense;
+    float *dxs;
+    int rc = mml__dnn_head_backward(d->ctx, &d->dnn, &d->head, d->h, n, dlogit, g,
+                                    g->d_emb || (g->d_dense && d->n_dense), w, &d->dh, &d->cap_dh,
+                                    &d->dx, &d->cap_dx, &dxs);
+    if (rc < 0 || !dxs)
         return rc;
     for (int64_t r = 0; r < n; r++) {
-        const float *dx = d->dx + r * w;
+        const float *dx = dxs + r * w;
         if (g->d_emb) {
             /* d bi_j / d e_fj = sum_f' e_f'j - e_fj */
             const float *e = d->e + r * fk;

@@ -22,6 +22,16 @@ int64_t mml__dnn_n_params(const mml__dnn *dnn);
 mml_param *mml__dnn_param(mml__dnn *dnn, int64_t index);
 int32_t mml__dnn_d_out(const mml__dnn *dnn);
 
+/* Backward through logit = tower(x) . head for the n rows of the last
+ * forward pass (h: the tower's output): dh = dlogit head^T into *dh, the
+ * head's gradient unless frozen, then the tower with its adapters. When
+ * need_dx, *dx_out is the tower's input gradient (n x width, zeroed before
+ * the tower adds to it, kept in *dx); otherwise NULL. */
+int mml__dnn_head_backward(mml_ctx *ctx, mml__dnn *dnn, mml_param *head, const float *h, int64_t n,
+                           const float *dlogit, const mml_backbone_grads *g, int need_dx,
+                           int64_t width, float **dh, size_t *cap_dh, float **dx, size_t *cap_dx,
+                           float **dx_out);
+
 /* Common checks of a backbone configuration. */
 int mml__check_backbone_config(mml_ctx *ctx, const mml_backbone_config *cfg, const char *name);
 /* Parameter count of a tower of cfg's widths on d_in inputs, with its adapters. */
