@@ -17,6 +17,11 @@ struct mml_batcher {
     int32_t *domain;
     float *labels;
     const int64_t *last; /* rows of the last batch */
+    int32_t nm;          /* multi-hot fields */
+    int64_t *mh_off;     /* nm * (buf_rows + 1) */
+    int32_t **mh_ids;    /* nm buffers of mh_cap[m] ids */
+    int64_t *mh_cap;
+    const int64_t **mh_offp; /* nm pointers into mh_off (for the view) */
     int contiguous;     /* all rows in order: views into the data set */
 };
 
@@ -44,6 +49,14 @@ void mml_batcher_destroy(mml_batcher *b)
     mml__free(ctx, b->dense, br * (size_t)b->ds->n_dense * sizeof *b->dense);
     mml__free(ctx, b->domain, br * sizeof *b->domain);
     mml__free(ctx, b->labels, br * sizeof *b->labels);
+    size_t nm = (size_t)b->nm;
+    for (size_t m = 0; m < nm; m++)
+        if (b->mh_ids && b->mh_cap)
+            mml__free(ctx, b->mh_ids[m], (size_t)b->mh_cap[m] * sizeof(int32_t));
+    mml__free(ctx, b->mh_off, nm * (br + 1) * sizeof *b->mh_off);
+    mml__free(ctx, b->mh_ids, nm * sizeof *b->mh_ids);
+    mml__free(ctx, b->mh_cap, nm * sizeof *b->mh_cap);
+    mml__free(ctx, b->mh_offp, nm * sizeof *b->mh_offp);
     mml__free(ctx, b, sizeof *b);
 }
 
@@ -90,6 +103,18 @@ int mml_batcher_create(mml_batcher **out, mml_ctx *ctx, const mml_dataset *ds,
     b->labels = mml__alloc(ctx, br * sizeof *b->labels);
     if (!b->rows || !b->order || (ds->n_fields && !b->ids) || (ds->n_dense && !b->dense) ||
         !b->domain || !b->labels) {
+        mml_batcher_destroy(b);
+        return mml__error(ctx, MML_ENOMEM, "out of memory creating a batcher");
+    }
+    if (ds->n_multihot > 0) {
+        size_t nm = (size_t)ds->n_multihot;
+        b->nm = ds->n_multihot;
+        b->mh_off = mml__alloc(ctx, nm * (br + 1) * sizeof *b->mh_off);
+        b->mh_ids = mml__calloc(ctx, nm, sizeof *b->mh_ids);
+        b->mh_cap = mml__calloc(ctx, nm, sizeof *b->mh_cap);
+        b->mh_offp = mml__alloc(ctx, nm * sizeof *b->mh_offp);
+    }
+    if (b->nm && (!b->mh_off || !b->mh_ids || !b->mh_cap || !b->mh_offp)) {
         mml_batcher_destroy(b);
         return mml__error(ctx, MML_ENOMEM, "out of memory creating a batcher");
     }
@@ -153,8 +178,34 @@ int mml_batcher_next(mml_batcher *b, mml_batch_view *out)
         b->domain[k] = ds->domain[r];
         b->labels[k] = ds->labels[r];
     }
+    for (int32_t f = 0; f < b->nm; f++) {
+        int64_t *off = b->mh_off + (int64_t)f * (b->buf_rows + 1);
+        const int64_t *so = ds->mh_off[f];
+        int64_t total = 0;
+        off[0] = 0;
+        for (int64_t k = 0; k < m; k++) {
+            total += so[rows[k] + 1] - so[rows[k]];
+            off[k + 1] = total;
+        }
+        if (total > b->mh_cap[f]) {
+            int rc = mml__grow(b->ctx, &b->mh_ids[f], &b->mh_cap[f], total, sizeof(int32_t));
+            if (rc < 0)
+                return mml__error(b->ctx, rc, "out of memory gathering multi-hot field %d", (int)f);
+        }
+        for (int64_t k = 0; k < m; k++) {
+            int64_t a = so[rows[k]], c = so[rows[k] + 1];
+            if (c > a)
+                memcpy(b->mh_ids[f] + off[k], ds->mh_ids[f] + a, (size_t)(c - a) * sizeof(int32_t));
+        }
+        b->mh_offp[f] = off;
+    }
     mml_batch_view_init(out, m, nf, nf ? b->ids : NULL, nd, nd ? b->dense : NULL, b->domain,
                         b->labels);
+    if (b->nm) {
+        out->n_multihot = b->nm;
+        out->multihot_offsets = b->mh_offp;
+        out->multihot_ids = (const int32_t *const *)b->mh_ids;
+    }
     return 1;
 }
 

@@ -96,6 +96,10 @@ struct mml_dataset {
     int64_t **mh_off;  /* n_multihot arrays of cap_rows + 1 */
     int32_t **mh_ids;  /* n_multihot arrays of mh_cap[m] */
     int64_t *mh_cap;
+    /* (cap_rows + 1) * n_multihot pointers: mh_view[s * n_multihot + m] =
+     * mh_off[m] + s, so a batch view of rows from s points at its own slice
+     * (mml_dataset_view); rebuilt whenever mh_off moves. */
+    const int64_t **mh_view;
     int64_t *domain_rows; /* n_domains */
     int64_t skipped;
 };

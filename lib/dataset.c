@@ -147,7 +147,8 @@ int mml__dataset_reserve(mml_dataset *ds, int64_t n)
     float *dense = nd ? mml__alloc(ctx, bytes_of(ncap * nd, 4)) : NULL;
     int32_t *dom = mml__alloc(ctx, bytes_of(ncap, 4));
     float *lab = mml__alloc(ctx, bytes_of(ncap, 4));
-    int ok = (!nf || ids) && (!nd || dense) && dom && lab;
+    const int64_t **mview = nm ? mml__alloc(ctx, (size_t)(ncap + 1) * (size_t)nm * sizeof *mview) : NULL;
+    int ok = (!nf || ids) && (!nd || dense) && dom && lab && (!nm || mview);
     int64_t *offs[64];
     int64_t **moff = NULL;
     if (ok && nm > 0) {
@@ -168,6 +169,8 @@ int mml__dataset_reserve(mml_dataset *ds, int64_t n)
         mml__free(ctx, dense, bytes_of(ncap * nd, 4));
         mml__free(ctx, dom, bytes_of(ncap, 4));
         mml__free(ctx, lab, bytes_of(ncap, 4));
+        if (mview)
+            mml__free(ctx, mview, (size_t)(ncap + 1) * (size_t)nm * sizeof *mview);
         if (moff) {
             for (int64_t m = 0; m < nm; m++)
                 mml__free(ctx, moff[m], bytes_of(ncap + 1, 8));
@@ -203,6 +206,14 @@ int mml__dataset_reserve(mml_dataset *ds, int64_t n)
     }
     if (moff && moff != offs)
         mml__free(ctx, moff, (size_t)nm * sizeof *moff);
+    if (nm) {
+        if (ds->mh_view)
+            mml__free(ctx, ds->mh_view, (size_t)(oc + 1) * (size_t)nm * sizeof *ds->mh_view);
+        for (int64_t r = 0; r <= ncap; r++)
+            for (int64_t m = 0; m < nm; m++)
+                mview[r * nm + m] = ds->mh_off[m] + r;
+        ds->mh_view = mview;
+    }
     ds->cap_rows = ncap;
     return MML_OK;
 }
@@ -278,6 +289,8 @@ void mml_dataset_destroy(mml_dataset *ds)
             mml__free(ctx, ds->mh_ids[m], bytes_of(ds->mh_cap[m], 4));
     }
     size_t nm = (size_t)ds->n_multihot;
+    if (ds->mh_view)
+        mml__free(ctx, ds->mh_view, (size_t)(c + 1) * nm * sizeof *ds->mh_view);
     mml__free(ctx, ds->mh_off, nm * sizeof *ds->mh_off);
     mml__free(ctx, ds->mh_ids, nm * sizeof *ds->mh_ids);
     mml__free(ctx, ds->mh_cap, nm * sizeof *ds->mh_cap);
@@ -414,6 +427,11 @@ int mml_dataset_view(const mml_dataset *ds, int64_t start, int64_t count, mml_ba
     mml_batch_view_init(out, count, ds->n_fields, ds->ids ? ds->ids + start * ds->n_fields : NULL,
                         ds->n_dense, ds->dense ? ds->dense + start * ds->n_dense : NULL,
                         ds->domain + start, ds->labels + start);
+    if (ds->n_multihot > 0 && ds->mh_view) {
+        out->n_multihot = ds->n_multihot;
+        out->multihot_offsets = ds->mh_view + start * ds->n_multihot;
+        out->multihot_ids = (const int32_t *const *)ds->mh_ids;
+    }
     return MML_OK;
 }
 

@@ -66,9 +66,26 @@ void mml__backbone_registry_free(mml_ctx *ctx);
 
 /* Random numbers. stream selects an independent sequence for the same seed. */
 void mml__rng_init(mml_rng *rng, uint64_t seed, uint64_t stream);
-uint64_t mml__rng_next(mml_rng *rng);
+/* Inline: dropout draws one number per unit of every training batch. */
+static inline uint64_t mml__rng_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t mml__rng_next(mml_rng *rng)
+{
+    uint64_t *s = rng->s;
+    uint64_t result = mml__rng_rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = mml__rng_rotl(s[3], 45);
+    return result;
+}
 /* Uniform in [0, 1) with 24 random bits. */
-float mml__rng_uniform(mml_rng *rng);
+static inline float mml__rng_uniform(mml_rng *rng)
+{
+    return (float)(mml__rng_next(rng) >> 40) * 0x1.0p-24f;
+}
 /* Uniform in [0, 1) with 53 random bits. */
 double mml__rng_uniform_double(mml_rng *rng);
 /* Standard normal (Box-Muller, one value per call). */

@@ -20,24 +20,6 @@ void mml__rng_init(mml_rng *rng, uint64_t seed, uint64_t stream)
         rng->s[i] = splitmix64(&x);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-uint64_t mml__rng_next(mml_rng *rng)
-{
-    uint64_t *s = rng->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-float mml__rng_uniform(mml_rng *rng) { return (float)(mml__rng_next(rng) >> 40) * 0x1.0p-24f; }
-
 double mml__rng_uniform_double(mml_rng *rng)
 {
     return (double)(mml__rng_next(rng) >> 11) * 0x1.0p-53;

@@ -351,8 +351,6 @@ int mml_tower_backward(mml_tower *t, const float *dout, float *dx, mml_lora *lor
                            dx_l, din, 1);
             if (rc < 0)
                 return rc;
-        } else if (l > 0) {
-            return mml__error(ctx, MML_ESTATE, "tower_backward: internal buffer missing");
         }
         float *swap = cur;
         cur = next;

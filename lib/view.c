@@ -27,4 +27,8 @@ void mml_batch_view_init(mml_batch_view *view, int64_t n_rows, int32_t n_fields,
     view->domain = domain;
     view->labels = labels;
     view->weights = NULL;
+    view->n_multihot = 0;
+    view->reserved_mh = 0;
+    view->multihot_offsets = NULL;
+    view->multihot_ids = NULL;
 }

@@ -7,8 +7,8 @@
  *   - a domain id in [0, D) and a label (0.0f or 1.0f),
  *   - optionally multi-hot fields (a variable-length list of ids per row,
  *     stored as CSR arrays: offsets[n_rows + 1] and ids; see
- *     mml_dataset_multihot_csr). The batch view has no multi-hot slot yet;
- *     multi-hot values are read through the data set.
+ *     mml_dataset_multihot_csr). Batch views (mml_dataset_view, the batcher)
+ *     carry them in mml_batch_view.multihot_offsets / multihot_ids.
  * plus a schema shared by the train, validation and test sets that one loader
  * call returns: field names and cardinalities, vocabularies (value <-> id),
  * numeric and multi-hot column names, domain names and D.
@@ -103,7 +103,9 @@ MML_API int mml_dataset_multihot_row(const mml_dataset *ds, int32_t m, int64_t r
                                      const int32_t **ids, int64_t *n);
 
 /* A view of the contiguous rows [start, start + count), no copy. The view
- * points into the data set and is valid while the data set lives. Returns
+ * points into the data set and is valid while the data set lives; its
+ * multi-hot fields point into the data set's CSR arrays (offsets starting at
+ * row start's entry, so they may start above 0). Returns
  * MML_EINVAL for NULL arguments, MML_ERANGE for rows outside the data set. */
 MML_API int mml_dataset_view(const mml_dataset *ds, int64_t start, int64_t count,
                              mml_batch_view *out);
@@ -253,7 +255,9 @@ typedef struct mml_synthetic_options {
  * once: shuffle = 1 visits them in a permutation that depends only on
  * (seed, epoch); shuffle = 0 in row order. domain = -1 selects all rows
  * (batches mix domains), domain = d only the rows of domain d (stage 2 of
- * MoE-MLoRA). Rows are gathered into the batcher's own buffers; the data set
+ * MoE-MLoRA). Rows are gathered into the batcher's own buffers (multi-hot
+ * lists too, with offsets rebuilt from 0; an unshuffled batcher over every
+ * domain hands out mml_dataset_view views instead); the data set
  * is never copied. The data set must outlive the batcher. */
 typedef struct mml_batcher mml_batcher;
 

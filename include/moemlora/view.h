@@ -37,7 +37,18 @@ typedef struct mml_index_view {
  *          the trainer's batch loss is sum_r w_r l_r / sum_r w_r (see
  *          mml_bce_with_logits, which refuses a negative, NaN or infinite
  *          weight with MML_EINVAL naming the row). mml_batch_view_init sets
- *          it to NULL; the model's forward pass ignores it. */
+ *          it to NULL; the model's forward pass ignores it.
+ *  n_multihot, multihot_offsets, multihot_ids (appended fields): the batch's
+ *          multi-hot fields M (0: none; both pointers may then be NULL). For
+ *          field m < M, row r's ids are
+ *              multihot_ids[m][multihot_offsets[m][r] .. multihot_offsets[m][r + 1])
+ *          (CSR as mml_dataset_multihot_csr gives it; each multihot_offsets[m]
+ *          has n_rows + 1 non-decreasing entries and may start above 0, so a
+ *          slice of a larger CSR works as is; multihot_ids[m] may be NULL when
+ *          every list of field m is empty). An empty list is allowed; ids may
+ *          repeat. reserved_mh is padding, set it to 0. mml_batch_view_init
+ *          sets n_multihot to 0 and both pointers to NULL; mml_dataset_view
+ *          points into the data set's CSR, the batcher into its own buffers. */
 typedef struct mml_batch_view {
     int64_t n_rows;
     int32_t n_fields;
@@ -49,6 +60,10 @@ typedef struct mml_batch_view {
     const int32_t *domain;
     const float *labels;
     const float *weights;
+    int32_t n_multihot;
+    int32_t reserved_mh;
+    const int64_t *const *multihot_offsets;
+    const int32_t *const *multihot_ids;
 } mml_batch_view;
 
 MML_BEGIN_DECLS
@@ -56,7 +71,7 @@ MML_BEGIN_DECLS
 /* Fills *view with a dense row-major rows x cols view of data. */
 MML_API void mml_tensor_view_init(mml_tensor_view *view, float *data, int64_t rows, int64_t cols);
 /* Fills *view with a contiguous batch (ids row stride n_fields, dense row stride n_dense,
- * weights NULL). */
+ * weights NULL, no multi-hot fields). */
 MML_API void mml_batch_view_init(mml_batch_view *view, int64_t n_rows, int32_t n_fields,
                                  const int32_t *ids, int32_t n_dense, const float *dense,
                                  const int32_t *domain, const float *labels);
