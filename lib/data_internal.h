@@ -113,7 +113,7 @@ int mml__dataset_reserve(mml_dataset *ds, int64_t n);
 int mml__dataset_reserve_mh(mml_dataset *ds, int32_t m, int64_t need);
 /* Counts rows per domain (call when the rows are final). */
 void mml__dataset_count_domains(mml_dataset *ds);
-/* A new data set with rows idx[0..n) of src (same schema, no multi-hot). */
+/* A new data set with rows idx[0..n) of src (same schema, multi-hot lists included). */
 int mml__dataset_gather(const mml_dataset *src, const int64_t *idx, int64_t n,
                         mml_dataset **out);
 

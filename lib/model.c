@@ -16,6 +16,12 @@ struct mml_model {
     float l2_emb, l2_dense;
     mml_embedding **emb;   /* F tables */
     mml_embedding **first; /* F first-order tables (n_rows x 1), with a linear term */
+    int32_t M, pool;       /* multi-hot fields and their pooling */
+    mml_embedding **mh;    /* M tables */
+    int64_t *mh_start;     /* M + 1: field m's ids of the last batch start at mh_idbuf[mh_start[m]] */
+    int64_t *mh_off;       /* M * (n + 1) offsets of the last batch, from 0 per field */
+    int32_t *mh_idbuf;
+    size_t cap_mhoff, cap_mhid;
     mml_param dense_w;     /* 1 x n_dense, with a linear term and numeric values */
     mml_param bias;
     float bias_value, bias_grad;
@@ -49,6 +55,33 @@ void mml_model_options_init(mml_model_options *opt)
     opt->n_hidden = 3;
     opt->hidden = hidden;
     opt->dropout = 0.5f;
+    opt->multihot_pooling = MML_POOL_MEAN;
+}
+
+static int ensure_i64(mml_ctx *ctx, int64_t **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return MML_OK;
+    mml__free(ctx, *buf, *cap * sizeof(int64_t));
+    *cap = 0;
+    *buf = mml__alloc(ctx, n * sizeof(int64_t));
+    if (!*buf)
+        return mml__error(ctx, MML_ENOMEM, "model: out of memory for %zu offsets", n);
+    *cap = n;
+    return MML_OK;
+}
+
+static int ensure_i32(mml_ctx *ctx, int32_t **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return MML_OK;
+    mml__free(ctx, *buf, *cap * sizeof(int32_t));
+    *cap = 0;
+    *buf = mml__alloc(ctx, n * sizeof(int32_t));
+    if (!*buf)
+        return mml__error(ctx, MML_ENOMEM, "model: out of memory for %zu ids", n);
+    *cap = n;
+    return MML_OK;
 }
 
 static int32_t *batch_ids(const mml_model *m) { return (int32_t *)(void *)m->idsbuf; }
@@ -65,13 +98,19 @@ void mml_model_destroy(mml_model *m)
         if (m->first)
             mml_embedding_destroy(m->first[f]);
     }
+    for (int32_t f = 0; m->mh && f < m->M; f++)
+        mml_embedding_destroy(m->mh[f]);
+    mml__free(ctx, m->mh, sizeof(void *) * (size_t)m->M);
+    mml__free(ctx, m->mh_start, sizeof(int64_t) * (size_t)(m->M + 1));
+    mml__free(ctx, m->mh_off, m->cap_mhoff * sizeof(int64_t));
+    mml__free(ctx, m->mh_idbuf, m->cap_mhid * sizeof(int32_t));
     mml__free(ctx, m->emb, sizeof(void *) * (size_t)m->F);
     mml__free(ctx, m->first, sizeof(void *) * (size_t)m->F);
     mml__free(ctx, m->dense_w.value, sizeof(float) * (size_t)m->n_dense);
     mml__free(ctx, m->dense_w.grad, sizeof(float) * (size_t)m->n_dense);
     mml_backbone_destroy(m->backbone);
     mml_gate_destroy(m->gate);
-    mml__free(ctx, m->names, (size_t)(2 * m->F) * NAME_LEN);
+    mml__free(ctx, m->names, (size_t)(2 * m->F + m->M) * NAME_LEN);
     mml__free(ctx, m->params, sizeof(mml_param *) * (size_t)m->n_params);
     mml__free(ctx, m->embbuf, m->cap_emb * sizeof(float));
     mml__free(ctx, m->demb, m->cap_demb * sizeof(float));
@@ -87,7 +126,7 @@ void mml_model_destroy(mml_model *m)
 static int collect_params(mml_model *m)
 {
     int64_t nb = mml_backbone_n_params(m->backbone);
-    int64_t n = m->F + (m->linear ? m->F + (m->n_dense > 0) : 0) + 1 + nb +
+    int64_t n = m->F + m->M + (m->linear ? m->F + (m->n_dense > 0) : 0) + 1 + nb +
                 mml_gate_n_params(m->gate);
     m->params = mml__alloc(m->ctx, sizeof(mml_param *) * (size_t)n);
     if (!m->params)
@@ -96,6 +135,8 @@ static int collect_params(mml_model *m)
     int64_t i = 0;
     for (int32_t f = 0; f < m->F; f++)
         m->params[i++] = mml_embedding_param(m->emb[f]);
+    for (int32_t f = 0; f < m->M; f++)
+        m->params[i++] = mml_embedding_param(m->mh[f]);
     if (m->linear) {
         for (int32_t f = 0; f < m->F; f++)
             m->params[i++] = mml_embedding_param(m->first[f]);
@@ -132,6 +173,15 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
         !(o.l2_dense >= 0.0f))
         return mml__error(ctx, MML_EINVAL, "model: l2_embedding %g and l2_dense %g must be finite and >= 0",
                           (double)o.l2_embedding, (double)o.l2_dense);
+    if (o.n_multihot < 0 || o.n_multihot > 4096 - o.n_fields || (o.n_multihot > 0 && !o.multihot_sizes))
+        return mml__error(ctx, MML_EINVAL, "model: %d multi-hot fields (with %d fields, at most 4096 "
+                          "in all, with sizes)", o.n_multihot, o.n_fields);
+    if (o.n_multihot > 0 && o.multihot_pooling != MML_POOL_SUM && o.multihot_pooling != MML_POOL_MEAN)
+        return mml__error(ctx, MML_EINVAL, "model: unknown multi-hot pooling %d", o.multihot_pooling);
+    for (int32_t f = 0; f < o.n_multihot; f++)
+        if (o.multihot_sizes[f] < 1 || o.multihot_sizes[f] > INT32_MAX)
+            return mml__error(ctx, MML_EINVAL, "model: multi-hot field %d has size %lld", f,
+                              (long long)o.multihot_sizes[f]);
     for (int32_t f = 0; f < o.n_fields; f++)
         if (o.field_sizes[f] < 1 || o.field_sizes[f] > INT32_MAX)
             return mml__error(ctx, MML_EINVAL, "model: field %d has size %lld", f,
@@ -141,6 +191,8 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
         return mml__error(ctx, MML_ENOMEM, "model: out of memory");
     m->ctx = ctx;
     m->F = o.n_fields;
+    m->M = o.n_multihot;
+    m->pool = o.multihot_pooling;
     m->k = o.embed_dim;
     m->n_dense = o.n_dense;
     m->D = o.n_domains;
@@ -150,7 +202,7 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
     m->bias = (mml_param){"bias", &m->bias_value, &m->bias_grad, 1, 1, MML_GROUP_BACKBONE, -1, 0, 0};
     mml_backbone_config bc;
     mml_backbone_config_init(&bc);
-    bc.n_fields = o.n_fields;
+    bc.n_fields = o.n_fields + o.n_multihot;
     bc.embed_dim = o.embed_dim;
     bc.n_dense = o.n_dense;
     bc.n_domains = o.n_domains;
@@ -165,10 +217,14 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
         goto fail;
     m->linear = mml_backbone_linear_term(m->backbone);
     m->emb = mml__calloc(ctx, (size_t)m->F, sizeof(void *));
-    m->names = mml__alloc(ctx, (size_t)(2 * m->F) * NAME_LEN);
+    m->names = mml__alloc(ctx, (size_t)(2 * m->F + m->M) * NAME_LEN);
     if (m->linear)
         m->first = mml__calloc(ctx, (size_t)m->F, sizeof(void *));
-    if (!m->emb || !m->names || (m->linear && !m->first)) {
+    if (m->M > 0) {
+        m->mh = mml__calloc(ctx, (size_t)m->M, sizeof(void *));
+        m->mh_start = mml__calloc(ctx, (size_t)(m->M + 1), sizeof(int64_t));
+    }
+    if (!m->emb || !m->names || (m->linear && !m->first) || (m->M > 0 && (!m->mh || !m->mh_start))) {
         rc = mml__error(ctx, MML_ENOMEM, "model: out of memory");
         goto fail;
     }
@@ -195,6 +251,20 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
             if (rc < 0)
                 goto fail;
         }
+    }
+    for (int32_t f = 0; f < m->M; f++) {
+        char *name = m->names + (size_t)(2 * m->F + f) * NAME_LEN;
+        snprintf(name, NAME_LEN, "multihot%d", f);
+        mml_embedding_options eo;
+        mml_embedding_options_init(&eo);
+        eo.n_rows = o.multihot_sizes[f];
+        eo.dim = o.embed_dim;
+        eo.scale = o.embed_std;
+        eo.stream = (uint64_t)(m->F + f);
+        eo.name = name;
+        rc = mml_embedding_create(&m->mh[f], ctx, &eo);
+        if (rc < 0)
+            goto fail;
     }
     if (m->linear && m->n_dense > 0) {
         m->dense_w = (mml_param){"numeric.linear", mml__calloc(ctx, (size_t)m->n_dense, sizeof(float)),
@@ -242,6 +312,25 @@ static int check_batch(mml_model *m, const mml_batch_view *b)
         return mml__error(ctx, MML_EINVAL, "model: batch without ids, domains or numeric values");
     if (b->ids_row_stride < m->F || (m->n_dense > 0 && b->dense_row_stride < m->n_dense))
         return mml__error(ctx, MML_ESHAPE, "model: batch row stride too small");
+    if (b->n_multihot != m->M)
+        return mml__error(ctx, MML_ESHAPE, "model: batch has %d multi-hot fields, model %d",
+                          b->n_multihot, m->M);
+    if (m->M > 0 && (!b->multihot_offsets || !b->multihot_ids))
+        return mml__error(ctx, MML_EINVAL, "model: batch without multi-hot offsets or ids");
+    for (int32_t f = 0; f < m->M; f++) {
+        const int64_t *off = b->multihot_offsets[f];
+        if (!off)
+            return mml__error(ctx, MML_EINVAL, "model: multi-hot field %d has no offsets", f);
+        if (off[0] < 0)
+            return mml__error(ctx, MML_ESHAPE, "model: multi-hot field %d: offsets[0] = %lld is negative",
+                              f, (long long)off[0]);
+        for (int64_t r = 0; r < b->n_rows; r++)
+            if (off[r + 1] < off[r])
+                return mml__error(ctx, MML_ESHAPE, "model: multi-hot field %d: offsets decrease at row %lld",
+                                  f, (long long)r);
+        if (off[b->n_rows] > off[0] && !b->multihot_ids[f])
+            return mml__error(ctx, MML_EINVAL, "model: multi-hot field %d has values but no ids", f);
+    }
     for (int64_t r = 0; r < b->n_rows; r++) {
         if (b->domain[r] < 0 || b->domain[r] >= m->D)
             return mml__error(ctx, MML_ERANGE, "model: domain %d at row %lld outside [0, %d)",
@@ -278,8 +367,28 @@ int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32
         return mml__error(ctx, MML_ESTATE, "model_forward: %d experts are not m per domain for %d domains",
                           m->E, m->D);
     int64_t n = b->n_rows;
-    int32_t fk = m->F * m->k;
+    int32_t fk = (m->F + m->M) * m->k;
     m->n = 0;
+    if (m->M > 0) {
+        int64_t total = 0;
+        for (int32_t f = 0; f < m->M; f++) {
+            m->mh_start[f] = total;
+            total += b->multihot_offsets[f][n] - b->multihot_offsets[f][0];
+        }
+        m->mh_start[m->M] = total;
+        if ((rc = ensure_i64(ctx, &m->mh_off, &m->cap_mhoff, (size_t)(m->M * (n + 1)))) < 0 ||
+            (rc = ensure_i32(ctx, &m->mh_idbuf, &m->cap_mhid, (size_t)(total > 0 ? total : 1))) < 0)
+            return rc;
+        for (int32_t f = 0; f < m->M; f++) {
+            const int64_t *so = b->multihot_offsets[f];
+            int64_t *off = m->mh_off + f * (n + 1);
+            for (int64_t r = 0; r <= n; r++)
+                off[r] = so[r] - so[0];
+            if (so[n] > so[0])
+                memcpy(m->mh_idbuf + m->mh_start[f], b->multihot_ids[f] + so[0],
+                       sizeof(int32_t) * (size_t)(so[n] - so[0]));
+        }
+    }
     if ((rc = mml__ensure_floats(ctx, &m->embbuf, &m->cap_emb, (size_t)(n * fk))) < 0 ||
         (rc = mml__ensure_floats(ctx, &m->lin, &m->cap_lin, (size_t)n)) < 0 ||
         (rc = mml__ensure_floats(ctx, &m->idsbuf, &m->cap_ids, (size_t)(n * (m->F + 1)))) < 0)
@@ -298,6 +407,13 @@ int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32
     }
     for (int32_t f = 0; f < m->F; f++) {
         rc = mml_embedding_forward(m->emb[f], ids + f, m->F, n, m->embbuf + f * m->k, fk);
+        if (rc < 0)
+            goto fail;
+    }
+    for (int32_t f = 0; f < m->M; f++) {
+        rc = mml_embedding_forward_multihot(m->mh[f], m->mh_off + f * (n + 1),
+                                            m->mh_idbuf + m->mh_start[f], n, m->pool,
+                                            m->embbuf + (m->F + f) * m->k, fk);
         if (rc < 0)
             goto fail;
     }
@@ -362,7 +478,7 @@ int mml_model_backward(mml_model *m, const float *dlogits)
     if (m->n < 1)
         return mml__error(ctx, MML_ESTATE, "model_backward without a successful forward pass");
     int64_t n = m->n;
-    int32_t fk = m->F * m->k;
+    int32_t fk = (m->F + m->M) * m->k;
     const int32_t *ids = batch_ids(m);
     if (!m->bias.frozen)
         for (int64_t r = 0; r < n; r++)
@@ -380,7 +496,7 @@ int mml_model_backward(mml_model *m, const float *dlogits)
                     m->dense_w.grad[j] += dlogits[r] * m->dense[r * m->n_dense + j];
     }
     int rc;
-    int need_emb = any_unfrozen(m->emb, m->F);
+    int need_emb = any_unfrozen(m->emb, m->F) || any_unfrozen(m->mh, m->M);
     if (need_emb) {
         if ((rc = mml__ensure_floats(ctx, &m->demb, &m->cap_demb, (size_t)(n * fk))) < 0)
             return rc;
@@ -402,6 +518,15 @@ int mml_model_backward(mml_model *m, const float *dlogits)
         if (mml_embedding_param(m->emb[f])->frozen)
             continue;
         rc = mml_embedding_backward(m->emb[f], ids + f, m->F, n, m->demb + f * m->k, fk);
+        if (rc < 0)
+            return rc;
+    }
+    for (int32_t f = 0; need_emb && f < m->M; f++) {
+        if (mml_embedding_param(m->mh[f])->frozen)
+            continue;
+        rc = mml_embedding_backward_multihot(m->mh[f], m->mh_off + f * (n + 1),
+                                             m->mh_idbuf + m->mh_start[f], n, m->pool,
+                                             m->demb + (m->F + f) * m->k, fk);
         if (rc < 0)
             return rc;
     }
@@ -442,6 +567,30 @@ int mml_model_regularization(mml_model *m, double *penalty)
             for (int64_t r = 0; r < m->n; r++) {
                 if (r > 0 && s[r] == s[r - 1])
                     continue; /* each distinct row once */
+                const float *v = p->value + (int64_t)s[r] * m->k;
+                float *g = p->grad + (int64_t)s[r] * m->k;
+                for (int32_t j = 0; j < m->k; j++) {
+                    sq += (double)v[j] * v[j];
+                    if (!p->frozen)
+                        g[j] += two_l * v[j];
+                }
+            }
+            total += (double)m->l2_emb * sq;
+        }
+        for (int32_t f = 0; f < m->M; f++) {
+            int64_t cnt = m->mh_start[f + 1] - m->mh_start[f];
+            if (cnt < 1)
+                continue;
+            if ((rc = mml__ensure_floats(ctx, &m->sortbuf, &m->cap_sort, (size_t)cnt)) < 0)
+                return rc;
+            s = (int32_t *)(void *)m->sortbuf;
+            memcpy(s, m->mh_idbuf + m->mh_start[f], sizeof(int32_t) * (size_t)cnt);
+            qsort(s, (size_t)cnt, sizeof *s, cmp_i32);
+            mml_param *p = mml_embedding_param(m->mh[f]);
+            double sq = 0.0;
+            for (int64_t r = 0; r < cnt; r++) {
+                if (r > 0 && s[r] == s[r - 1])
+                    continue;
                 const float *v = p->value + (int64_t)s[r] * m->k;
                 float *g = p->grad + (int64_t)s[r] * m->k;
                 for (int32_t j = 0; j < m->k; j++) {

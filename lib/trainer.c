@@ -92,7 +92,8 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
     if (F < 1 || D < 1 || mml_dataset_n_rows(train) < 1 || mml_dataset_n_rows(val) < 1)
         return mml__error(ctx, MML_EINVAL, "trainer: empty training or validation split");
     if (mml_dataset_n_fields(val) != F || mml_dataset_n_domains(val) != D ||
-        mml_dataset_n_dense(val) != mml_dataset_n_dense(train))
+        mml_dataset_n_dense(val) != mml_dataset_n_dense(train) ||
+        mml_dataset_n_multihot(val) != mml_dataset_n_multihot(train))
         return mml__error(ctx, MML_ESHAPE, "trainer: validation split has another schema");
     mml_trainer *t = mml__calloc(ctx, 1, sizeof *t);
     if (!t)
@@ -131,7 +132,21 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
     mo.gate_top_k = o.gate_top_k;
     mo.l2_embedding = o.l2_embedding;
     mo.l2_dense = o.l2_dense;
+    int32_t M = mml_dataset_n_multihot(train);
+    int64_t *mh_sizes = NULL;
+    if (M > 0) {
+        mh_sizes = mml__alloc(ctx, sizeof(int64_t) * (size_t)M);
+        if (!mh_sizes) {
+            mml_trainer_destroy(t);
+            return mml__error(ctx, MML_ENOMEM, "trainer: out of memory");
+        }
+        for (int32_t m = 0; m < M; m++)
+            mh_sizes[m] = mml_dataset_multihot_size(train, m);
+        mo.n_multihot = M;
+        mo.multihot_sizes = mh_sizes;
+    }
     rc = mml_model_create(&t->model, ctx, &mo);
+    mml__free(ctx, mh_sizes, sizeof(int64_t) * (size_t)(M > 0 ? M : 0));
     if (rc >= 0)
         rc = mml_metrics_create(&t->val_metrics, ctx, D);
     if (rc >= 0)

@@ -73,8 +73,8 @@ enum {
  * NULL when every list is empty. Ids follow the table's OOV policy. Every
  * argument and id is checked before anything is written: MML_EINVAL for a
  * NULL pointer or an unknown pooling, MML_ESHAPE for n_rows < 1, a small
- * stride or bad offsets (naming the row), MML_ERANGE for an id. The model's
- * batch view has no multi-hot slot: these are for the caller's own code. */
+ * stride or bad offsets (naming the row), MML_ERANGE for an id. The model
+ * uses these for the batch view's multi-hot fields (mml_model_options.n_multihot). */
 MML_API int mml_embedding_forward_multihot(mml_embedding *emb, const int64_t *offsets,
                                            const int32_t *ids, int64_t n_rows, int32_t pooling,
                                            float *out, int64_t out_row_stride);

@@ -8,7 +8,19 @@
  *             [+ sum_f w_f[id_f] + sum_j v_j x_j]   (backbones with a linear term)
  *             + bias
  *
- * Parameter order (mml_model_param): the F embedding tables; then, with a
+ * Multi-hot fields (optional, n_multihot = M >= 0): one more table per field
+ * (named "multihot<m>", dimension embed_dim, same init, stream F + m); a
+ * row's list of ids is pooled (multihot_pooling: MML_POOL_MEAN, the default,
+ * or MML_POOL_SUM; an empty list gives a zero vector, a repeated id counts
+ * each time) and the M pooled vectors are appended after the F categorical
+ * embeddings, so the backbone sees F + M fields (an n x ((F + M) k) input;
+ * its config's n_fields is F + M). Backward sends each pooled vector's
+ * gradient to every id of the row's list. The first-order linear term has
+ * no weights for multi-hot fields. A batch whose n_multihot differs from M
+ * is MML_ESHAPE; an id outside a table is MML_ERANGE naming "multihot<m>".
+ *
+ * Parameter order (mml_model_param): the F embedding tables; the M multi-hot
+ * tables; then, with a
  * linear term, the F first-order tables and the numeric weights; the global
  * bias; the backbone's parameters (tower, experts, side parts, head); the
  * gate's. Each carries its group (MML_GROUP_*) for freezing.
@@ -51,6 +63,10 @@ typedef struct mml_model_options {
     int32_t gate_top_k;           /* the gate's top_k (mml_gate_options); 0 (default) = dense */
     float l2_embedding;           /* >= 0, finite; default 0: see mml_model_regularization */
     float l2_dense;               /* >= 0, finite; default 0: see mml_model_regularization */
+    /* Appended: multi-hot fields (see above). */
+    int32_t n_multihot;           /* M >= 0, F + M <= 4096; default 0 */
+    const int64_t *multihot_sizes; /* M vocabulary sizes (may be NULL when M is 0) */
+    int32_t multihot_pooling;     /* MML_POOL_MEAN (default) or MML_POOL_SUM */
 } mml_model_options;
 
 MML_BEGIN_DECLS
@@ -76,8 +92,9 @@ MML_API int mml_model_predict(mml_model *model, const mml_batch_view *batch, int
  *   penalty = l2_embedding * sum_f sum_{distinct rows i of table f used by the batch} |E_f[i]|^2
  *           + l2_dense * sum_{backbone matrices W} |W|^2
  *
- * The first sum runs over the F embedding tables (not the first-order
- * weights); a row used by several rows of the batch counts once. The second
+ * The first sum runs over the F embedding tables and the M multi-hot tables
+ * (not the first-order weights); a row used by several rows of the batch (or
+ * several times in one list) counts once. The second
  * runs over the parameters of group MML_GROUP_BACKBONE with more than one
  * row (the weight matrices; biases, which are 1 x n, and the global bias are
  * excluded; experts and the gate are not backbone parameters). The penalty
@@ -98,6 +115,7 @@ MML_API mml_lora *mml_model_experts(mml_model *model);
 MML_API mml_gate *mml_model_gate(mml_model *model);
 MML_API int32_t mml_model_n_domains(const mml_model *model);
 MML_API int32_t mml_model_n_experts(const mml_model *model);
+/* F, the categorical fields (multi-hot fields not counted). */
 MML_API int32_t mml_model_n_fields(const mml_model *model);
 /* For finite-difference checks: reuse dropout masks; fingerprint of kinks taken
  * (the backbone's, combined with the gate's top-k selections after a gated forward). */
