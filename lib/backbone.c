@@ -402,6 +402,14 @@ mml_param *mml__dnn_param(mml__dnn *d, int64_t i)
 
 int32_t mml__dnn_d_out(const mml__dnn *d) { return mml_tower_d_out(d->tower); }
 
+mml_param *mml__dnn_then_side_param(mml__dnn *dnn, mml_param *side, int64_t n_side, int64_t i)
+{
+    int64_t nd = mml__dnn_n_params(dnn);
+    if (i < 0 || i >= nd + n_side)
+        return NULL;
+    return i < nd ? mml__dnn_param(dnn, i) : &side[i - nd];
+}
+
 int mml__head_init(mml_ctx *ctx, mml_param *p, const char *name, int64_t rows, uint64_t stream)
 {
     memset(p, 0, sizeof *p);

@@ -371,10 +371,7 @@ static int64_t fibinet_n_params(void *self) { return mml__dnn_n_params(&((fibine
 static mml_param *fibinet_param(void *self, int64_t i)
 {
     fibinet *d = self;
-    int64_t nd = mml__dnn_n_params(&d->dnn);
-    if (i < 0 || i >= nd + NP)
-        return NULL;
-    return i < nd ? mml__dnn_param(&d->dnn, i) : &d->p[i - nd];
+    return mml__dnn_then_side_param(&d->dnn, d->p, NP, i);
 }
 
 static mml_lora *fibinet_experts(void *self) { return ((fibinet *)self)->dnn.lora; }

@@ -390,10 +390,7 @@ static int64_t xdeepfm_n_params(void *self)
 static mml_param *xdeepfm_param(void *self, int64_t i)
 {
     xdeepfm *d = self;
-    int64_t nd = mml__dnn_n_params(&d->dnn);
-    if (i < 0 || i >= nd + d->np)
-        return NULL;
-    return i < nd ? mml__dnn_param(&d->dnn, i) : &d->p[i - nd];
+    return mml__dnn_then_side_param(&d->dnn, d->p, d->np, i);
 }
 
 static mml_lora *xdeepfm_experts(void *self) { return ((xdeepfm *)self)->dnn.lora; }

@@ -21,6 +21,9 @@ int mml__dnn_backward(mml__dnn *dnn, const float *dout, float *dx, const mml_bac
 int64_t mml__dnn_n_params(const mml__dnn *dnn);
 mml_param *mml__dnn_param(mml__dnn *dnn, int64_t index);
 int32_t mml__dnn_d_out(const mml__dnn *dnn);
+/* Parameter i of a backbone whose parameters are its tower's (experts
+ * included) followed by n_side of its own; NULL outside the range. */
+mml_param *mml__dnn_then_side_param(mml__dnn *dnn, mml_param *side, int64_t n_side, int64_t i);
 
 /* Backward through logit = tower(x) . head for the n rows of the last
  * forward pass (h: the tower's output): dh = dlogit head^T into *dh, the
