@@ -36,6 +36,9 @@ typedef struct fixture {
     mml_param *corrupt; /* if set, its gradient is made wrong on purpose */
 } fixture;
 
+#define MODEL_CHECK_OWN_GRAD
+#include "model_check.h"
+
 /* Rows of every domain, mixed (the first D rows are domains 0..D-1). */
 static void make_batch(fixture *fx, int64_t n, int32_t n_dense, uint64_t seed)
 {
@@ -118,16 +121,6 @@ static mml_model *tiny_model(mml_ctx *ctx, const char *backbone, int32_t n_exper
     return m;
 }
 
-static int fx_loss(void *user, double *loss, uint64_t *pattern)
-{
-    fixture *fx = user;
-    int rc = mml_model_forward(fx->model, &fx->batch, fx->mode, fx->expert, 1, fx->logits);
-    if (rc < 0)
-        return rc;
-    *pattern = mml_model_kink_pattern(fx->model);
-    return mml_bce_with_logits(fx->ctx, fx->logits, fx->labels, NULL, fx->n, loss, NULL);
-}
-
 static int fx_grad(void *user)
 {
     fixture *fx = user;
@@ -146,22 +139,6 @@ static int fx_grad(void *user)
     if (rc >= 0 && fx->corrupt)
         fx->corrupt->grad[mml_param_size(fx->corrupt) - 1] += 0.01f;
     return rc;
-}
-
-/* The model's parameters that take part in a forward pass of this mode. */
-static int64_t active_params(mml_model *m, int32_t mode, int32_t expert, mml_param **out)
-{
-    int64_t n = 0;
-    for (int64_t i = 0; i < mml_model_n_params(m); i++) {
-        mml_param *p = mml_model_param(m, i);
-        if (p->group == MML_GROUP_GATE && mode != MML_MIX_GATED)
-            continue;
-        if (p->group == MML_GROUP_EXPERT &&
-            (mode == MML_MIX_NONE || (mode == MML_MIX_SINGLE && p->expert != expert)))
-            continue;
-        out[n++] = p;
-    }
-    return n;
 }
 
 static mml_param *find_param(mml_model *m, const char *name)

@@ -81,6 +81,8 @@ typedef struct fixture {
     int32_t mode, expert;
 } fixture;
 
+#include "model_check.h"
+
 static void make_batch(fixture *fx, int64_t n, uint64_t seed)
 {
     int32_t F = fx->F, nd = fx->n_dense;
@@ -167,49 +169,6 @@ static mml_model *tiny_model(fixture *fx, const char *backbone, const void *bopt
     int rc = mml_model_create(&m, fx->ctx, &o);
     ck_assert_msg(rc == MML_OK, "%s: model_create: %s", backbone, mml_ctx_last_error(fx->ctx));
     return m;
-}
-
-static int fx_loss(void *user, double *loss, uint64_t *pattern)
-{
-    fixture *fx = user;
-    int rc = mml_model_forward(fx->model, &fx->batch, fx->mode, fx->expert, 1, fx->logits);
-    if (rc < 0)
-        return rc;
-    *pattern = mml_model_kink_pattern(fx->model);
-    return mml_bce_with_logits(fx->ctx, fx->logits, fx->labels, NULL, fx->n, loss, NULL);
-}
-
-static int fx_grad(void *user)
-{
-    fixture *fx = user;
-    mml_model *m = fx->model;
-    for (int64_t i = 0; i < mml_model_n_params(m); i++) {
-        mml_param *p = mml_model_param(m, i);
-        memset(p->grad, 0, sizeof(float) * (size_t)mml_param_size(p));
-    }
-    int rc = mml_model_forward(m, &fx->batch, fx->mode, fx->expert, 1, fx->logits);
-    if (rc < 0)
-        return rc;
-    double loss;
-    rc = mml_bce_with_logits(fx->ctx, fx->logits, fx->labels, NULL, fx->n, &loss, fx->dlogits);
-    if (rc < 0)
-        return rc;
-    return mml_model_backward(m, fx->dlogits);
-}
-
-static int64_t active_params(mml_model *m, int32_t mode, int32_t expert, mml_param **out)
-{
-    int64_t n = 0;
-    for (int64_t i = 0; i < mml_model_n_params(m); i++) {
-        mml_param *p = mml_model_param(m, i);
-        if (p->group == MML_GROUP_GATE && mode != MML_MIX_GATED)
-            continue;
-        if (p->group == MML_GROUP_EXPERT &&
-            (mode == MML_MIX_NONE || (mode == MML_MIX_SINGLE && p->expert != expert)))
-            continue;
-        out[n++] = p;
-    }
-    return n;
 }
 
 /* ---- gradient checks of whole models ---- */
