@@ -27,7 +27,8 @@ typedef struct args {
     const char *backbone;
     int variants[3], n_variants;
     int32_t experts_per_domain, alpha, embed_dim, hidden[MAX_LIST], n_hidden;
-    float dropout, lr;
+    float dropout, lr, l2_embedding, l2_dense;
+    int32_t optimizer, gate_top_k;
     int64_t batch;
     int32_t patience, max_epochs;
     uint64_t seeds[MAX_LIST];
@@ -53,8 +54,9 @@ static void usage(FILE *f)
             "  --train F --val F --test F [--label COL] [--domain COL] [--fields C1,C2,...]\n"
             "model: --backbone mlp|wdl|deepfm|nfm|pnn|dcn|autoint|xdeepfm|fibinet (mlp)\n"
             "  --variant base|mlora|moe|all (moe)  --experts-per-domain M (1)  --alpha A (16)\n"
-            "  --embed-dim K (8)  --hidden 256,128,64  --dropout P (0.5)\n"
+            "  --embed-dim K (8)  --hidden 256,128,64  --dropout P (0.5)  --gate-top-k K (0: dense)\n"
             "training: --lr (1e-3) --batch (1024) --patience (3) --max-epochs (50)\n"
+            "  --optimizer adam|lazy-adam|adagrad|sgd (adam)  --l2-embedding L (0)  --l2-dense L (0)\n"
             "  --seed N (1) | --seeds A,B,C  --data-seed N (123)  --threads T (online CPUs)\n"
             "output: --json FILE  --write-splits DIR (write train/val/test CSV and exit)\n");
 }
@@ -122,6 +124,7 @@ static int parse_args(int argc, char **argv, args *a)
     a->n_hidden = 3;
     a->dropout = 0.5f;
     a->lr = 1e-3f;
+    a->optimizer = MML_OPT_ADAM;
     a->batch = 1024;
     a->patience = 3;
     a->max_epochs = 50;
@@ -211,6 +214,21 @@ static int parse_args(int argc, char **argv, args *a)
         } else if (!strcmp(o, "--dropout")) {
             if (parse_float(v, 0.0, 0.999, &x) < 0) return bad_value(o, v);
             a->dropout = (float)x;
+        } else if (!strcmp(o, "--gate-top-k")) {
+            if (parse_int(v, 0, 4096, &n) < 0) return bad_value(o, v);
+            a->gate_top_k = (int32_t)n;
+        } else if (!strcmp(o, "--optimizer")) {
+            static const char *const kinds[4] = {"sgd", "adam", "lazy-adam", "adagrad"};
+            int k = 0;
+            while (k < 4 && strcmp(v, kinds[k])) k++;
+            if (k == 4) return bad_value(o, v);
+            a->optimizer = k; /* MML_OPT_SGD, _ADAM, _LAZY_ADAM, _ADAGRAD */
+        } else if (!strcmp(o, "--l2-embedding")) {
+            if (parse_float(v, 0.0, 1e6, &x) < 0) return bad_value(o, v);
+            a->l2_embedding = (float)x;
+        } else if (!strcmp(o, "--l2-dense")) {
+            if (parse_float(v, 0.0, 1e6, &x) < 0) return bad_value(o, v);
+            a->l2_dense = (float)x;
         } else if (!strcmp(o, "--lr")) {
             if (parse_float(v, 1e-12, 10.0, &x) < 0) return bad_value(o, v);
             a->lr = (float)x;
@@ -453,6 +471,10 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     to.batch_size = a->batch;
     to.patience = a->patience;
     to.max_epochs = a->max_epochs;
+    to.optimizer = a->optimizer;
+    to.gate_top_k = a->gate_top_k;
+    to.l2_embedding = a->l2_embedding;
+    to.l2_dense = a->l2_dense;
     if (isatty(STDERR_FILENO)) {
         to.progress = show_progress;
         to.progress_user = tag;

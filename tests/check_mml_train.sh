@@ -13,6 +13,7 @@ grep -q "unknown option" "$tmp/err" || fail "no usage error message"
 "$exe" --movielens "$tmp/none" --domain-by age >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] || fail "missing data must exit 1"
 [ -s "$tmp/err" ] || fail "no message for missing data"
 "$exe" --help >/dev/null || fail "--help must exit 0"
+"$exe" --optimizer nope >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad optimiser must exit 2"
 
 small="--synthetic-rows 3000 --synthetic-domains 3 --hidden 16,8 --batch 256 --max-epochs 2 --threads 1"
 # shellcheck disable=SC2086
@@ -21,6 +22,10 @@ grep -q "summary over seeds" "$tmp/out" || fail "no side-by-side summary"
 grep -q "WAUC" "$tmp/out" || fail "no WAUC in the table"
 # shellcheck disable=SC2086
 "$exe" $small --variant moe --seed 3 --json "$tmp/one.json" >/dev/null 2>&1 || fail "single run failed"
+# The layer extras are reachable from the command line.
+# shellcheck disable=SC2086
+"$exe" $small --variant moe --experts-per-domain 2 --gate-top-k 1 --optimizer lazy-adam \
+  --l2-embedding 1e-4 --l2-dense 1e-5 --json "$tmp/extras.json" >/dev/null 2>&1 || fail "extras run failed"
 # A failing run writes no JSON.
 "$exe" --train "$tmp/x.csv" --val "$tmp/x.csv" --test "$tmp/x.csv" --json "$tmp/bad.json" >/dev/null 2>&1
 [ $? -eq 1 ] || fail "missing CSV must exit 1"
@@ -33,7 +38,7 @@ mkdir "$tmp/splits"
 "$exe" --train "$tmp/splits/train.csv" --val "$tmp/splits/val.csv" --test "$tmp/splits/test.csv" \
   --hidden 16,8 --batch 256 --max-epochs 1 --threads 1 --variant mlora >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "CSV training failed"; }
 
-python3 - "$tmp/all.json" "$tmp/one.json" <<'PY' || fail "JSON keys"
+python3 - "$tmp/all.json" "$tmp/one.json" "$tmp/extras.json" <<'PY' || fail "JSON keys"
 import json, sys
 runs = json.load(open(sys.argv[1]))["runs"]
 assert len(runs) == 6, len(runs)
@@ -65,5 +70,8 @@ for r in runs + [one]:
 base = [r for r in runs if r["variant"] == "base" and r["seed"] == 1][0]
 moe = [r for r in runs if r["variant"] == "moe" and r["seed"] == 1][0]
 assert base["wauc"] == moe["after_backbone"]["wauc"], (base["wauc"], moe["after_backbone"])
+extras = json.load(open(sys.argv[3]))
+for row in extras["gate"]:
+    assert sum(1 for w in row if w > 0) == 1, row  # top-1 gate keeps one expert
 PY
 echo "mml-train end to end: ok"
