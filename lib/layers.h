@@ -11,12 +11,24 @@ typedef struct mml__mixing {
     int32_t first;
     int32_t n_active;
     const float *g;
+    /* Per-row routing (MML_MIX_DOMAIN): rows sorted by expert, so each
+     * expert multiplies only its own rows; g is NULL then. */
+    const struct mml__routing *route;
 } mml__mixing;
 
-/* Validates mix for n rows against lora and resolves it; onehot has room for
- * n x n_experts floats (used by MML_MIX_DOMAIN). Sets *active to 0 for MML_MIX_NONE. */
+/* Scratch of the routed path, owned by the tower: perm lists the rows of
+ * expert e at perm[offs[e] .. offs[e + 1]); gx, gy, gdx hold gathered rows. */
+typedef struct mml__routing {
+    int32_t *perm;
+    int64_t *offs;
+    float *gx, *gy, *gdx;
+} mml__routing;
+
+/* Validates mix for n rows against lora and resolves it; routing has room for
+ * n rows and n_experts + 1 offsets (used by MML_MIX_DOMAIN). Sets *active to 0
+ * for MML_MIX_NONE. */
 int mml__lora_resolve(const mml_lora *lora, mml_ctx *ctx, const mml_mix *mix, int64_t n,
-                      float *onehot, mml__mixing *out, int *active);
+                      mml__routing *routing, mml__mixing *out, int *active);
 /* Widest stacked adapter of any layer: n_experts * max rank. */
 int64_t mml__lora_max_cols(const mml_lora *lora);
 /* Whether any parameter of experts [first, first + n) is unfrozen. */

@@ -25,7 +25,8 @@ struct mml_tower {
     float **mask; /* n_layers dropout multipliers */
     float **U;    /* n_layers adapter intermediates */
     float **Us;
-    float *onehot;
+    float *onehot; /* a copy of the gate weights of the last forward pass */
+    mml__routing routing;
     float *tmp_a, *tmp_b, *dU;
     int32_t max_width;
     int64_t last_rows;
@@ -144,6 +145,12 @@ static void free_scratch(mml_tower *t)
         t->mask[l] = t->U[l] = t->Us[l] = NULL;
     }
     mml__free(ctx, t->onehot, rows * cols * sizeof(float));
+    mml__free(ctx, t->routing.perm, rows * sizeof(int32_t));
+    mml__free(ctx, t->routing.offs, (cols + 1) * sizeof(int64_t));
+    mml__free(ctx, t->routing.gx, rows * (size_t)t->max_width * sizeof(float));
+    mml__free(ctx, t->routing.gy, rows * (size_t)t->max_width * sizeof(float));
+    mml__free(ctx, t->routing.gdx, rows * (size_t)t->max_width * sizeof(float));
+    memset(&t->routing, 0, sizeof t->routing);
     mml__free(ctx, t->tmp_a, rows * (size_t)t->max_width * sizeof(float));
     mml__free(ctx, t->tmp_b, rows * (size_t)t->max_width * sizeof(float));
     mml__free(ctx, t->dU, rows * cols * sizeof(float));
@@ -179,6 +186,12 @@ static int ensure_scratch(mml_tower *t, int64_t rows, int64_t cols)
     }
     if (c) {
         ok &= (t->onehot = mml__alloc(ctx, r * c * sizeof(float))) != NULL;
+        size_t rw = r * (size_t)t->max_width * sizeof(float);
+        ok &= (t->routing.perm = mml__alloc(ctx, r * sizeof(int32_t))) != NULL;
+        ok &= (t->routing.offs = mml__alloc(ctx, (c + 1) * sizeof(int64_t))) != NULL;
+        ok &= (t->routing.gx = mml__alloc(ctx, rw)) != NULL;
+        ok &= (t->routing.gy = mml__alloc(ctx, rw)) != NULL;
+        ok &= (t->routing.gdx = mml__alloc(ctx, rw)) != NULL;
         ok &= (t->dU = mml__alloc(ctx, r * c * sizeof(float))) != NULL;
     }
     ok &= (t->tmp_a = mml__alloc(ctx, r * (size_t)t->max_width * sizeof(float))) != NULL;
@@ -236,9 +249,9 @@ int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *l
     int rc = ensure_scratch(t, n, cols);
     if (rc < 0)
         return rc;
-    mml__mixing mx = {0, 0, NULL};
+    mml__mixing mx = {0, 0, NULL, NULL};
     int active = 0;
-    rc = mml__lora_resolve(lora, ctx, mix, n, t->onehot, &mx, &active);
+    rc = mml__lora_resolve(lora, ctx, mix, n, &t->routing, &mx, &active);
     if (rc < 0)
         return rc;
     int gated = active && mix->mode == MML_MIX_GATED;
