@@ -10,8 +10,9 @@
  * fresh expert leaves the tower unchanged. Rank r_l = max(floor(d_l / alpha), 1),
  * capped at min(d_{l-1}, d_l). There is no alpha/r scaling of the product.
  *
- * Storage: the experts of a layer are stacked, so a whole batch is mixed with
- * three matrix products whatever the domains of its rows. A is stored
+ * Storage: the experts of a layer are stacked, so a gated batch is mixed with
+ * three matrix products whatever the domains of its rows; per-domain routing
+ * sorts the rows by domain and multiplies each expert with its own rows only. A is stored
  * transposed (parameter "A_t", r_l x d_{l-1}) so that every expert's A, B and
  * c are contiguous parameters: expert i's parameters are
  * mml_lora_param(lora, (i * n_layers + l) * 3 + {0: A_t, 1: B, 2: c}).
