@@ -58,6 +58,9 @@ def parse_args(argv=None):
     ap.add_argument("--python", default="/usr/bin/python3",
                     help="interpreter with torch, numpy and sklearn (default: Debian's)")
     ap.add_argument("--threads", default="2")
+    ap.add_argument("--blis-arch", default="auto",
+                    help="BLIS kernels for both sides: a name (skx, zen3, haswell, generic) or "
+                         "auto, the fastest this CPU runs (asks mml-train)")
     ap.add_argument("--backbone", default="mlp", help="mlp or deepfm (passed to both sides)")
     ap.add_argument("--resume", action="store_true",
                     help="reuse a run's JSON when it already exists in --work")
@@ -237,7 +240,7 @@ def table(results, args):
             "WAUC mean ± sample std over seeds; rows/s = median epoch of the joint stage "
             "(MoE: stage 1), averaged over seeds; wall = whole process per run.\n"
             % (args.backbone, "= training seed" if args.data_seed == "run" else args.data_seed,
-               ",".join(args.seeds), args.threads))
+               ",".join(args.seeds), args.threads, args.blis_name, os.environ["BLIS_ARCH_TYPE"]))
     cores = os.cpu_count() or 1
     if args.max_load > cores + 0.5:
         note += ("\nWARNING: the 1-minute load average reached %.1f on %d cores during the runs: "
@@ -260,6 +263,19 @@ def main(argv=None):
                                capture_output=True)
         if probe.returncode != 0:
             sys.exit("%s cannot import torch, numpy and sklearn" % args.python)
+
+    # Both sides link the same BLIS: give them the same kernels.
+    if not os.access(args.mml_train, os.X_OK):
+        sys.exit("%s is needed to resolve --blis-arch" % args.mml_train)
+    env = dict(os.environ)
+    env.pop("BLIS_ARCH_TYPE", None)
+    probe = subprocess.run([args.mml_train, "--blis-arch", args.blis_arch, "--print-blis-arch"],
+                           capture_output=True, text=True, env=env)
+    if probe.returncode != 0:
+        sys.exit("--blis-arch %s: %s" % (args.blis_arch, probe.stderr.strip()))
+    args.blis_name, setting = probe.stdout.split()
+    os.environ["BLIS_ARCH_TYPE"] = setting.split("=", 1)[1]
+    print("BLIS kernels on both sides: %s (%s)" % (args.blis_name, setting), flush=True)
 
     results, failures, splits = {}, 0, {}
 

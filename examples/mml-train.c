@@ -36,6 +36,8 @@ typedef struct args {
     uint64_t data_seed;
     uint32_t threads;
     const char *json, *write_splits;
+    const char *blis_arch; /* NULL: auto unless BLIS_ARCH_TYPE is set */
+    int print_blis_arch;
 } args;
 
 typedef struct data {
@@ -43,6 +45,22 @@ typedef struct data {
 } data;
 
 static const char *const variant_names[3] = {"base", "mlora", "moe"};
+
+/* The library's warnings go to stderr. Errors are printed where a call
+ * fails, from mml_ctx_last_error(), except while a context is being made:
+ * then the log is the only place the message reaches (*user is 1). */
+static void print_log(void *user, int level, const char *message)
+{
+    static char last_warning[1024]; /* each run's context warns again: print once */
+    const int *creating = user;
+    if (level == MML_LOG_WARN) {
+        if (strncmp(message, last_warning, sizeof last_warning - 1) != 0)
+            fprintf(stderr, "mml-train: %s\n", message);
+        snprintf(last_warning, sizeof last_warning, "%s", message);
+    } else if (level == MML_LOG_ERROR && creating && *creating) {
+        fprintf(stderr, "mml-train: %s\n", message);
+    }
+}
 
 static void usage(FILE *f)
 {
@@ -58,6 +76,9 @@ static void usage(FILE *f)
             "training: --lr (1e-3) --batch (1024) --patience (3) --max-epochs (50)\n"
             "  --optimizer adam|lazy-adam|adagrad|sgd (adam)  --l2-embedding L (0)  --l2-dense L (0)\n"
             "  --seed N (1) | --seeds A,B,C  --data-seed N (123)  --threads T (online CPUs)\n"
+            "kernels: --blis-arch NAME|auto (auto: the fastest BLIS kernels this CPU runs,\n"
+            "  unless BLIS_ARCH_TYPE is set)  --print-blis-arch (print the\n"
+            "  kernels it would use and exit)\n"
             "output: --json FILE  --write-splits DIR (write train/val/test CSV and exit)\n");
 }
 
@@ -138,6 +159,10 @@ static int parse_args(int argc, char **argv, args *a)
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             usage(stdout);
             exit(0);
+        }
+        if (!strcmp(o, "--print-blis-arch")) {
+            a->print_blis_arch = 1;
+            continue;
         }
         if (!strcmp(o, "--synthetic")) {
             a->synthetic = 1;
@@ -255,6 +280,8 @@ static int parse_args(int argc, char **argv, args *a)
         } else if (!strcmp(o, "--threads")) {
             if (parse_int(v, 1, 1024, &n) < 0) return bad_value(o, v);
             a->threads = (uint32_t)n;
+        } else if (!strcmp(o, "--blis-arch")) {
+            a->blis_arch = v;
         } else if (!strcmp(o, "--json")) {
             a->json = v;
         } else if (!strcmp(o, "--write-splits")) {
@@ -450,11 +477,14 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     mml_ctx_options_init(&co);
     co.seed = seed;
     co.n_threads = a->threads;
+    co.log = print_log;
+    int creating = 1;
+    co.log_user = &creating;
     mml_ctx *ctx = NULL;
-    if ((*rc = mml_ctx_create(&ctx, &co)) < 0) {
-        fprintf(stderr, "mml-train: %s\n", mml_status_str(*rc));
+    *rc = mml_ctx_create(&ctx, &co);
+    creating = 0;
+    if (*rc < 0)
         return NULL;
-    }
     char tag[64];
     snprintf(tag, sizeof tag, "[%s seed %llu]", variant_names[variant], (unsigned long long)seed);
     mml_trainer_options to;
@@ -501,6 +531,7 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     json_object_set_new(run, "variant", json_string(variant_names[variant]));
     json_object_set_new(run, "seed", json_integer((json_int_t)seed));
     json_object_set_new(run, "threads", json_integer(a->threads));
+    json_object_set_new(run, "blis_arch", json_string(mml_ctx_blis_arch(ctx)));
     json_t *experts;
     json_object_set_new(run, "stages", stages_json(tr, &experts));
     if (variant == MML_VARIANT_MOE) {
@@ -630,11 +661,27 @@ int main(int argc, char **argv)
     mml_ctx_options_init(&co);
     co.seed = a.data_seed;
     co.n_threads = a.threads;
+    co.log = print_log;
+    int creating = 1;
+    co.log_user = &creating;
     mml_ctx *ctx = NULL;
     data d = {0};
-    if (mml_ctx_create(&ctx, &co) < 0) {
-        fprintf(stderr, "mml-train: cannot create a context\n");
-        return 1;
+    /* Before the first context: BLIS fixes its kernels when it initialises. */
+    rc = mml_blis_arch_select(a.blis_arch, a.blis_arch != NULL);
+    if (rc < 0) {
+        fprintf(stderr, "mml-train: --blis-arch %s: %s (this CPU's best: %s)\n", a.blis_arch,
+                mml_status_str(rc), mml_blis_arch_best());
+        return 2;
+    }
+    rc = mml_ctx_create(&ctx, &co);
+    creating = 0;
+    if (rc < 0)
+        return 1; /* the log callback has printed why */
+    if (a.print_blis_arch) {
+        printf("%s BLIS_ARCH_TYPE=%d\n", mml_ctx_blis_arch(ctx),
+               (int)mml_blis_arch_type(mml_ctx_blis_arch(ctx)));
+        mml_ctx_destroy(ctx);
+        return 0;
     }
     if ((rc = load_data(ctx, &a, &d)) < 0) {
         fprintf(stderr, "mml-train: %s\n", mml_ctx_last_error(ctx));
@@ -654,9 +701,11 @@ int main(int argc, char **argv)
             }
         }
     } else {
-        printf("data: %lld train, %lld validation, %lld test rows, %d domains; threads %u\n",
+        printf("data: %lld train, %lld validation, %lld test rows, %d domains; threads %u; "
+               "BLIS kernels %s (best for this CPU: %s)\n",
                (long long)mml_dataset_n_rows(d.train), (long long)mml_dataset_n_rows(d.val),
-               (long long)mml_dataset_n_rows(d.test), mml_dataset_n_domains(d.train), a.threads);
+               (long long)mml_dataset_n_rows(d.test), mml_dataset_n_domains(d.train), a.threads,
+               mml_ctx_blis_arch(ctx), mml_ctx_blis_arch_best(ctx));
         json_t *runs = json_array();
         for (int v = 0; v < a.n_variants && status == 0; v++)
             for (int s = 0; s < a.n_seeds && status == 0; s++) {

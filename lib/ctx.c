@@ -43,7 +43,9 @@ int mml_ctx_create(mml_ctx **out, const mml_ctx_options *opt)
     ctx->seed = o.seed;
     ctx->log = o.log;
     ctx->log_user = o.log_user;
-    int rc = mml__blis_rntm_create(ctx);
+    int rc = mml__blis_arch_init(ctx);
+    if (rc == MML_OK)
+        rc = mml__blis_rntm_create(ctx);
     if (rc < 0) {
         mml__free_with(a, ctx, sizeof *ctx);
         return rc;

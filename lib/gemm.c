@@ -1,4 +1,4 @@
-/* The only translation unit that includes blis.h: every BLIS call is
+/* With kernels.c, the only translation units that include blis.h: every BLIS call is
  * validated here first, because BLIS aborts the process on bad arguments. */
 #include <blis.h>
 #include <string.h>

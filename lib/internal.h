@@ -24,7 +24,9 @@ struct mml_ctx {
     uint64_t seed;
     mml_log_fn log;
     void *log_user;
-    void *blis_rntm; /* rntm_t, kept opaque so only gemm.c sees blis.h */
+    void *blis_rntm; /* rntm_t, kept opaque so only gemm.c and kernels.c see blis.h */
+    const char *blis_arch;      /* BLIS sub-configuration in use (static) */
+    const char *blis_arch_best; /* fastest one this CPU supports (static) */
     char last_error[MML_ERRMSG_MAX];
     struct mml__backbone_entry *backbones; /* registered by the user */
     int32_t n_backbones;
@@ -118,5 +120,8 @@ int mml__gemm_rm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, i
 int mml__blis_rntm_create(mml_ctx *ctx);
 void mml__blis_rntm_destroy(mml_ctx *ctx);
 void mml__blis_rntm_set_threads(mml_ctx *ctx, uint32_t n_threads);
+/* Checks BLIS_ARCH_TYPE, initialises BLIS, records the kernels in use and
+ * warns through the log when they are generic on a CPU that has better. */
+int mml__blis_arch_init(mml_ctx *ctx);
 
 #endif

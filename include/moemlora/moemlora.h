@@ -18,6 +18,7 @@
 #include "export.h"
 #include "gradcheck.h"
 #include "hashing.h"
+#include "kernels.h"
 #include "loss.h"
 #include "optimizer.h"
 #include "param.h"
