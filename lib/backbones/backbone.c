@@ -1,0 +1,460 @@
+#include <math.h>
+#include <string.h>
+
+#include "backbones/backbones.h"
+#include "nn/layers.h"
+
+#define TYPE_NAME_MAX 32
+
+struct mml__backbone_entry {
+    mml_backbone_vtable vt;
+    char name[TYPE_NAME_MAX];
+};
+
+struct mml_backbone {
+    mml_ctx *ctx;
+    mml_backbone_vtable vt;
+    void *self;
+    int builtin;
+    char name[TYPE_NAME_MAX];
+};
+
+static const mml_backbone_vtable *const builtins[] = {
+    &mml__backbone_mlp,
+    &mml__backbone_wdl,
+    &mml__backbone_deepfm,
+    &mml__backbone_nfm,
+    &mml__backbone_pnn,
+    &mml__backbone_dcn,
+    &mml__backbone_autoint,
+    &mml__backbone_xdeepfm,
+    &mml__backbone_fibinet,
+};
+#define N_BUILTINS ((int32_t)(sizeof builtins / sizeof builtins[0]))
+
+void mml_backbone_config_init(mml_backbone_config *cfg)
+{
+    static const int32_t hidden[3] = {256, 128, 64};
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->struct_size = (uint32_t)sizeof *cfg;
+    cfg->embed_dim = 8;
+    cfg->n_domains = 1;
+    cfg->alpha = 16;
+    cfg->n_hidden = 3;
+    cfg->hidden = hidden;
+    cfg->dropout = 0.5f;
+}
+
+const char *mml_backbone_builtin_name(int32_t index)
+{
+    return index >= 0 && index < N_BUILTINS ? builtins[index]->type_name : NULL;
+}
+
+/* The backbones a user registered on one context, attached to it. */
+typedef struct registry {
+    struct mml__backbone_entry *entries;
+    int32_t n, cap;
+} registry;
+
+static const char registry_key = 0;
+
+static void registry_release(mml_ctx *ctx, void *data)
+{
+    registry *r = data;
+    mml__free(ctx, r->entries, sizeof *r->entries * (size_t)r->cap);
+    mml__free(ctx, r, sizeof *r);
+}
+
+static const mml_backbone_vtable *find(const mml_ctx *ctx, const char *name, int *builtin)
+{
+    const registry *reg = mml__ctx_attached(ctx, &registry_key);
+    for (int32_t i = 0; i < N_BUILTINS; i++)
+        if (strcmp(builtins[i]->type_name, name) == 0) {
+            *builtin = 1;
+            return builtins[i];
+        }
+    for (int32_t i = 0; reg && i < reg->n; i++)
+        if (strcmp(reg->entries[i].name, name) == 0) {
+            *builtin = 0;
+            return &reg->entries[i].vt;
+        }
+    return NULL;
+}
+
+int mml_backbone_known(const mml_ctx *ctx, const char *type_name)
+{
+    int builtin;
+    return type_name && find(ctx, type_name, &builtin) != NULL;
+}
+
+static int valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n >= TYPE_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+            return 0;
+    return 1;
+}
+
+int mml_backbone_register(mml_ctx *ctx, const mml_backbone_vtable *vt)
+{
+    if (!ctx || !vt)
+        return mml__error(ctx, MML_EINVAL, "backbone_register: NULL argument");
+    if (vt->struct_size != sizeof *vt || vt->abi_version != MML_BACKBONE_ABI_VERSION)
+        return mml__error(ctx, MML_EVERSION,
+                          "backbone_register: table version %u (size %u) not supported; this "
+                          "library takes version %u (size %zu)",
+                          vt->abi_version, vt->struct_size, MML_BACKBONE_ABI_VERSION, sizeof *vt);
+    if (!vt->type_name || !valid_name(vt->type_name))
+        return mml__error(ctx, MML_EINVAL, "backbone_register: type name must be [a-z0-9_]{1,31}");
+    if (!vt->create || !vt->destroy || !vt->forward || !vt->backward || !vt->n_params || !vt->param)
+        return mml__error(ctx, MML_EINVAL,
+                          "backbone '%s': create, destroy, forward, backward, n_params and param "
+                          "callbacks are required", vt->type_name);
+    if (mml_backbone_known(ctx, vt->type_name))
+        return mml__error(ctx, MML_EEXIST, "backbone '%s' is already registered", vt->type_name);
+    registry *reg = mml__ctx_attached(ctx, &registry_key);
+    if (!reg) {
+        reg = mml__calloc(ctx, 1, sizeof *reg);
+        if (!reg)
+            return mml__error(ctx, MML_ENOMEM, "backbone_register: out of memory");
+        int rc = mml__ctx_attach(ctx, &registry_key, reg, registry_release);
+        if (rc < 0) {
+            mml__free(ctx, reg, sizeof *reg);
+            return mml__error(ctx, rc, "backbone_register: the context has no free slot");
+        }
+    }
+    if (reg->n == reg->cap) {
+        int32_t cap = reg->cap ? 2 * reg->cap : 4;
+        struct mml__backbone_entry *e = mml__alloc(ctx, sizeof *e * (size_t)cap);
+        if (!e)
+            return mml__error(ctx, MML_ENOMEM, "backbone_register: out of memory");
+        if (reg->n)
+            memcpy(e, reg->entries, sizeof *e * (size_t)reg->n);
+        /* Each entry's type_name points at its own name: re-point the moved ones. */
+        for (int32_t i = 0; i < reg->n; i++)
+            e[i].vt.type_name = e[i].name;
+        mml__free(ctx, reg->entries, sizeof *e * (size_t)reg->cap);
+        reg->entries = e;
+        reg->cap = cap;
+    }
+    struct mml__backbone_entry *e = &reg->entries[reg->n++];
+    e->vt = *vt;
+    strcpy(e->name, vt->type_name);
+    e->vt.type_name = e->name;
+    return MML_OK;
+}
+
+
+/* A user's callback failed: keep its code visible, report MML_ECALLBACK. */
+static int callback_result(mml_backbone *bb, int rc, const char *what)
+{
+    if (rc >= 0 || bb->builtin)
+        return rc;
+    return mml__error(bb->ctx, MML_ECALLBACK, "backbone '%s': %s callback returned %d (%s)",
+                      bb->name, what, rc, mml_status_str(rc));
+}
+
+/* The model, optimisers and checkpoints index a backbone's parameters without
+ * further checks: a user's table must enumerate real ones. */
+static int check_user_params(mml_backbone *bb)
+{
+    int64_t n = bb->vt.n_params(bb->self);
+    if (n < 0 || n > (1 << 20))
+        return mml__error(bb->ctx, MML_ECALLBACK, "backbone '%s': n_params callback returned %lld",
+                          bb->name, (long long)n);
+    for (int64_t i = 0; i < n; i++) {
+        const mml_param *p = bb->vt.param(bb->self, i);
+        if (!p || !p->name || !p->value || !p->grad || p->rows < 1 || p->cols < 1)
+            return mml__error(bb->ctx, MML_ECALLBACK,
+                              "backbone '%s': param callback gave %s for parameter %lld of %lld",
+                              bb->name, p ? "no name, value or grad, or an empty shape" : "NULL",
+                              (long long)i, (long long)n);
+    }
+    return MML_OK;
+}
+
+int mml_backbone_create(mml_backbone **out, mml_ctx *ctx, const char *type_name,
+                        const mml_backbone_config *cfg)
+{
+    if (!out || !ctx || !type_name || !cfg)
+        return mml__error(ctx, MML_EINVAL, "backbone_create: NULL argument");
+    *out = NULL;
+    int builtin = 0;
+    const mml_backbone_vtable *vt = find(ctx, type_name, &builtin);
+    if (!vt)
+        return mml__error(ctx, MML_ENOTFOUND, "backbone '%s' is not built in or registered",
+                          type_name);
+    mml_backbone_config c;
+    int rc = MML__COPY_OPTIONS(ctx, &c, cfg, mml_backbone_config_init, "backbone config");
+    if (rc < 0)
+        return rc;
+    rc = mml__check_backbone_config(ctx, &c, type_name);
+    if (rc < 0)
+        return rc;
+    mml_backbone *bb = mml__calloc(ctx, 1, sizeof *bb);
+    if (!bb)
+        return mml__error(ctx, MML_ENOMEM, "backbone '%s': out of memory", type_name);
+    bb->ctx = ctx;
+    bb->vt = *vt;
+    bb->builtin = builtin;
+    strcpy(bb->name, vt->type_name);
+    bb->vt.type_name = bb->name; /* the registry's copy may move when it grows */
+    if (vt->infer_shape) {
+        int64_t n_values = 0;
+        rc = callback_result(bb, vt->infer_shape(&c, &n_values), "infer_shape");
+        if (rc < 0) {
+            mml__free(ctx, bb, sizeof *bb);
+            return rc;
+        }
+    }
+    rc = callback_result(bb, vt->create(&bb->self, ctx, &c), "create");
+    if (rc < 0) {
+        mml__free(ctx, bb, sizeof *bb);
+        return rc;
+    }
+    if (!builtin && (rc = check_user_params(bb)) < 0) {
+        mml_backbone_destroy(bb);
+        return rc;
+    }
+    *out = bb;
+    return MML_OK;
+}
+
+void mml_backbone_destroy(mml_backbone *bb)
+{
+    if (!bb)
+        return;
+    if (bb->self)
+        bb->vt.destroy(bb->self);
+    mml__free(bb->ctx, bb, sizeof *bb);
+}
+
+int mml_backbone_forward(mml_backbone *bb, const mml_backbone_input *in, float *logit)
+{
+    if (!bb)
+        return MML_EINVAL;
+    if (!in || !logit || !in->emb || !in->mix)
+        return mml__error(bb->ctx, MML_EINVAL, "backbone_forward: NULL argument");
+    if (in->n_rows < 1)
+        return mml__error(bb->ctx, MML_ESHAPE, "backbone_forward: batch of %lld rows",
+                          (long long)in->n_rows);
+    int rc = callback_result(bb, bb->vt.forward(bb->self, in, logit), "forward");
+    if (rc < 0)
+        return rc;
+    for (int64_t i = 0; i < in->n_rows; i++)
+        if (!isfinite(logit[i]))
+            return mml__error(bb->ctx, MML_ENONFINITE, "backbone '%s': logit of row %lld is not finite",
+                              bb->name, (long long)i);
+    return MML_OK;
+}
+
+int mml_backbone_backward(mml_backbone *bb, const float *dlogit, const mml_backbone_grads *grads)
+{
+    if (!bb)
+        return MML_EINVAL;
+    if (!dlogit || !grads)
+        return mml__error(bb->ctx, MML_EINVAL, "backbone_backward: NULL argument");
+    return callback_result(bb, bb->vt.backward(bb->self, dlogit, grads), "backward");
+}
+
+int64_t mml_backbone_n_params(mml_backbone *bb) { return bb ? bb->vt.n_params(bb->self) : 0; }
+mml_param *mml_backbone_param(mml_backbone *bb, int64_t index)
+{
+    /* A user's param callback is only ever asked for an index in range. */
+    if (!bb || index < 0 || index >= bb->vt.n_params(bb->self))
+        return NULL;
+    return bb->vt.param(bb->self, index);
+}
+mml_lora *mml_backbone_experts(mml_backbone *bb)
+{
+    return bb && bb->vt.experts ? bb->vt.experts(bb->self) : NULL;
+}
+int32_t mml_backbone_linear_term(const mml_backbone *bb) { return bb ? bb->vt.linear_term != 0 : 0; }
+const char *mml_backbone_type_name(const mml_backbone *bb) { return bb ? bb->name : NULL; }
+uint64_t mml_backbone_kink_pattern(mml_backbone *bb)
+{
+    return bb && bb->vt.kink_pattern ? bb->vt.kink_pattern(bb->self) : 0;
+}
+int mml_backbone_set_dropout_replay(mml_backbone *bb, int32_t replay)
+{
+    if (!bb)
+        return MML_EINVAL;
+    if (!bb->vt.set_dropout_replay)
+        return MML_OK;
+    return callback_result(bb, bb->vt.set_dropout_replay(bb->self, replay), "set_dropout_replay");
+}
+
+/* ---- helpers shared by the built-in backbones ---- */
+
+int mml__check_backbone_config(mml_ctx *ctx, const mml_backbone_config *c, const char *name)
+{
+    if (c->n_fields < 1 || c->n_fields > 4096 || c->embed_dim < 1 || c->embed_dim > 4096 ||
+        c->n_dense < 0 || c->n_dense > 65536 || c->n_domains < 1 || c->n_experts < 0 ||
+        c->n_experts > 4096 || c->alpha < 1)
+        return mml__error(ctx, MML_EINVAL,
+                          "backbone '%s': invalid shape (fields %d, dim %d, numeric %d, domains %d, "
+                          "experts %d, alpha %d)",
+                          name, c->n_fields, c->embed_dim, c->n_dense, c->n_domains, c->n_experts,
+                          c->alpha);
+    if (c->n_hidden < 1 || c->n_hidden > 64 || !c->hidden)
+        return mml__error(ctx, MML_EINVAL, "backbone '%s': the tower needs 1..64 hidden layers", name);
+    for (int32_t i = 0; i < c->n_hidden; i++)
+        if (c->hidden[i] < 1 || c->hidden[i] > (1 << 20))
+            return mml__error(ctx, MML_EINVAL, "backbone '%s': hidden width %d at layer %d", name,
+                              c->hidden[i], i);
+    if (!(c->dropout >= 0.0f && c->dropout < 1.0f))
+        return mml__error(ctx, MML_EINVAL, "backbone '%s': dropout %g outside [0, 1)", name,
+                          (double)c->dropout);
+    return MML_OK;
+}
+
+int64_t mml__dnn_param_count(const mml_backbone_config *c, int32_t d_in)
+{
+    int64_t n = 0, prev = d_in;
+    for (int32_t i = 0; i < c->n_hidden; i++) {
+        int64_t w = c->hidden[i];
+        n += prev * w + w;
+        if (c->n_experts > 0) {
+            int64_t r = mml_lora_rank_for((int32_t)prev, (int32_t)w, c->alpha);
+            n += (int64_t)c->n_experts * (r * (prev + w) + w);
+        }
+        prev = w;
+    }
+    return n;
+}
+
+int mml__dnn_create(mml__dnn *d, mml_ctx *ctx, const mml_backbone_config *c, int32_t d_in)
+{
+    memset(d, 0, sizeof *d);
+    mml_tower_options to;
+    mml_tower_options_init(&to);
+    to.d_in = d_in;
+    to.n_layers = c->n_hidden;
+    to.hidden = c->hidden;
+    to.dropout = c->dropout;
+    to.stream = c->stream;
+    int rc = mml_tower_create(&d->tower, ctx, &to);
+    if (rc < 0)
+        return rc;
+    if (c->n_experts > 0) {
+        int32_t dims[65];
+        dims[0] = d_in;
+        for (int32_t i = 0; i < c->n_hidden; i++)
+            dims[i + 1] = c->hidden[i];
+        mml_lora_options lo;
+        mml_lora_options_init(&lo);
+        lo.n_layers = c->n_hidden;
+        lo.dims = dims;
+        lo.n_experts = c->n_experts;
+        lo.alpha = c->alpha;
+        lo.stream = c->stream;
+        rc = mml_lora_create(&d->lora, ctx, &lo);
+        if (rc < 0) {
+            mml__dnn_destroy(d);
+            return rc;
+        }
+    }
+    return MML_OK;
+}
+
+void mml__dnn_destroy(mml__dnn *d)
+{
+    mml_lora_destroy(d->lora);
+    mml_tower_destroy(d->tower);
+    d->lora = NULL;
+    d->tower = NULL;
+}
+
+int mml__dnn_forward(mml__dnn *d, const float *x, int64_t n, const mml_backbone_input *in,
+                     const float **out)
+{
+    return mml_tower_forward(d->tower, x, n, d->lora, in->mix, in->training, out);
+}
+
+int mml__dnn_backward(mml__dnn *d, const float *dout, float *dx, const mml_backbone_grads *g)
+{
+    return mml_tower_backward(d->tower, dout, dx, d->lora, g->d_weights);
+}
+
+int mml__dnn_head_backward(mml_ctx *ctx, mml__dnn *dnn, mml_param *head, const float *h, int64_t n,
+                           const float *dlogit, const mml_backbone_grads *g, int need_dx,
+                           int64_t width, float **dh, size_t *cap_dh, float **dx, size_t *cap_dx,
+                           float **dx_out)
+{
+    int64_t dout = head->rows;
+    *dx_out = NULL;
+    int rc = mml__ensure_floats(ctx, dh, cap_dh, (size_t)(n * dout));
+    if (rc < 0)
+        return rc;
+    const float *hw = head->value;
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < dout; j++)
+            (*dh)[r * dout + j] = dlogit[r] * hw[j];
+    if (!head->frozen)
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < dout; j++)
+                head->grad[j] += h[r * dout + j] * dlogit[r];
+    if (need_dx) {
+        if ((rc = mml__ensure_floats(ctx, dx, cap_dx, (size_t)(n * width))) < 0)
+            return rc;
+        memset(*dx, 0, sizeof(float) * (size_t)(n * width));
+    }
+    rc = mml__dnn_backward(dnn, *dh, need_dx ? *dx : NULL, g);
+    if (rc >= 0 && need_dx)
+        *dx_out = *dx;
+    return rc;
+}
+
+int64_t mml__dnn_n_params(const mml__dnn *d)
+{
+    return mml_tower_n_params(d->tower) + mml_lora_n_params(d->lora);
+}
+
+mml_param *mml__dnn_param(mml__dnn *d, int64_t i)
+{
+    int64_t nt = mml_tower_n_params(d->tower);
+    return i < nt ? mml_tower_param(d->tower, i) : mml_lora_param(d->lora, i - nt);
+}
+
+int32_t mml__dnn_d_out(const mml__dnn *d) { return mml_tower_d_out(d->tower); }
+
+mml_param *mml__dnn_then_side_param(mml__dnn *dnn, mml_param *side, int64_t n_side, int64_t i)
+{
+    int64_t nd = mml__dnn_n_params(dnn);
+    if (i < 0 || i >= nd + n_side)
+        return NULL;
+    return i < nd ? mml__dnn_param(dnn, i) : &side[i - nd];
+}
+
+int mml__head_init(mml_ctx *ctx, mml_param *p, const char *name, int64_t rows, uint64_t stream)
+{
+    memset(p, 0, sizeof *p);
+    p->rows = rows;
+    p->value = mml__alloc(ctx, sizeof(float) * (size_t)rows);
+    p->grad = mml__calloc(ctx, (size_t)rows, sizeof(float));
+    if (!p->value || !p->grad) {
+        mml__head_free(ctx, p);
+        return mml__error(ctx, MML_ENOMEM, "%s: out of memory", name);
+    }
+    p->name = name;
+    p->rows = rows;
+    p->cols = 1;
+    p->group = MML_GROUP_BACKBONE;
+    p->expert = -1;
+    mml_rng rng;
+    mml__rng_init(&rng, ctx->seed, MML_STREAM_BACKBONE + stream);
+    mml__glorot_uniform(&rng, p->value, rows, 1);
+    return MML_OK;
+}
+
+void mml__head_free(mml_ctx *ctx, mml_param *p)
+{
+    mml__free(ctx, p->value, sizeof(float) * (size_t)p->rows);
+    mml__free(ctx, p->grad, sizeof(float) * (size_t)p->rows);
+    p->value = p->grad = NULL;
+}

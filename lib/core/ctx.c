@@ -1,0 +1,172 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/internal.h"
+
+void mml_ctx_options_init(mml_ctx_options *opt)
+{
+    if (!opt)
+        return;
+    memset(opt, 0, sizeof *opt);
+    opt->struct_size = (uint32_t)sizeof *opt;
+    opt->n_threads = 1;
+    opt->seed = 1;
+}
+
+int mml_ctx_create(mml_ctx **out, const mml_ctx_options *opt)
+{
+    if (!out)
+        return MML_EINVAL;
+    *out = NULL;
+    mml_ctx_options o;
+    mml_ctx_options_init(&o);
+    if (opt) {
+        if (opt->struct_size < sizeof(uint32_t) || opt->struct_size > sizeof o)
+            return MML_EVERSION;
+        memcpy(&o, opt, opt->struct_size);
+        o.struct_size = (uint32_t)sizeof o;
+    }
+    if (o.n_threads < 1 || o.n_threads > 1024)
+        return MML_EINVAL;
+    const mml_allocator *a = o.allocator ? o.allocator : mml__libc_allocator();
+    if (a->version != MML_ALLOCATOR_VERSION)
+        return MML_EVERSION;
+    if (!a->alloc || !a->free)
+        return MML_EINVAL;
+    mml_ctx *ctx = mml__alloc_with(a, sizeof *ctx);
+    if (!ctx)
+        return MML_ENOMEM;
+    memset(ctx, 0, sizeof *ctx);
+    ctx->allocator = *a;
+    ctx->n_threads = o.n_threads;
+    ctx->seed = o.seed;
+    ctx->log = o.log;
+    ctx->log_user = o.log_user;
+    int rc = mml__blis_arch_init(ctx);
+    if (rc == MML_OK)
+        rc = mml__blis_rntm_create(ctx);
+    if (rc < 0) {
+        mml__free_with(a, ctx, sizeof *ctx);
+        return rc;
+    }
+    *out = ctx;
+    return MML_OK;
+}
+
+void mml_ctx_destroy(mml_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    mml_allocator a = ctx->allocator;
+    for (int i = MML_CTX_ATTACHMENTS - 1; i >= 0; i--)
+        if (ctx->attachments[i].key && ctx->attachments[i].release)
+            ctx->attachments[i].release(ctx, ctx->attachments[i].data);
+    mml__blis_rntm_destroy(ctx);
+    mml__free_with(&a, ctx, sizeof *ctx);
+}
+
+int mml__ctx_attach(mml_ctx *ctx, const void *key, void *data,
+                    void (*release)(mml_ctx *ctx, void *data))
+{
+    if (mml__ctx_attached(ctx, key))
+        return MML_EEXIST;
+    for (int i = 0; i < MML_CTX_ATTACHMENTS; i++)
+        if (!ctx->attachments[i].key) {
+            ctx->attachments[i].key = key;
+            ctx->attachments[i].data = data;
+            ctx->attachments[i].release = release;
+            return MML_OK;
+        }
+    return MML_ENOMEM;
+}
+
+void *mml__ctx_attached(const mml_ctx *ctx, const void *key)
+{
+    for (int i = 0; ctx && i < MML_CTX_ATTACHMENTS; i++)
+        if (ctx->attachments[i].key == key)
+            return ctx->attachments[i].data;
+    return NULL;
+}
+
+const char *mml_ctx_last_error(const mml_ctx *ctx) { return ctx ? ctx->last_error : ""; }
+
+void mml_ctx_clear_error(mml_ctx *ctx)
+{
+    if (ctx)
+        ctx->last_error[0] = '\0';
+}
+
+uint32_t mml_ctx_threads(const mml_ctx *ctx) { return ctx ? ctx->n_threads : 0; }
+
+int mml_ctx_set_threads(mml_ctx *ctx, uint32_t n_threads)
+{
+    if (!ctx)
+        return MML_EINVAL;
+    if (n_threads < 1 || n_threads > 1024)
+        return mml__error(ctx, MML_EINVAL, "thread count %u: expected 1..1024", n_threads);
+    ctx->n_threads = n_threads;
+    mml__blis_rntm_set_threads(ctx, n_threads);
+    return MML_OK;
+}
+
+uint64_t mml_ctx_seed(const mml_ctx *ctx) { return ctx ? ctx->seed : 0; }
+
+int mml_ctx_set_seed(mml_ctx *ctx, uint64_t seed)
+{
+    if (!ctx)
+        return MML_EINVAL;
+    ctx->seed = seed;
+    return MML_OK;
+}
+
+int mml__error(mml_ctx *ctx, int status, const char *fmt, ...)
+{
+    if (ctx) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->last_error, sizeof ctx->last_error, fmt, ap);
+        va_end(ap);
+        if (ctx->log)
+            ctx->log(ctx->log_user, MML_LOG_ERROR, ctx->last_error);
+    }
+    return status;
+}
+
+void mml__log(mml_ctx *ctx, int level, const char *fmt, ...)
+{
+    if (!ctx || !ctx->log)
+        return;
+    char buf[MML_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    ctx->log(ctx->log_user, level, buf);
+}
+
+int mml__copy_options(mml_ctx *ctx, void *dst, size_t dst_size, const void *src, const char *what)
+{
+    uint32_t size;
+    memcpy(&size, src, sizeof size);
+    if (size < sizeof size || size > dst_size)
+        return mml__error(ctx, MML_EVERSION, "%s options: struct_size %u not supported (expected %zu)",
+                          what, size, dst_size);
+    memcpy(dst, src, size);
+    uint32_t full = (uint32_t)dst_size;
+    memcpy(dst, &full, sizeof full);
+    return MML_OK;
+}
+
+int mml__ensure_floats(mml_ctx *ctx, float **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return MML_OK;
+    mml__free(ctx, *buf, *cap * sizeof(float));
+    *cap = 0;
+    *buf = mml__alloc(ctx, n * sizeof(float));
+    if (!*buf)
+        return mml__error(ctx, MML_ENOMEM, "out of memory for %zu floats", n);
+    *cap = n;
+    return MML_OK;
+}

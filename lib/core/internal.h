@@ -1,0 +1,137 @@
+/* Private declarations shared by the library's translation units. */
+#ifndef MML_INTERNAL_H
+#define MML_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moemlora/moemlora.h"
+
+#define MML_ALIGN 64u
+/* Slack after every block: BLIS's vector kernels may read a little past the
+ * end of a small matrix. */
+#define MML_PAD 128u
+#define MML_ERRMSG_MAX 512
+/* Higher layers' state hung on a context (the backbone registry, ...). */
+#define MML_CTX_ATTACHMENTS 4
+
+/* xoshiro256** state. */
+typedef struct mml_rng {
+    uint64_t s[4];
+} mml_rng;
+
+struct mml_ctx {
+    mml_allocator allocator;
+    uint32_t n_threads;
+    uint64_t seed;
+    mml_log_fn log;
+    void *log_user;
+    void *blis_rntm; /* rntm_t, kept opaque so only gemm.c and kernels.c see blis.h */
+    const char *blis_arch;      /* BLIS sub-configuration in use (static) */
+    const char *blis_arch_best; /* fastest one this CPU supports (static) */
+    char last_error[MML_ERRMSG_MAX];
+    struct mml__ctx_attachment {
+        const void *key;
+        void *data;
+        void (*release)(mml_ctx *ctx, void *data);
+    } attachments[MML_CTX_ATTACHMENTS];
+};
+
+/* Allocation through the context's allocator, aligned to MML_ALIGN. size 0 yields NULL. */
+void *mml__alloc(mml_ctx *ctx, size_t size);
+/* Zero-filled. */
+void *mml__calloc(mml_ctx *ctx, size_t count, size_t elem_size);
+void mml__free(mml_ctx *ctx, void *ptr, size_t size);
+/* Same, with an allocator instead of a context (for the context itself). */
+void *mml__alloc_with(const mml_allocator *a, size_t size);
+void mml__free_with(const mml_allocator *a, void *ptr, size_t size);
+const mml_allocator *mml__libc_allocator(void);
+
+/* Records a message in ctx (if not NULL) and returns status. printf-style. */
+int mml__error(mml_ctx *ctx, int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+void mml__log(mml_ctx *ctx, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Copies a caller's options struct of any older size over defaults already in
+ * dst (struct_size first). MML_EVERSION when struct_size is 0 or too large. */
+int mml__copy_options(mml_ctx *ctx, void *dst, size_t dst_size, const void *src, const char *what);
+#define MML__COPY_OPTIONS(ctx, dst, src, init, what)                                              \
+    (init(dst), mml__copy_options((ctx), (dst), sizeof *(dst), (src), (what)))
+
+/* Grows *buf (capacity *cap floats) to hold at least n floats; contents are lost. */
+int mml__ensure_floats(mml_ctx *ctx, float **buf, size_t *cap, size_t n);
+/* A higher layer keeps per-context state under a key of its own (the address
+ * of one of its statics); the context calls release(ctx, data) when it is
+ * destroyed, without knowing what the data is. attach replaces no existing
+ * key: MML_EEXIST; MML_ENOMEM when every slot is taken. */
+int mml__ctx_attach(mml_ctx *ctx, const void *key, void *data,
+                    void (*release)(mml_ctx *ctx, void *data));
+/* The data attached under key, or NULL. */
+void *mml__ctx_attached(const mml_ctx *ctx, const void *key);
+
+/* Random numbers. stream selects an independent sequence for the same seed. */
+void mml__rng_init(mml_rng *rng, uint64_t seed, uint64_t stream);
+/* Inline: dropout draws one number per unit of every training batch. */
+static inline uint64_t mml__rng_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t mml__rng_next(mml_rng *rng)
+{
+    uint64_t *s = rng->s;
+    uint64_t result = mml__rng_rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = mml__rng_rotl(s[3], 45);
+    return result;
+}
+/* Uniform in [0, 1) with 24 random bits. */
+static inline float mml__rng_uniform(mml_rng *rng)
+{
+    return (float)(mml__rng_next(rng) >> 40) * 0x1.0p-24f;
+}
+/* Uniform in [0, 1) with 53 random bits. */
+double mml__rng_uniform_double(mml_rng *rng);
+/* Standard normal (Box-Muller, one value per call). */
+double mml__rng_normal(mml_rng *rng);
+/* Uniform integer in [0, n), n >= 1, unbiased. */
+uint64_t mml__rng_below(mml_rng *rng, uint64_t n);
+
+/* Stream numbers: each consumer of randomness has its own range. */
+enum {
+    MML_STREAM_EMBEDDING = 0x1000,
+    MML_STREAM_TOWER = 0x2000,
+    MML_STREAM_EXPERT = 0x3000,
+    MML_STREAM_GATE = 0x4000,
+    MML_STREAM_BACKBONE = 0x5000,
+    MML_STREAM_DROPOUT = 0x6000,
+    MML_STREAM_SHUFFLE = 0x7000,
+    MML_STREAM_DATA = 0x8000
+};
+
+/* C = alpha op(A) op(B) + beta C on BLIS with the context's thread count.
+ * op(A) is m x k, op(B) is k x n, C is m x n. Strides describe the stored
+ * (untransposed) matrices in elements. Validates everything BLIS would abort on. */
+int mml__gemm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+              const float *a, int64_t rsa, int64_t csa, const float *b, int64_t rsb, int64_t csb,
+              float beta, float *c, int64_t rsc, int64_t csc);
+/* Row-major contiguous shorthand: C[m x n] = alpha op(A) op(B) + beta C. */
+int mml__gemm_rm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                 float alpha, const float *a, const float *b, float beta, float *c);
+/* The private BLIS runtime object for the current thread count. */
+int mml__blis_rntm_create(mml_ctx *ctx);
+void mml__blis_rntm_destroy(mml_ctx *ctx);
+void mml__blis_rntm_set_threads(mml_ctx *ctx, uint32_t n_threads);
+/* Checks BLIS_ARCH_TYPE, initialises BLIS, records the kernels in use and
+ * warns through the log when they are generic on a CPU that has better. */
+int mml__blis_arch_init(mml_ctx *ctx);
+
+#endif

@@ -1,0 +1,240 @@
+#include <math.h>
+#include <string.h>
+
+#include "nn/layers.h"
+#include "moemlora/gate.h"
+
+#define MAX_EXPERTS 4096
+
+struct mml_gate {
+    mml_ctx *ctx;
+    int32_t n_domains, n_experts, dim;
+    int32_t top_k;    /* 0 = dense, else 1 <= top_k < n_experts */
+    uint64_t pattern; /* fingerprint of the kept sets of the last forward */
+    float *block; /* values of emb, W, b then their gradients */
+    size_t n_floats;
+    mml_param params[3];
+    float *table;  /* D x E softmax of the last forward */
+    float *dtable; /* D x E */
+    float *weights; /* cap_rows x E */
+    int32_t *domain; /* cap_rows */
+    int64_t cap_rows, last_rows;
+};
+
+void mml_gate_options_init(mml_gate_options *opt)
+{
+    if (!opt)
+        return;
+    memset(opt, 0, sizeof *opt);
+    opt->struct_size = (uint32_t)sizeof *opt;
+    opt->embed_dim = 4;
+}
+
+int mml_gate_create(mml_gate **out, mml_ctx *ctx, const mml_gate_options *opt)
+{
+    if (!out || !ctx || !opt)
+        return mml__error(ctx, MML_EINVAL, "gate_create: NULL argument");
+    *out = NULL;
+    mml_gate_options o;
+    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_gate_options_init, "gate");
+    if (rc < 0)
+        return rc;
+    if (o.n_domains < 1 || o.n_experts < 1 || o.embed_dim < 1 || o.n_domains > (1 << 20) ||
+        o.n_experts > MAX_EXPERTS || o.embed_dim > 4096)
+        return mml__error(ctx, MML_EINVAL, "gate: %d domains, %d experts, dimension %d invalid",
+                          o.n_domains, o.n_experts, o.embed_dim);
+    if (o.top_k < 0)
+        return mml__error(ctx, MML_EINVAL, "gate: top_k %d must be >= 0 (0 = dense)", o.top_k);
+    mml_gate *g = mml__calloc(ctx, 1, sizeof *g);
+    if (!g)
+        return mml__error(ctx, MML_ENOMEM, "gate: out of memory");
+    g->ctx = ctx;
+    g->top_k = o.top_k < o.n_experts ? o.top_k : 0;
+    int32_t D = g->n_domains = o.n_domains, E = g->n_experts = o.n_experts,
+            k = g->dim = o.embed_dim;
+    size_t sizes[3] = {(size_t)D * (size_t)k, (size_t)k * (size_t)E, (size_t)E};
+    g->n_floats = sizes[0] + sizes[1] + sizes[2];
+    g->block = mml__calloc(ctx, 2 * g->n_floats, sizeof(float));
+    g->table = mml__alloc(ctx, sizeof(float) * (size_t)D * (size_t)E);
+    g->dtable = mml__alloc(ctx, sizeof(float) * (size_t)D * (size_t)E);
+    if (!g->block || !g->table || !g->dtable) {
+        mml_gate_destroy(g);
+        return mml__error(ctx, MML_ENOMEM, "gate: out of memory");
+    }
+    static const char *const names[3] = {"gate.embedding", "gate.W", "gate.b"};
+    int64_t rows[3] = {D, k, 1}, cols[3] = {k, E, E};
+    size_t off = 0;
+    for (int i = 0; i < 3; i++) {
+        g->params[i] = (mml_param){names[i], g->block + off, g->block + g->n_floats + off,
+                                   rows[i], cols[i], MML_GROUP_GATE, -1, 0, 0};
+        off += sizes[i];
+    }
+    mml_rng rng;
+    mml__rng_init(&rng, ctx->seed, MML_STREAM_GATE + o.stream);
+    for (size_t i = 0; i < sizes[0]; i++)
+        g->params[0].value[i] = (float)((2.0 * mml__rng_uniform_double(&rng) - 1.0) * 0.05);
+    mml__glorot_uniform(&rng, g->params[1].value, k, E);
+    *out = g;
+    return MML_OK;
+}
+
+void mml_gate_destroy(mml_gate *g)
+{
+    if (!g)
+        return;
+    mml_ctx *ctx = g->ctx;
+    size_t de = (size_t)g->n_domains * (size_t)g->n_experts;
+    mml__free(ctx, g->block, 2 * g->n_floats * sizeof(float));
+    mml__free(ctx, g->table, de * sizeof(float));
+    mml__free(ctx, g->dtable, de * sizeof(float));
+    mml__free(ctx, g->weights, (size_t)g->cap_rows * (size_t)g->n_experts * sizeof(float));
+    mml__free(ctx, g->domain, (size_t)g->cap_rows * sizeof(int32_t));
+    mml__free(ctx, g, sizeof *g);
+}
+
+/* softmax(e_d W + b) for every domain, in double for a stable sum; with top-k,
+ * the softmax over each row's kept experts (the others get 0). Returns the
+ * fingerprint of the kept sets (0 when dense). */
+static uint64_t compute_table(const mml_gate *g, float *table)
+{
+    int32_t D = g->n_domains, E = g->n_experts, k = g->dim, top = g->top_k;
+    const float *emb = g->params[0].value, *W = g->params[1].value, *b = g->params[2].value;
+    unsigned char keep[MAX_EXPERTS];
+    uint64_t pattern = 0;
+    for (int32_t d = 0; d < D; d++) {
+        float *row = table + (size_t)d * (size_t)E;
+        double mx = -INFINITY;
+        for (int32_t e = 0; e < E; e++) {
+            double z = b[e];
+            for (int32_t j = 0; j < k; j++)
+                z += (double)emb[d * k + j] * W[j * E + e];
+            row[e] = (float)z;
+            if (z > mx)
+                mx = z;
+        }
+        if (top > 0) {
+            /* top passes, each taking the largest remaining logit; the strict
+             * comparison makes the lowest index win among equal logits. */
+            memset(keep, 0, (size_t)E);
+            for (int32_t t = 0; t < top; t++) {
+                int32_t best = -1;
+                for (int32_t e = 0; e < E; e++)
+                    if (!keep[e] && (best < 0 || row[e] > row[best]))
+                        best = e;
+                keep[best] = 1;
+            }
+            for (int32_t e = 0; e < E; e++) {
+                if (keep[e]) {
+                    pattern ^= (uint64_t)d * 0x9E3779B97F4A7C15ull + (uint64_t)e;
+                    pattern = (pattern ^ (pattern >> 29)) * 0xBF58476D1CE4E5B9ull;
+                }
+            }
+        }
+        double sum = 0;
+        for (int32_t e = 0; e < E; e++)
+            if (top == 0 || keep[e])
+                sum += exp((double)row[e] - mx);
+        for (int32_t e = 0; e < E; e++)
+            row[e] = top == 0 || keep[e] ? (float)(exp((double)row[e] - mx) / sum) : 0.0f;
+    }
+    return top > 0 ? pattern | 1u : 0;
+}
+
+int mml_gate_forward(mml_gate *g, const int32_t *domain, int64_t n, const float **weights)
+{
+    if (!g)
+        return MML_EINVAL;
+    if (!domain || !weights)
+        return mml__error(g->ctx, MML_EINVAL, "gate_forward: NULL argument");
+    if (n < 1)
+        return mml__error(g->ctx, MML_ESHAPE, "gate_forward: batch of %lld rows", (long long)n);
+    for (int64_t i = 0; i < n; i++)
+        if (domain[i] < 0 || domain[i] >= g->n_domains)
+            return mml__error(g->ctx, MML_ERANGE, "gate: domain %d at row %lld outside [0, %d)",
+                              domain[i], (long long)i, g->n_domains);
+    int32_t E = g->n_experts;
+    if (n > g->cap_rows) {
+        mml__free(g->ctx, g->weights, (size_t)g->cap_rows * (size_t)E * sizeof(float));
+        mml__free(g->ctx, g->domain, (size_t)g->cap_rows * sizeof(int32_t));
+        g->weights = mml__alloc(g->ctx, (size_t)n * (size_t)E * sizeof(float));
+        g->domain = mml__alloc(g->ctx, (size_t)n * sizeof(int32_t));
+        g->cap_rows = n;
+        if (!g->weights || !g->domain) {
+            mml__free(g->ctx, g->weights, (size_t)n * (size_t)E * sizeof(float));
+            mml__free(g->ctx, g->domain, (size_t)n * sizeof(int32_t));
+            g->weights = NULL;
+            g->domain = NULL;
+            g->cap_rows = g->last_rows = 0;
+            return mml__error(g->ctx, MML_ENOMEM, "gate: out of memory for %lld rows", (long long)n);
+        }
+    }
+    g->pattern = compute_table(g, g->table);
+    for (int64_t i = 0; i < n; i++)
+        memcpy(g->weights + i * E, g->table + (size_t)domain[i] * (size_t)E, sizeof(float) * (size_t)E);
+    memcpy(g->domain, domain, sizeof(int32_t) * (size_t)n);
+    g->last_rows = n;
+    *weights = g->weights;
+    return MML_OK;
+}
+
+int mml_gate_backward(mml_gate *g, const float *dweights)
+{
+    if (!g)
+        return MML_EINVAL;
+    if (!dweights)
+        return mml__error(g->ctx, MML_EINVAL, "gate_backward: NULL gradient");
+    if (g->last_rows < 1)
+        return mml__error(g->ctx, MML_ESTATE, "gate_backward without a forward pass");
+    int32_t D = g->n_domains, E = g->n_experts, k = g->dim;
+    memset(g->dtable, 0, sizeof(float) * (size_t)D * (size_t)E);
+    for (int64_t i = 0; i < g->last_rows; i++) {
+        float *dt = g->dtable + (size_t)g->domain[i] * (size_t)E;
+        for (int32_t e = 0; e < E; e++)
+            dt[e] += dweights[i * E + e];
+    }
+    const float *emb = g->params[0].value, *W = g->params[1].value;
+    float *demb = g->params[0].grad, *dW = g->params[1].grad, *db = g->params[2].grad;
+    int train_emb = !g->params[0].frozen, train_W = !g->params[1].frozen,
+        train_b = !g->params[2].frozen;
+    for (int32_t d = 0; d < D; d++) {
+        /* The table holds w = softmax over the kept set (everything when dense):
+         * dz_e = w_e (dw_e - sum_i w_i dw_i), which is 0 for dropped experts. */
+        const float *p = g->table + (size_t)d * (size_t)E;
+        const float *dp = g->dtable + (size_t)d * (size_t)E;
+        double dot = 0;
+        for (int32_t e = 0; e < E; e++)
+            dot += (double)p[e] * dp[e];
+        for (int32_t e = 0; e < E; e++) {
+            float dz = (float)((double)p[e] * ((double)dp[e] - dot));
+            if (dz == 0.0f)
+                continue;
+            if (train_b)
+                db[e] += dz;
+            for (int32_t j = 0; j < k; j++) {
+                if (train_W)
+                    dW[j * E + e] += emb[d * k + j] * dz;
+                if (train_emb)
+                    demb[d * k + j] += W[j * E + e] * dz;
+            }
+        }
+    }
+    return MML_OK;
+}
+
+int mml_gate_table(const mml_gate *g, float *out)
+{
+    if (!g || !out)
+        return MML_EINVAL;
+    compute_table(g, out);
+    return MML_OK;
+}
+
+uint64_t mml_gate_kink_pattern(const mml_gate *g) { return g && g->last_rows > 0 ? g->pattern : 0; }
+int32_t mml_gate_top_k(const mml_gate *g) { return g ? g->top_k : 0; }
+int32_t mml_gate_n_domains(const mml_gate *g) { return g ? g->n_domains : 0; }
+int32_t mml_gate_n_experts(const mml_gate *g) { return g ? g->n_experts : 0; }
+int64_t mml_gate_n_params(const mml_gate *g) { return g ? 3 : 0; }
+mml_param *mml_gate_param(mml_gate *g, int64_t index)
+{
+    return g && index >= 0 && index < 3 ? &g->params[index] : NULL;
+}

@@ -1,0 +1,54 @@
+/* Private interfaces between the layer implementations. */
+#ifndef MML_LAYERS_H
+#define MML_LAYERS_H
+
+#include "core/internal.h"
+#include "moemlora/lora.h"
+
+/* A mixture resolved for one batch: experts [first, first + n_active) with
+ * weights g (n x n_active, row-major); g == NULL means weight 1 (one expert). */
+typedef struct mml__mixing {
+    int32_t first;
+    int32_t n_active;
+    const float *g;
+    /* Per-row routing (MML_MIX_DOMAIN): rows sorted by expert, so each
+     * expert multiplies only its own rows; g is NULL then. */
+    const struct mml__routing *route;
+} mml__mixing;
+
+/* Scratch of the routed path, owned by the tower: perm lists the rows of
+ * expert e at perm[offs[e] .. offs[e + 1]); gx, gy, gdx hold gathered rows. */
+typedef struct mml__routing {
+    int32_t *perm;
+    int64_t *offs;
+    float *gx, *gy, *gdx;
+} mml__routing;
+
+/* Validates mix for n rows against lora and resolves it; routing has room for
+ * n rows and n_experts + 1 offsets (used by MML_MIX_DOMAIN). Sets *active to 0
+ * for MML_MIX_NONE. */
+int mml__lora_resolve(const mml_lora *lora, mml_ctx *ctx, const mml_mix *mix, int64_t n,
+                      mml__routing *routing, mml__mixing *out, int *active);
+/* Widest stacked adapter of any layer: n_experts * max rank. */
+int64_t mml__lora_max_cols(const mml_lora *lora);
+/* Whether any parameter of experts [first, first + n) is unfrozen. */
+int mml__lora_trainable(const mml_lora *lora, int32_t first, int32_t n);
+/* Checks that lora was built for these tower widths. */
+int mml__lora_matches(const mml_lora *lora, mml_ctx *ctx, int32_t n_layers, const int32_t *dims);
+
+/* y (n x d_out) += the mixture's adapter output for layer `layer`.
+ * U and Us receive n x (n_active r) intermediates (Us may alias U when g is NULL). */
+int mml__lora_layer_forward(const mml_lora *lora, mml_ctx *ctx, int32_t layer, const float *x,
+                            int64_t n, const mml__mixing *mix, float *U, float *Us, float *y);
+/* Backward of the layer given dA = d loss / d (pre-activation). Accumulates
+ * parameter gradients when param_grads, writes dx = dx_beta * dx + ... when dx
+ * is not NULL, and accumulates dG (n x n_active) when not NULL. dU is scratch. */
+int mml__lora_layer_backward(mml_lora *lora, mml_ctx *ctx, int32_t layer, const float *x,
+                             int64_t n, const mml__mixing *mix, const float *U, const float *Us,
+                             const float *dA, int param_grads, float *dx, float dx_beta,
+                             float *dG, float *dU);
+
+/* Glorot-uniform fill of a fan_in x fan_out matrix. */
+void mml__glorot_uniform(mml_rng *rng, float *w, int64_t fan_in, int64_t fan_out);
+
+#endif

@@ -1,0 +1,409 @@
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "nn/layers.h"
+#include "moemlora/tower.h"
+
+#define NAME_LEN 48
+
+struct mml_tower {
+    mml_ctx *ctx;
+    int32_t n_layers;
+    int32_t *dims; /* n_layers + 1 */
+    float dropout;
+    mml_rng dropout_rng;
+    float *weights; /* W_0, b_0, W_1, b_1, ... in one block */
+    float *grads;
+    size_t n_floats;
+    mml_param *params; /* 2 per layer */
+    char *names;
+    /* Scratch of the last forward pass, sized for cap_rows rows and cap_cols adapter columns. */
+    int64_t cap_rows;
+    int64_t cap_cols;
+    float **h;    /* n_layers + 1: h[0] the input copy, h[l + 1] the output of layer l */
+    float **mask; /* n_layers dropout multipliers */
+    float **U;    /* n_layers adapter intermediates */
+    float **Us;
+    float *onehot; /* a copy of the gate weights of the last forward pass */
+    mml__routing routing;
+    float *tmp_a, *tmp_b, *dU;
+    int32_t max_width;
+    int64_t last_rows;
+    int32_t last_training;
+    int32_t have_masks;
+    int32_t replay;
+    int32_t last_active;
+    int32_t last_gated;
+    mml__mixing last_mix;
+    const mml_lora *last_lora;
+};
+
+void mml_tower_options_init(mml_tower_options *opt)
+{
+    if (!opt)
+        return;
+    memset(opt, 0, sizeof *opt);
+    opt->struct_size = (uint32_t)sizeof *opt;
+    opt->n_layers = 3;
+    opt->dropout = 0.5f;
+    opt->name = "tower";
+}
+
+static const int32_t default_hidden[3] = {256, 128, 64};
+
+static float *W_of(const mml_tower *t, int32_t l) { return t->params[2 * l].value; }
+static float *b_of(const mml_tower *t, int32_t l) { return t->params[2 * l + 1].value; }
+
+int mml_tower_create(mml_tower **out, mml_ctx *ctx, const mml_tower_options *opt)
+{
+    if (!out || !ctx || !opt)
+        return mml__error(ctx, MML_EINVAL, "tower_create: NULL argument");
+    *out = NULL;
+    mml_tower_options o;
+    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_tower_options_init, "tower");
+    if (rc < 0)
+        return rc;
+    const int32_t *hidden = o.hidden;
+    if (!hidden) {
+        if (o.n_layers != 3)
+            return mml__error(ctx, MML_EINVAL, "tower: hidden widths missing for %d layers", o.n_layers);
+        hidden = default_hidden;
+    }
+    if (o.n_layers < 1 || o.n_layers > 64 || o.d_in < 1 || o.d_in > (1 << 20))
+        return mml__error(ctx, MML_EINVAL, "tower: d_in %d or n_layers %d invalid", o.d_in, o.n_layers);
+    if (!(o.dropout >= 0.0f && o.dropout < 1.0f))
+        return mml__error(ctx, MML_EINVAL, "tower: dropout %g outside [0, 1)", (double)o.dropout);
+    for (int32_t l = 0; l < o.n_layers; l++)
+        if (hidden[l] < 1 || hidden[l] > (1 << 20))
+            return mml__error(ctx, MML_EINVAL, "tower: width %d of hidden layer %d invalid", hidden[l], l);
+    const char *prefix = o.name ? o.name : "tower";
+    mml_tower *t = mml__calloc(ctx, 1, sizeof *t);
+    if (!t)
+        return mml__error(ctx, MML_ENOMEM, "tower: out of memory");
+    t->ctx = ctx;
+    t->n_layers = o.n_layers;
+    t->dropout = o.dropout;
+    int32_t L = o.n_layers;
+    t->dims = mml__alloc(ctx, sizeof(int32_t) * (size_t)(L + 1));
+    t->params = mml__calloc(ctx, (size_t)(2 * L), sizeof(mml_param));
+    t->names = mml__alloc(ctx, (size_t)(2 * L) * NAME_LEN);
+    t->h = mml__calloc(ctx, (size_t)(L + 1), sizeof(float *));
+    t->mask = mml__calloc(ctx, (size_t)L, sizeof(float *));
+    t->U = mml__calloc(ctx, (size_t)L, sizeof(float *));
+    t->Us = mml__calloc(ctx, (size_t)L, sizeof(float *));
+    if (!t->dims || !t->params || !t->names || !t->h || !t->mask || !t->U || !t->Us)
+        goto nomem;
+    t->dims[0] = o.d_in;
+    t->max_width = o.d_in;
+    for (int32_t l = 0; l < L; l++) {
+        t->dims[l + 1] = hidden[l];
+        if (hidden[l] > t->max_width)
+            t->max_width = hidden[l];
+        t->n_floats += (size_t)t->dims[l] * (size_t)hidden[l] + (size_t)hidden[l];
+    }
+    t->weights = mml__calloc(ctx, t->n_floats, sizeof(float));
+    t->grads = mml__calloc(ctx, t->n_floats, sizeof(float));
+    if (!t->weights || !t->grads)
+        goto nomem;
+    mml_rng rng;
+    mml__rng_init(&rng, ctx->seed, MML_STREAM_TOWER + o.stream);
+    size_t off = 0;
+    for (int32_t l = 0; l < L; l++) {
+        int32_t din = t->dims[l], dout = t->dims[l + 1];
+        mml_param *w = &t->params[2 * l], *b = &t->params[2 * l + 1];
+        char *wn = t->names + (size_t)(2 * l) * NAME_LEN, *bn = wn + NAME_LEN;
+        snprintf(wn, NAME_LEN, "%s.%d.W", prefix, l);
+        snprintf(bn, NAME_LEN, "%s.%d.b", prefix, l);
+        *w = (mml_param){wn, t->weights + off, t->grads + off, din, dout, MML_GROUP_BACKBONE, -1, 0, 0};
+        off += (size_t)din * (size_t)dout;
+        *b = (mml_param){bn, t->weights + off, t->grads + off, 1, dout, MML_GROUP_BACKBONE, -1, 0, 0};
+        off += (size_t)dout;
+        mml__glorot_uniform(&rng, w->value, din, dout);
+    }
+    mml__rng_init(&t->dropout_rng, ctx->seed, MML_STREAM_DROPOUT + o.stream);
+    *out = t;
+    return MML_OK;
+nomem:
+    mml_tower_destroy(t);
+    return mml__error(ctx, MML_ENOMEM, "tower: out of memory");
+}
+
+static void free_scratch(mml_tower *t)
+{
+    mml_ctx *ctx = t->ctx;
+    int32_t L = t->n_layers;
+    size_t rows = (size_t)t->cap_rows, cols = (size_t)t->cap_cols;
+    for (int32_t l = 0; l <= L; l++) {
+        mml__free(ctx, t->h[l], rows * (size_t)t->dims[l] * sizeof(float));
+        t->h[l] = NULL;
+    }
+    for (int32_t l = 0; l < L; l++) {
+        mml__free(ctx, t->mask[l], rows * (size_t)t->dims[l + 1] * sizeof(float));
+        mml__free(ctx, t->U[l], rows * cols * sizeof(float));
+        mml__free(ctx, t->Us[l], rows * cols * sizeof(float));
+        t->mask[l] = t->U[l] = t->Us[l] = NULL;
+    }
+    mml__free(ctx, t->onehot, rows * cols * sizeof(float));
+    mml__free(ctx, t->routing.perm, rows * sizeof(int32_t));
+    mml__free(ctx, t->routing.offs, (cols + 1) * sizeof(int64_t));
+    mml__free(ctx, t->routing.gx, rows * (size_t)t->max_width * sizeof(float));
+    mml__free(ctx, t->routing.gy, rows * (size_t)t->max_width * sizeof(float));
+    mml__free(ctx, t->routing.gdx, rows * (size_t)t->max_width * sizeof(float));
+    memset(&t->routing, 0, sizeof t->routing);
+    mml__free(ctx, t->tmp_a, rows * (size_t)t->max_width * sizeof(float));
+    mml__free(ctx, t->tmp_b, rows * (size_t)t->max_width * sizeof(float));
+    mml__free(ctx, t->dU, rows * cols * sizeof(float));
+    t->onehot = t->tmp_a = t->tmp_b = t->dU = NULL;
+    t->cap_rows = t->cap_cols = 0;
+    t->have_masks = 0;
+}
+
+/* cols: room for the stacked adapters (n_experts * max rank, and n_experts for one-hot weights). */
+static int ensure_scratch(mml_tower *t, int64_t rows, int64_t cols)
+{
+    if (rows <= t->cap_rows && cols <= t->cap_cols)
+        return MML_OK;
+    if (t->replay && t->have_masks)
+        return mml__error(t->ctx, MML_ESTATE, "tower: dropout replay needs the same batch size");
+    if (rows < t->cap_rows)
+        rows = t->cap_rows;
+    if (cols < t->cap_cols)
+        cols = t->cap_cols;
+    free_scratch(t);
+    mml_ctx *ctx = t->ctx;
+    int32_t L = t->n_layers;
+    size_t r = (size_t)rows, c = (size_t)cols;
+    int ok = 1;
+    for (int32_t l = 0; l <= L; l++)
+        ok &= (t->h[l] = mml__alloc(ctx, r * (size_t)t->dims[l] * sizeof(float))) != NULL;
+    for (int32_t l = 0; l < L; l++) {
+        ok &= (t->mask[l] = mml__alloc(ctx, r * (size_t)t->dims[l + 1] * sizeof(float))) != NULL;
+        if (c) {
+            ok &= (t->U[l] = mml__alloc(ctx, r * c * sizeof(float))) != NULL;
+            ok &= (t->Us[l] = mml__alloc(ctx, r * c * sizeof(float))) != NULL;
+        }
+    }
+    if (c) {
+        ok &= (t->onehot = mml__alloc(ctx, r * c * sizeof(float))) != NULL;
+        size_t rw = r * (size_t)t->max_width * sizeof(float);
+        ok &= (t->routing.perm = mml__alloc(ctx, r * sizeof(int32_t))) != NULL;
+        ok &= (t->routing.offs = mml__alloc(ctx, (c + 1) * sizeof(int64_t))) != NULL;
+        ok &= (t->routing.gx = mml__alloc(ctx, rw)) != NULL;
+        ok &= (t->routing.gy = mml__alloc(ctx, rw)) != NULL;
+        ok &= (t->routing.gdx = mml__alloc(ctx, rw)) != NULL;
+        ok &= (t->dU = mml__alloc(ctx, r * c * sizeof(float))) != NULL;
+    }
+    ok &= (t->tmp_a = mml__alloc(ctx, r * (size_t)t->max_width * sizeof(float))) != NULL;
+    ok &= (t->tmp_b = mml__alloc(ctx, r * (size_t)t->max_width * sizeof(float))) != NULL;
+    t->cap_rows = rows;
+    t->cap_cols = cols;
+    if (!ok) {
+        free_scratch(t);
+        return mml__error(ctx, MML_ENOMEM, "tower: out of memory for %lld rows", (long long)rows);
+    }
+    return MML_OK;
+}
+
+void mml_tower_destroy(mml_tower *t)
+{
+    if (!t)
+        return;
+    mml_ctx *ctx = t->ctx;
+    int32_t L = t->n_layers;
+    if (t->dims && t->h && t->mask && t->U && t->Us)
+        free_scratch(t);
+    mml__free(ctx, t->h, (size_t)(L + 1) * sizeof(float *));
+    mml__free(ctx, t->mask, (size_t)L * sizeof(float *));
+    mml__free(ctx, t->U, (size_t)L * sizeof(float *));
+    mml__free(ctx, t->Us, (size_t)L * sizeof(float *));
+    mml__free(ctx, t->weights, t->n_floats * sizeof(float));
+    mml__free(ctx, t->grads, t->n_floats * sizeof(float));
+    mml__free(ctx, t->params, (size_t)(2 * L) * sizeof(mml_param));
+    mml__free(ctx, t->names, (size_t)(2 * L) * NAME_LEN);
+    mml__free(ctx, t->dims, sizeof(int32_t) * (size_t)(L + 1));
+    mml__free(ctx, t, sizeof *t);
+}
+
+int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *lora,
+                      const mml_mix *mix, int32_t training, const float **out)
+{
+    if (!t)
+        return MML_EINVAL;
+    mml_ctx *ctx = t->ctx;
+    if (!x || !out)
+        return mml__error(ctx, MML_EINVAL, "tower_forward: NULL input or output");
+    if (n < 1)
+        return mml__error(ctx, MML_ESHAPE, "tower_forward: batch of %lld rows", (long long)n);
+    int64_t cols = 0;
+    if (lora && mix && mix->mode != MML_MIX_NONE) {
+        int rc = mml__lora_matches(lora, ctx, t->n_layers, t->dims);
+        if (rc < 0)
+            return rc;
+        cols = mml__lora_max_cols(lora);
+        if (mml_lora_n_experts(lora) > cols)
+            cols = mml_lora_n_experts(lora);
+    }
+    if (t->replay && t->have_masks && training && n != t->last_rows)
+        return mml__error(ctx, MML_ESTATE, "tower: dropout replay needs the same batch size");
+    int rc = ensure_scratch(t, n, cols);
+    if (rc < 0)
+        return rc;
+    mml__mixing mx = {0, 0, NULL, NULL};
+    int active = 0;
+    rc = mml__lora_resolve(lora, ctx, mix, n, &t->routing, &mx, &active);
+    if (rc < 0)
+        return rc;
+    int gated = active && mix->mode == MML_MIX_GATED;
+    if (gated) {
+        /* Keep a copy: the caller's weights are not ours to hold until backward. */
+        memcpy(t->onehot, mx.g, sizeof(float) * (size_t)(n * mx.n_active));
+        mx.g = t->onehot;
+    }
+    for (int64_t i = 0; i < n * t->dims[0]; i++)
+        if (!isfinite(x[i]))
+            return mml__error(ctx, MML_ENONFINITE, "tower input row %lld, column %lld is not finite",
+                              (long long)(i / t->dims[0]), (long long)(i % t->dims[0]));
+    memcpy(t->h[0], x, sizeof(float) * (size_t)(n * t->dims[0]));
+    int use_dropout = training && t->dropout > 0.0f;
+    int draw = use_dropout && !(t->replay && t->have_masks);
+    float keep_scale = 1.0f / (1.0f - t->dropout);
+    for (int32_t l = 0; l < t->n_layers; l++) {
+        int32_t din = t->dims[l], dout = t->dims[l + 1];
+        float *y = t->h[l + 1];
+        const float *b = b_of(t, l);
+        for (int64_t i = 0; i < n; i++)
+            memcpy(y + i * dout, b, sizeof(float) * (size_t)dout);
+        rc = mml__gemm(ctx, 0, 0, n, dout, din, 1.0f, t->h[l], din, 1, W_of(t, l), dout, 1, 1.0f, y,
+                       dout, 1);
+        if (rc < 0)
+            return rc;
+        if (use_dropout) {
+            float *m = t->mask[l];
+            if (draw)
+                for (int64_t i = 0; i < n * dout; i++)
+                    m[i] = mml__rng_uniform(&t->dropout_rng) < t->dropout ? 0.0f : keep_scale;
+            for (int64_t i = 0; i < n * dout; i++)
+                y[i] *= m[i];
+        }
+        if (active) {
+            rc = mml__lora_layer_forward(lora, ctx, l, t->h[l], n, &mx, t->U[l],
+                                         mx.g ? t->Us[l] : t->U[l], y);
+            if (rc < 0)
+                return rc;
+        }
+        for (int64_t i = 0; i < n * dout; i++)
+            y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+    }
+    if (draw)
+        t->have_masks = 1;
+    t->last_rows = n;
+    t->last_training = use_dropout;
+    t->last_active = active;
+    t->last_gated = gated;
+    t->last_mix = mx;
+    t->last_lora = lora;
+    *out = t->h[t->n_layers];
+    return MML_OK;
+}
+
+int mml_tower_backward(mml_tower *t, const float *dout, float *dx, mml_lora *lora, float *dweights)
+{
+    if (!t)
+        return MML_EINVAL;
+    mml_ctx *ctx = t->ctx;
+    if (!dout)
+        return mml__error(ctx, MML_EINVAL, "tower_backward: NULL gradient");
+    if (t->last_rows < 1)
+        return mml__error(ctx, MML_ESTATE, "tower_backward without a forward pass");
+    if (t->last_active && lora != t->last_lora)
+        return mml__error(ctx, MML_EINVAL, "tower_backward: not the experts of the forward pass");
+    int64_t n = t->last_rows;
+    mml__mixing mx = t->last_mix;
+    int lora_grads = t->last_active && mml__lora_trainable(lora, mx.first, mx.n_active);
+    float *dG = t->last_gated ? dweights : NULL;
+    int32_t L = t->n_layers;
+    float *cur = t->tmp_a, *next = t->tmp_b;
+    memcpy(cur, dout, sizeof(float) * (size_t)(n * t->dims[L]));
+    for (int32_t l = L - 1; l >= 0; l--) {
+        int32_t din = t->dims[l], dout_w = t->dims[l + 1];
+        const float *h = t->h[l + 1], *x = t->h[l];
+        for (int64_t i = 0; i < n * dout_w; i++)
+            cur[i] = h[i] > 0.0f ? cur[i] : 0.0f;
+        float *dx_l = l > 0 ? next : dx;
+        float beta = l > 0 ? 0.0f : 1.0f;
+        int rc;
+        if (t->last_active) {
+            /* Experts below the top layer still need dx even when frozen themselves. */
+            rc = mml__lora_layer_backward(lora, ctx, l, x, n, &mx, t->U[l],
+                                          mx.g ? t->Us[l] : t->U[l], cur, lora_grads, dx_l, beta,
+                                          dG, t->dU);
+            if (rc < 0)
+                return rc;
+            if (dx_l)
+                beta = 1.0f;
+        }
+        if (t->last_training) {
+            const float *m = t->mask[l];
+            for (int64_t i = 0; i < n * dout_w; i++)
+                cur[i] *= m[i];
+        }
+        mml_param *W = &t->params[2 * l], *b = &t->params[2 * l + 1];
+        if (!W->frozen) {
+            rc = mml__gemm(ctx, 1, 0, din, dout_w, n, 1.0f, x, din, 1, cur, dout_w, 1, 1.0f, W->grad,
+                           dout_w, 1);
+            if (rc < 0)
+                return rc;
+        }
+        if (!b->frozen)
+            for (int64_t i = 0; i < n; i++)
+                for (int32_t j = 0; j < dout_w; j++)
+                    b->grad[j] += cur[i * dout_w + j];
+        if (dx_l) {
+            rc = mml__gemm(ctx, 0, 1, n, din, dout_w, 1.0f, cur, dout_w, 1, W->value, dout_w, 1, beta,
+                           dx_l, din, 1);
+            if (rc < 0)
+                return rc;
+        }
+        float *swap = cur;
+        cur = next;
+        next = swap;
+    }
+    return MML_OK;
+}
+
+int mml_tower_set_dropout_replay(mml_tower *t, int32_t replay)
+{
+    if (!t)
+        return MML_EINVAL;
+    t->replay = replay ? 1 : 0;
+    return MML_OK;
+}
+
+uint64_t mml_tower_relu_pattern(const mml_tower *t)
+{
+    if (!t || t->last_rows < 1)
+        return 0;
+    uint64_t hsh = 1469598103934665603ull;
+    for (int32_t l = 1; l <= t->n_layers; l++) {
+        const float *h = t->h[l];
+        for (int64_t i = 0; i < t->last_rows * t->dims[l]; i++) {
+            hsh ^= (uint64_t)(h[i] > 0.0f);
+            hsh *= 1099511628211ull;
+        }
+    }
+    return hsh;
+}
+
+int32_t mml_tower_d_in(const mml_tower *t) { return t ? t->dims[0] : 0; }
+int32_t mml_tower_d_out(const mml_tower *t) { return t ? t->dims[t->n_layers] : 0; }
+int32_t mml_tower_n_layers(const mml_tower *t) { return t ? t->n_layers : 0; }
+int32_t mml_tower_width(const mml_tower *t, int32_t layer)
+{
+    return t && layer >= 0 && layer < t->n_layers ? t->dims[layer + 1] : -1;
+}
+int64_t mml_tower_n_params(const mml_tower *t) { return t ? 2 * (int64_t)t->n_layers : 0; }
+mml_param *mml_tower_param(mml_tower *t, int64_t index)
+{
+    return t && index >= 0 && index < 2 * (int64_t)t->n_layers ? &t->params[index] : NULL;
+}
