@@ -8,12 +8,15 @@
 #include <string.h>
 
 #include <moemlora/moemlora.h>
+#include <moemlora/testing.h> /* mml_model_kink_pattern, for the gradient check */
 
 typedef struct fm {
+    mml_ctx *ctx;   /* all memory comes from the context's allocator */
     int32_t F, k;
     mml_param w;    /* F*k x 1, the one parameter; its value and grad follow the struct */
     float *emb;     /* the last forward's input, kept for backward */
-    int64_t n_rows;
+    int64_t n_rows, emb_cap;
+    size_t bytes;
 } fm;
 
 static float lcg(uint32_t *s) /* uniform in [0, 1) */
@@ -24,18 +27,24 @@ static float lcg(uint32_t *s) /* uniform in [0, 1) */
 
 static void fm_destroy(void *self)
 {
-    free(((fm *)self)->emb);
-    free(self);
+    fm *b = self;
+    mml_ctx_free(b->ctx, b->emb, sizeof(float) * (size_t)b->emb_cap);
+    mml_ctx_free(b->ctx, b, b->bytes);
 }
 
-static int fm_create(void **self, mml_ctx *ctx, const mml_backbone_config *cfg)
+static int fm_create(void *user, mml_ctx *ctx, const mml_backbone_config *cfg, void **self)
 {
+    (void)user; /* the pointer given to mml_backbone_register: unused here */
     if (cfg->n_dense != 0)
-        return MML_EUNSUPPORTED; /* this one reads embeddings only */
+        return mml_ctx_set_error(ctx, MML_EUNSUPPORTED, "tiny_fm reads embeddings only");
     int64_t fk = (int64_t)cfg->n_fields * cfg->embed_dim;
-    fm *b = calloc(1, sizeof *b + 2 * (size_t)fk * sizeof(float));
-    if (!b)
-        return MML_ENOMEM; /* a failing create leaves nothing behind */
+    size_t bytes = sizeof(fm) + 2 * (size_t)fk * sizeof(float);
+    fm *b = mml_ctx_alloc(ctx, bytes);
+    if (!b) /* a failing create leaves nothing behind */
+        return mml_ctx_set_error(ctx, MML_ENOMEM, "tiny_fm: out of memory");
+    memset(b, 0, bytes);
+    b->ctx = ctx;
+    b->bytes = bytes;
     b->F = cfg->n_fields;
     b->k = cfg->embed_dim;
     float *values = (float *)(b + 1);
@@ -52,11 +61,16 @@ static int fm_forward(void *self, const mml_backbone_input *in, float *logit)
 {
     fm *b = self;
     int32_t F = b->F, k = b->k, fk = F * k;
-    float *e = realloc(b->emb, sizeof(float) * (size_t)(in->n_rows * fk));
-    if (!e)
-        return MML_ENOMEM;
+    if (in->n_rows * fk > b->emb_cap) { /* grow the kept input */
+        mml_ctx_free(b->ctx, b->emb, sizeof(float) * (size_t)b->emb_cap);
+        b->emb_cap = 0;
+        b->emb = mml_ctx_alloc(b->ctx, sizeof(float) * (size_t)(in->n_rows * fk));
+        if (!b->emb)
+            return mml_ctx_set_error(b->ctx, MML_ENOMEM, "tiny_fm: out of memory");
+        b->emb_cap = in->n_rows * fk;
+    }
+    float *e = b->emb;
     memcpy(e, in->emb, sizeof(float) * (size_t)(in->n_rows * fk));
-    b->emb = e;
     b->n_rows = in->n_rows;
     for (int64_t r = 0; r < in->n_rows; r++, e += fk) {
         double s = 0.0;
@@ -156,7 +170,7 @@ int main(void)
         labels[i] = (float)(u % 3 == it % 3);
     }
     CHECK(mml_ctx_create(&run.ctx, NULL));
-    CHECK(mml_backbone_register(run.ctx, &fm_table)); /* "tiny_fm" now names it in run.ctx */
+    CHECK(mml_backbone_register(run.ctx, &fm_table, NULL)); /* "tiny_fm" now names it */
     mml_model_options o;
     mml_model_options_init(&o);
     o.backbone = "tiny_fm"; /* the tower options (hidden, dropout, ...) go unused */

@@ -10,6 +10,6 @@ pc=$(find "$tmp/root" -name moemlora.pc | head -n 1)
 [ -f "$(find "$tmp/root" -path '*/include/moemlora/moemlora.h' | head -n 1)" ] || { echo "headers not installed"; exit 1; }
 export PKG_CONFIG_PATH="$(dirname "$pc")" PKG_CONFIG_SYSROOT_DIR="$tmp/root"
 flags=$(pkg-config --cflags --libs moemlora)
-libdir=$(dirname "$(find "$tmp/root" -name "libmoemlora.so.0" | head -n 1)")
+libdir=$(dirname "$(find "$tmp/root" -name "libmoemlora.so.1" | head -n 1)")
 ${CC:-cc} -std=c11 -Wall -Werror -o "$tmp/consumer" "$src" $flags
 LD_LIBRARY_PATH="$libdir" "$tmp/consumer"

@@ -288,7 +288,7 @@ typedef struct direct {
 static int direct_loss(void *user, double *loss, uint64_t *pattern)
 {
     direct *d = user;
-    mml_backbone_input in = {d->n, d->in[0].value, d->in[1].value, &d->mix, 1};
+    mml_backbone_input in = {sizeof(mml_backbone_input), 1, d->n, d->in[0].value, d->in[1].value, &d->mix};
     int rc = mml_backbone_forward(d->bb, &in, d->logit);
     if (rc < 0)
         return rc;
@@ -308,7 +308,7 @@ static int direct_grad(void *user)
     int rc = direct_loss(d, &loss, &pattern);
     if (rc < 0)
         return rc;
-    mml_backbone_grads g = {d->in[0].grad, d->in[1].grad, d->in[2].grad};
+    mml_backbone_grads g = {sizeof(mml_backbone_grads), 0, d->in[0].grad, d->in[1].grad, d->in[2].grad};
     return mml_backbone_backward(d->bb, d->coef, &g);
 }
 
@@ -413,11 +413,11 @@ START_TEST(backward_accumulates)
     mml_mix mix;
     mml_mix_init(&mix, MML_MIX_DOMAIN, N);
     mix.domain = dom;
-    mml_backbone_input in = {N, emb, dense, &mix, 1};
+    mml_backbone_input in = {sizeof(mml_backbone_input), 1, N, emb, dense, &mix};
     mml_params_zero_grad(ps, np);
     memset(demb, 0, sizeof demb);
     memset(ddense, 0, sizeof ddense);
-    mml_backbone_grads g = {demb, ddense, NULL};
+    mml_backbone_grads g = {sizeof(mml_backbone_grads), 0, demb, ddense, NULL};
     ck_assert_int_eq(mml_backbone_forward(bb, &in, logit), MML_OK);
     ck_assert_int_eq(mml_backbone_backward(bb, dlogit, &g), MML_OK);
     float *g1[32];
@@ -437,7 +437,7 @@ START_TEST(backward_accumulates)
         ck_assert(fabsf(ddense[i] - 2 * ddense1[i]) <= 1e-6f);
     /* Without any buffer the parameters still get theirs. */
     mml_params_zero_grad(ps, np);
-    mml_backbone_grads none = {NULL, NULL, NULL};
+    mml_backbone_grads none = {sizeof(mml_backbone_grads), 0, NULL, NULL, NULL};
     ck_assert_int_eq(mml_backbone_forward(bb, &in, logit), MML_OK);
     ck_assert_int_eq(mml_backbone_backward(bb, dlogit, &none), MML_OK);
     for (int64_t i = 0; i < np; i++) {
@@ -585,7 +585,7 @@ START_TEST(output_and_parameter_shapes)
             tiny_config(&c, D, 0.5f);
             c.n_dense = nd;
             int64_t inferred = -1;
-            ck_assert_int_eq(vt[b]->infer_shape(&c, &inferred), MML_OK);
+            ck_assert_int_eq(vt[b]->infer_shape(NULL, NULL, &c, &inferred), MML_OK);
             ck_assert_int_eq(inferred, expect);
             mml_param *w0 = find_param(m, "tower.0.W"), *a0 = find_param(m, "expert.2.0.A_t");
             ck_assert_int_eq(w0->rows, d_in);
@@ -762,8 +762,10 @@ typedef struct toy {
     int64_t n;
 } toy;
 
-static int toy_infer(const mml_backbone_config *c, int64_t *n_values)
+static int toy_infer(void *user, mml_ctx *ctx, const mml_backbone_config *c, int64_t *n_values)
 {
+    (void)user;
+    (void)ctx;
     const toy_options *o = c->options;
     if (o && o->fail_infer)
         return o->fail_infer;
@@ -782,8 +784,9 @@ static void toy_destroy(void *self)
     free(t);
 }
 
-static int toy_create(void **self, mml_ctx *ctx, const mml_backbone_config *c)
+static int toy_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, void **self)
 {
+    (void)user;
     (void)ctx;
     const toy_options *o = c->options;
     if (o && o->fail_create)
@@ -885,7 +888,7 @@ static mml_backbone_vtable toy_table(const char *name)
 static int register_toy(mml_ctx *ctx, const char *name)
 {
     mml_backbone_vtable vt = toy_table(name);
-    return mml_backbone_register(ctx, &vt);
+    return mml_backbone_register(ctx, &vt, NULL);
 }
 
 START_TEST(builtin_names_are_known)
@@ -925,20 +928,20 @@ START_TEST(register_refuses_bad_tables)
     ck_assert(mml_backbone_known(ctx, "toy"));
     ck_assert_int_eq(register_toy(ctx, "toy"), MML_EEXIST);
     mml_backbone_vtable vt = toy_table("toy2");
-    ck_assert_int_eq(mml_backbone_register(NULL, &vt), MML_EINVAL);
-    ck_assert_int_eq(mml_backbone_register(ctx, NULL), MML_EINVAL);
+    ck_assert_int_eq(mml_backbone_register(NULL, &vt, NULL), MML_EINVAL);
+    ck_assert_int_eq(mml_backbone_register(ctx, NULL, NULL), MML_EINVAL);
     /* Versions. */
     vt.abi_version = MML_BACKBONE_ABI_VERSION + 1;
-    ck_assert_int_eq(mml_backbone_register(ctx, &vt), MML_EVERSION);
+    ck_assert_int_eq(mml_backbone_register(ctx, &vt, NULL), MML_EVERSION);
     vt.abi_version = 0;
-    ck_assert_int_eq(mml_backbone_register(ctx, &vt), MML_EVERSION);
+    ck_assert_int_eq(mml_backbone_register(ctx, &vt, NULL), MML_EVERSION);
     vt = toy_table("toy2");
     vt.struct_size -= 8;
-    ck_assert_int_eq(mml_backbone_register(ctx, &vt), MML_EVERSION);
+    ck_assert_int_eq(mml_backbone_register(ctx, &vt, NULL), MML_EVERSION);
     vt.struct_size += 16;
-    ck_assert_int_eq(mml_backbone_register(ctx, &vt), MML_EVERSION);
+    ck_assert_int_eq(mml_backbone_register(ctx, &vt, NULL), MML_EVERSION);
     vt.struct_size = 0;
-    ck_assert_int_eq(mml_backbone_register(ctx, &vt), MML_EVERSION);
+    ck_assert_int_eq(mml_backbone_register(ctx, &vt, NULL), MML_EVERSION);
     /* Each required callback. */
     for (int which = 0; which < 6; which++) {
         vt = toy_table("toy2");
@@ -950,26 +953,26 @@ START_TEST(register_refuses_bad_tables)
         case 4: vt.n_params = NULL; break;
         default: vt.param = NULL; break;
         }
-        ck_assert_int_eq(mml_backbone_register(ctx, &vt), MML_EINVAL);
+        ck_assert_int_eq(mml_backbone_register(ctx, &vt, NULL), MML_EINVAL);
     }
     /* The optional ones may be missing. */
     vt = toy_table("toy_minimal");
     vt.infer_shape = NULL;
-    ck_assert_int_eq(mml_backbone_register(ctx, &vt), MML_OK);
+    ck_assert_int_eq(mml_backbone_register(ctx, &vt, NULL), MML_OK);
     /* Names: [a-z0-9_]{1,31}. */
     static const char *const bad[] = {"", "Toy", "toy-2", "toy 2", "toy.2", "t\xc3\xa9",
                                       "abcdefghijklmnopqrstuvwxyz_0123" "4"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_msg(register_toy(ctx, bad[i]) == MML_EINVAL, "'%s'", bad[i]);
     vt = toy_table(NULL);
-    ck_assert_int_eq(mml_backbone_register(ctx, &vt), MML_EINVAL);
+    ck_assert_int_eq(mml_backbone_register(ctx, &vt, NULL), MML_EINVAL);
     ck_assert_int_eq(register_toy(ctx, "abcdefghijklmnopqrstuvwxyz_0123"), MML_OK); /* 31 */
     ck_assert_int_eq(register_toy(ctx, "_9"), MML_OK);
     ck_assert(!mml_backbone_known(ctx, "toy2"));
     /* The table and its name are copied: the caller's may go away. */
     char name[8] = "mine";
     vt = toy_table(name);
-    ck_assert_int_eq(mml_backbone_register(ctx, &vt), MML_OK);
+    ck_assert_int_eq(mml_backbone_register(ctx, &vt, NULL), MML_OK);
     strcpy(name, "gone");
     memset(&vt, 0xff, sizeof vt);
     ck_assert(mml_backbone_known(ctx, "mine"));
@@ -1105,7 +1108,7 @@ START_TEST(registry_grows_and_is_freed)
         snprintf(names[i], sizeof names[i], "toy_%d", i);
         mml_backbone_vtable vt = toy_table(names[i]);
         vt.linear_term = i % 2;
-        ck_assert_int_eq(mml_backbone_register(ctx, &vt), MML_OK);
+        ck_assert_int_eq(mml_backbone_register(ctx, &vt, NULL), MML_OK);
         for (int j = 0; j <= i; j++)
             ck_assert(mml_backbone_known(ctx, names[j]));
         ck_assert(!mml_backbone_known(ctx, "toy_11"));
@@ -1138,7 +1141,7 @@ START_TEST(custom_backbone_gradcheck)
         fx.ctx = plain_ctx(1, 1);
         mml_backbone_vtable vt = toy_table("toy");
         vt.linear_term = 1;
-        ck_assert_int_eq(mml_backbone_register(fx.ctx, &vt), MML_OK);
+        ck_assert_int_eq(mml_backbone_register(fx.ctx, &vt, NULL), MML_OK);
         toy_options o = {0};
         o.grad_bug = bug ? 1e-3f : 0.0f;
         fx.model = tiny_model(fx.ctx, "toy", 0, 0, NDENSE, 0.5f, &o);

@@ -522,13 +522,11 @@ START_TEST(csv_bad_arguments)
     o.n_multihot_columns = 1;
     o.multihot_separator = ',';
     ck_assert_int_eq(mml_csv_load(ctx, &o, p, NULL, NULL, &tr, NULL, NULL), MML_EINVAL);
-    /* A smaller (older) struct_size takes defaults for the rest. */
+    /* A size that no release produced (here: ending inside the struct) is refused. */
     mml_csv_options_init(&o);
     o.struct_size = (uint32_t)offsetof(mml_csv_options, n_field_columns);
-    o.delimiter = ';';
-    ck_assert_int_eq(mml_csv_load(ctx, &o, p, NULL, NULL, &tr, NULL, NULL), MML_OK);
-    ck_assert_int_eq(mml_dataset_n_rows(tr), 5);
-    mml_dataset_destroy(tr);
+    ck_assert_int_eq(mml_csv_load(ctx, &o, p, NULL, NULL, &tr, NULL, NULL), MML_EVERSION);
+    ck_assert_ptr_nonnull(strstr(mml_ctx_last_error(ctx), "struct_size"));
     mml_csv_options_init(NULL);
     mml_ctx_destroy(ctx);
 }

@@ -462,8 +462,10 @@ START_TEST(bad_arguments)
     mml_optimizer_destroy(opt);
     mml_optimizer_options_init(&o);
     o.kind = MML_OPT_SGD;
-    o.lr = -5.0f; /* beyond the short struct: ignored */
-    o.struct_size = (uint32_t)(sizeof o.struct_size + sizeof o.kind);
+    o.struct_size = (uint32_t)(sizeof o.struct_size + sizeof o.kind); /* no release's size */
+    ck_assert_int_eq(mml_optimizer_create(&opt, ctx, &o, ps, 2), MML_EVERSION);
+    mml_optimizer_options_init(&o);
+    o.kind = MML_OPT_SGD;
     ck_assert_int_eq(mml_optimizer_create(&opt, ctx, &o, ps, 2), MML_OK);
     a.grad[0] = 1.0f;
     a.value[0] = 0.0f;

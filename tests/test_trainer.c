@@ -260,7 +260,7 @@ START_TEST(early_stopping_restores_the_best_epoch)
     ck_assert_int_eq(mml_trainer_epoch_report(t, 3, &er), MML_OK);
     ck_assert_int_eq(er.epoch, 4);
     ck_assert(er.val_score == 0.70 && er.train_loss > 0 && er.rows_per_s > 0);
-    ck_assert_int_eq(mml_trainer_epoch_report(t, 5, &er), MML_EINVAL);
+    ck_assert_int_eq(mml_trainer_epoch_report(t, 5, &er), MML_ERANGE);
     drop(&sc.at_best);
     mml_trainer_destroy(t);
     world_free(&w);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <moemlora/moemlora.h>
+#include <moemlora/testing.h>
 
 /* An allocator that counts live blocks and can fail the Nth allocation. */
 typedef struct counting_allocator {

@@ -17,6 +17,7 @@
 
 typedef struct mml_allocator {
     uint32_t version; /* MML_ALLOCATOR_VERSION */
+    uint32_t reserved; /* 0 */
     /* Returns size bytes aligned to alignment (a power of two, at most 4096),
      * or NULL. size is never 0. */
     void *(*alloc)(void *user, size_t size, size_t alignment);

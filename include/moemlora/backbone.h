@@ -38,23 +38,30 @@ typedef struct mml_backbone_config {
     int32_t n_dense;       /* numeric values per row */
     int32_t n_domains;     /* D */
     int32_t n_experts;     /* E; 0 = no adapters */
-    int32_t alpha;         /* adapter rank divisor */
+    int32_t alpha;         /* adapter rank divisor (rank = max(floor(width / alpha), 1)) */
     int32_t n_hidden;      /* DNN tower depth */
     const int32_t *hidden; /* DNN tower widths */
     float dropout;         /* DNN tower dropout */
+    int32_t reserved;      /* 0 */
     uint64_t stream;       /* random stream base for the backbone's init */
     const void *options;   /* the backbone's own options struct, or NULL for its defaults */
 } mml_backbone_config;
 
+/* A forward pass's input. The library passes its own sizeof in struct_size;
+ * a callback reads a field only when struct_size covers it. */
 typedef struct mml_backbone_input {
+    uint32_t struct_size; /* sizeof(mml_backbone_input) of the caller */
+    int32_t training;     /* dropout on */
     int64_t n_rows;
     const float *emb;   /* n_rows x (F * k): field f of row r starts at emb[(r * F + f) * k] */
     const float *dense; /* n_rows x n_dense, or NULL when n_dense is 0 */
     const mml_mix *mix; /* how the tower's adapters enter; never NULL */
-    int32_t training;   /* dropout on */
 } mml_backbone_input;
 
+/* Where backward accumulates the input gradients (struct_size as above). */
 typedef struct mml_backbone_grads {
+    uint32_t struct_size; /* sizeof(mml_backbone_grads) of the caller */
+    uint32_t reserved;    /* 0 */
     float *d_emb;     /* n_rows x (F * k), or NULL */
     float *d_dense;   /* n_rows x n_dense, or NULL */
     float *d_weights; /* n_rows x E gradients of the gate weights (MML_MIX_GATED), or NULL */
@@ -69,9 +76,13 @@ typedef struct mml_backbone_vtable {
     const char *type_name; /* [a-z0-9_]+, at most 31 characters */
     int32_t linear_term;   /* nonzero: the model adds sum_f w_f[id_f] + numeric weights */
     int32_t reserved;
-    /* Checks cfg and reports how many floats of parameters the backbone would have. */
-    int (*infer_shape)(const mml_backbone_config *cfg, int64_t *n_values);
-    int (*create)(void **self, mml_ctx *ctx, const mml_backbone_config *cfg);
+    /* Checks cfg and reports how many floats of parameters the backbone would
+     * have. user is the pointer given to mml_backbone_register(). */
+    int (*infer_shape)(void *user, mml_ctx *ctx, const mml_backbone_config *cfg,
+                       int64_t *n_values);
+    /* Makes an instance in *self; keep ctx (for mml_ctx_alloc, mml_ctx_free
+     * and mml_ctx_set_error) and user in it if the other callbacks need them. */
+    int (*create)(void *user, mml_ctx *ctx, const mml_backbone_config *cfg, void **self);
     void (*destroy)(void *self);
     /* logit[r] = the backbone's logit of row r, written, not accumulated. */
     int (*forward)(void *self, const mml_backbone_input *in, float *logit);
@@ -90,10 +101,11 @@ typedef struct mml_backbone mml_backbone;
 
 MML_BEGIN_DECLS
 
-MML_API void mml_backbone_config_init(mml_backbone_config *cfg);
+MML_API int mml_backbone_config_init_sized(mml_backbone_config *cfg, uint32_t struct_size);
+#define mml_backbone_config_init(cfg) mml_backbone_config_init_sized((cfg), (uint32_t)sizeof(mml_backbone_config))
 /* Copies the table into ctx's registry. MML_EEXIST if the name is taken
  * (built-in names included), MML_EVERSION for another ABI version. */
-MML_API int mml_backbone_register(mml_ctx *ctx, const mml_backbone_vtable *vtable);
+MML_API int mml_backbone_register(mml_ctx *ctx, const mml_backbone_vtable *vtable, void *user);
 /* Whether type_name is known to ctx (built-in or registered). */
 MML_API int mml_backbone_known(const mml_ctx *ctx, const char *type_name);
 /* Built-in type names: "mlp", "wdl", "deepfm", ...; index from 0; NULL past the end. */
@@ -110,8 +122,6 @@ MML_API mml_param *mml_backbone_param(mml_backbone *bb, int64_t index);
 MML_API mml_lora *mml_backbone_experts(mml_backbone *bb);
 MML_API int32_t mml_backbone_linear_term(const mml_backbone *bb);
 MML_API const char *mml_backbone_type_name(const mml_backbone *bb);
-MML_API uint64_t mml_backbone_kink_pattern(mml_backbone *bb);
-MML_API int mml_backbone_set_dropout_replay(mml_backbone *bb, int32_t replay);
 
 MML_END_DECLS
 

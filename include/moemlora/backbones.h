@@ -89,11 +89,12 @@ typedef struct mml_autoint_options {
 typedef struct mml_xdeepfm_options {
     uint32_t struct_size;
     int32_t n_layers;           /* CIN layers, 1..32; default 2 */
-    const int32_t *layer_sizes; /* n_layers feature-map counts, 1..65536; default 128, 128
-                                   (NULL: 128 for every layer) */
     int32_t split_half;         /* nonzero (default): half of each non-final layer's maps go
                                    to the output, half to the next layer (those sizes must be
                                    even); 0: all maps go to both */
+    int32_t reserved;           /* 0 */
+    const int32_t *layer_sizes; /* n_layers feature-map counts, 1..65536; default 128, 128
+                                   (NULL: 128 for every layer); read during create */
 } mml_xdeepfm_options;
 
 typedef struct mml_fibinet_options {
@@ -103,12 +104,18 @@ typedef struct mml_fibinet_options {
 
 MML_BEGIN_DECLS
 
-MML_API void mml_nfm_options_init(mml_nfm_options *opt);
-MML_API void mml_pnn_options_init(mml_pnn_options *opt);
-MML_API void mml_dcn_options_init(mml_dcn_options *opt);
-MML_API void mml_autoint_options_init(mml_autoint_options *opt);
-MML_API void mml_xdeepfm_options_init(mml_xdeepfm_options *opt);
-MML_API void mml_fibinet_options_init(mml_fibinet_options *opt);
+MML_API int mml_nfm_options_init_sized(mml_nfm_options *opt, uint32_t struct_size);
+#define mml_nfm_options_init(opt) mml_nfm_options_init_sized((opt), (uint32_t)sizeof(mml_nfm_options))
+MML_API int mml_pnn_options_init_sized(mml_pnn_options *opt, uint32_t struct_size);
+#define mml_pnn_options_init(opt) mml_pnn_options_init_sized((opt), (uint32_t)sizeof(mml_pnn_options))
+MML_API int mml_dcn_options_init_sized(mml_dcn_options *opt, uint32_t struct_size);
+#define mml_dcn_options_init(opt) mml_dcn_options_init_sized((opt), (uint32_t)sizeof(mml_dcn_options))
+MML_API int mml_autoint_options_init_sized(mml_autoint_options *opt, uint32_t struct_size);
+#define mml_autoint_options_init(opt) mml_autoint_options_init_sized((opt), (uint32_t)sizeof(mml_autoint_options))
+MML_API int mml_xdeepfm_options_init_sized(mml_xdeepfm_options *opt, uint32_t struct_size);
+#define mml_xdeepfm_options_init(opt) mml_xdeepfm_options_init_sized((opt), (uint32_t)sizeof(mml_xdeepfm_options))
+MML_API int mml_fibinet_options_init_sized(mml_fibinet_options *opt, uint32_t struct_size);
+#define mml_fibinet_options_init(opt) mml_fibinet_options_init_sized((opt), (uint32_t)sizeof(mml_fibinet_options))
 
 MML_END_DECLS
 

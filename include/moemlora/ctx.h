@@ -17,6 +17,7 @@
 #ifndef MOEMLORA_CTX_H
 #define MOEMLORA_CTX_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "alloc.h"
@@ -24,7 +25,13 @@
 
 typedef struct mml_ctx mml_ctx;
 
-enum { MML_LOG_DEBUG = 0, MML_LOG_INFO = 1, MML_LOG_WARN = 2, MML_LOG_ERROR = 3 };
+/* The levels of the library's messages. */
+typedef enum mml_log_level {
+    MML_LOG_INFO = 1,  /* progress: the trainer's line per epoch and per stage */
+    MML_LOG_WARN = 2,  /* something the caller should know: slow kernels, a stage that
+                          could not validate */
+    MML_LOG_ERROR = 3  /* the message of every failing call, as mml_ctx_last_error() */
+} mml_log_level;
 
 /* Receives the library's messages; the library prints nothing itself. */
 typedef void (*mml_log_fn)(void *user, int level, const char *message);
@@ -40,7 +47,8 @@ typedef struct mml_ctx_options {
 
 MML_BEGIN_DECLS
 
-MML_API void mml_ctx_options_init(mml_ctx_options *opt);
+MML_API int mml_ctx_options_init_sized(mml_ctx_options *opt, uint32_t struct_size);
+#define mml_ctx_options_init(opt) mml_ctx_options_init_sized((opt), (uint32_t)sizeof(mml_ctx_options))
 /* opt may be NULL for the defaults. */
 MML_API int mml_ctx_create(mml_ctx **out, const mml_ctx_options *opt);
 MML_API void mml_ctx_destroy(mml_ctx *ctx);
@@ -55,6 +63,10 @@ MML_API uint32_t mml_ctx_threads(const mml_ctx *ctx);
 MML_API int mml_ctx_set_threads(mml_ctx *ctx, uint32_t n_threads);
 MML_API uint64_t mml_ctx_seed(const mml_ctx *ctx);
 MML_API int mml_ctx_set_seed(mml_ctx *ctx, uint64_t seed);
+
+MML_API void *mml_ctx_alloc(mml_ctx *ctx, size_t size);
+MML_API void mml_ctx_free(mml_ctx *ctx, void *ptr, size_t size);
+MML_API int mml_ctx_set_error(mml_ctx *ctx, int status, const char *message);
 
 MML_END_DECLS
 

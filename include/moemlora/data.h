@@ -107,8 +107,10 @@ MML_API int mml_dataset_multihot_row(const mml_dataset *ds, int32_t m, int64_t r
  * multi-hot fields point into the data set's CSR arrays (offsets starting at
  * row start's entry, so they may start above 0). Returns
  * MML_EINVAL for NULL arguments, MML_ERANGE for rows outside the data set. */
-MML_API int mml_dataset_view(const mml_dataset *ds, int64_t start, int64_t count,
-                             mml_batch_view *out);
+MML_API int mml_dataset_view_sized(const mml_dataset *ds, int64_t start, int64_t count,
+                                   mml_batch_view *out, uint32_t struct_size);
+#define mml_dataset_view(ds, start, count, out)                                                  \
+    mml_dataset_view_sized((ds), (start), (count), (out), (uint32_t)sizeof(mml_batch_view))
 
 /* Writes the rows as CSV: header `label,domain,<field names...>,<numeric
  * names...>,<multi-hot names...>` (the field that carries the domain id is
@@ -160,27 +162,32 @@ MML_API int mml_dataset_write_csv(const mml_dataset *ds, mml_ctx *ctx, const cha
  * MML_EIO, a missing column MML_ENOTFOUND, an empty file or a training file
  * without rows MML_EPARSE. */
 typedef struct mml_csv_options {
-    uint32_t struct_size;        /* sizeof(mml_csv_options) */
+    uint32_t struct_size;        /* set by mml_csv_options_init() */
+    int32_t n_field_columns;
     const char *label_column;    /* "label" */
     const char *domain_column;   /* "domain"; NULL or "": one domain */
     const char *const *field_columns; /* NULL: default (see above) */
-    int32_t n_field_columns;
     const char *const *numeric_columns;
-    int32_t n_numeric_columns;
     const char *const *multihot_columns;
-    int32_t n_multihot_columns;
-    char multihot_separator;     /* '|' */
     const char *const *ignore_columns;
+    int32_t n_numeric_columns;
+    int32_t n_multihot_columns;
     int32_t n_ignore_columns;
-    char delimiter;              /* ',' (use '\t' for TSV) */
     int32_t skip_bad_rows;       /* 0: the first bad row is an error */
     int32_t domain_as_field;     /* 1 */
+    char multihot_separator;     /* '|' */
+    char delimiter;              /* ',' (use '\t' for TSV) */
+    char reserved[2];            /* 0 */
     int64_t max_line_bytes;      /* MML_CSV_MAX_LINE_DEFAULT; 1 .. MML_CSV_MAX_LINE_LIMIT */
 } mml_csv_options;
 
 /* ---------------------------------------------------------------- MovieLens */
 
-enum { MML_DOMAIN_BY_GENDER = 0, MML_DOMAIN_BY_AGE = 1, MML_DOMAIN_BY_OCCUPATION = 2 };
+typedef enum mml_domain_by {
+    MML_DOMAIN_BY_GENDER = 0,
+    MML_DOMAIN_BY_AGE = 1,
+    MML_DOMAIN_BY_OCCUPATION = 2
+} mml_domain_by;
 
 /* The official MovieLens files, detected from the folder's contents:
  *   ML-100K: u.data (user TAB item TAB rating TAB timestamp), u.user
@@ -194,10 +201,11 @@ enum { MML_DOMAIN_BY_GENDER = 0, MML_DOMAIN_BY_AGE = 1, MML_DOMAIN_BY_OCCUPATION
  * domain (categorical, in that order); user and item ids are the 0-based
  * ranks of the raw ids over all ratings; field sizes cover all three splits. */
 typedef struct mml_movielens_options {
-    uint32_t struct_size; /* sizeof(mml_movielens_options) */
-    const char *dir;      /* the folder holding the files; required */
+    uint32_t struct_size; /* set by mml_movielens_options_init() */
     int32_t domain_by;    /* MML_DOMAIN_BY_GENDER */
+    const char *dir;      /* the folder holding the files; required */
     int32_t label_min;    /* 5 (label = rating >= label_min), 1..5 */
+    int32_t reserved;     /* 0 */
     uint64_t split_seed;  /* 123 */
 } mml_movielens_options;
 
@@ -234,13 +242,14 @@ typedef struct mml_movielens_options {
  * (shift_scale and domain_scale 2.0 against shared_scale 0.5), which
  * per-domain adapters capture and a shared tower learns only slowly. */
 typedef struct mml_synthetic_options {
-    uint32_t struct_size; /* sizeof(mml_synthetic_options) */
-    int64_t n_rows;       /* 24000; >= 1 */
+    uint32_t struct_size; /* set by mml_synthetic_options_init() */
     int32_t n_domains;    /* 4; 1 .. 1024 */
+    int64_t n_rows;       /* 24000; >= 1 */
     int32_t n_users;      /* 80; >= 1 */
     int32_t n_items;      /* 40; >= 1 */
     uint64_t seed;        /* 1: the model, the rows and the split */
     int32_t n_factors;    /* 4; 1 .. 64 */
+    int32_t reserved;     /* 0 */
     double shared_scale;  /* 0.5 */
     double domain_scale;  /* 2.0 */
     double shift_scale;   /* 2.0 */
@@ -262,14 +271,16 @@ typedef struct mml_synthetic_options {
 typedef struct mml_batcher mml_batcher;
 
 typedef struct mml_batcher_options {
-    uint32_t struct_size; /* sizeof(mml_batcher_options) */
-    int64_t batch_size;   /* 1024; >= 1 */
+    uint32_t struct_size; /* set by mml_batcher_options_init() */
     int32_t shuffle;      /* 1 */
+    int64_t batch_size;   /* 1024; >= 1 */
     int32_t domain;       /* -1: all rows; else only that domain's rows */
+    int32_t reserved;     /* 0 */
     uint64_t seed;        /* 1 */
 } mml_batcher_options;
 
-MML_API void mml_csv_options_init(mml_csv_options *o);
+MML_API int mml_csv_options_init_sized(mml_csv_options *o, uint32_t struct_size);
+#define mml_csv_options_init(o) mml_csv_options_init_sized((o), (uint32_t)sizeof(mml_csv_options))
 /* Loads train_path (required) and val_path / test_path (each may be NULL: the
  * matching output is then set to NULL and may itself be NULL). All three
  * share the schema built on the training file. On failure every output is NULL. */
@@ -277,15 +288,18 @@ MML_API int mml_csv_load(mml_ctx *ctx, const mml_csv_options *o, const char *tra
                          const char *val_path, const char *test_path, mml_dataset **train,
                          mml_dataset **val, mml_dataset **test);
 
-MML_API void mml_movielens_options_init(mml_movielens_options *o);
+MML_API int mml_movielens_options_init_sized(mml_movielens_options *o, uint32_t struct_size);
+#define mml_movielens_options_init(o) mml_movielens_options_init_sized((o), (uint32_t)sizeof(mml_movielens_options))
 MML_API int mml_movielens_load(mml_ctx *ctx, const mml_movielens_options *o, mml_dataset **train,
                                mml_dataset **val, mml_dataset **test);
 
-MML_API void mml_synthetic_options_init(mml_synthetic_options *o);
+MML_API int mml_synthetic_options_init_sized(mml_synthetic_options *o, uint32_t struct_size);
+#define mml_synthetic_options_init(o) mml_synthetic_options_init_sized((o), (uint32_t)sizeof(mml_synthetic_options))
 MML_API int mml_synthetic_generate(mml_ctx *ctx, const mml_synthetic_options *o,
                                    mml_dataset **train, mml_dataset **val, mml_dataset **test);
 
-MML_API void mml_batcher_options_init(mml_batcher_options *o);
+MML_API int mml_batcher_options_init_sized(mml_batcher_options *o, uint32_t struct_size);
+#define mml_batcher_options_init(o) mml_batcher_options_init_sized((o), (uint32_t)sizeof(mml_batcher_options))
 /* o may be NULL for the defaults. The batcher starts in epoch 0. */
 MML_API int mml_batcher_create(mml_batcher **out, mml_ctx *ctx, const mml_dataset *ds,
                                const mml_batcher_options *o);
@@ -295,7 +309,8 @@ MML_API void mml_batcher_destroy(mml_batcher *b);
 MML_API int mml_batcher_start_epoch(mml_batcher *b, uint64_t epoch);
 /* 1: a batch in *out (valid until the next call on the batcher); 0: the epoch
  * is done; < 0: error. The last batch of an epoch may be short. */
-MML_API int mml_batcher_next(mml_batcher *b, mml_batch_view *out);
+MML_API int mml_batcher_next_sized(mml_batcher *b, mml_batch_view *out, uint32_t struct_size);
+#define mml_batcher_next(b, out) mml_batcher_next_sized((b), (out), (uint32_t)sizeof(mml_batch_view))
 /* Rows selected (all rows, or the domain's rows). */
 MML_API int64_t mml_batcher_n_rows(const mml_batcher *b);
 /* Batches per epoch. */

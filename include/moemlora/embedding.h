@@ -17,24 +17,24 @@
 typedef struct mml_embedding mml_embedding;
 
 /* Out-of-vocabulary policy of a table. */
-enum {
+typedef enum mml_oov_policy {
     MML_OOV_ERROR = 0,       /* an id outside [0, n_rows) is an error (MML_ERANGE) */
     MML_OOV_RESERVED_ROW = 1 /* row n_rows - 1 is reserved: every id outside
                                 [0, n_rows - 1) (negative, too large, or n_rows - 1
                                 itself) reads and trains that row; needs n_rows >= 2 */
-};
+} mml_oov_policy;
 
-enum {
+typedef enum mml_init_kind {
     MML_INIT_NORMAL = 0,  /* N(0, scale^2) */
     MML_INIT_UNIFORM = 1, /* U(-scale, scale) */
     MML_INIT_ZEROS = 2
-};
+} mml_init_kind;
 
 typedef struct mml_embedding_options {
     uint32_t struct_size;
     int32_t dim;       /* >= 1; default 8 */
     int64_t n_rows;    /* >= 1 */
-    int32_t init;      /* MML_INIT_*; default MML_INIT_NORMAL */
+    int32_t init;      /* mml_init_kind; default MML_INIT_NORMAL */
     float scale;       /* default 0.01 (std of the normal init) */
     uint64_t stream;   /* random stream within the context's seed, e.g. the field index */
     const char *name;  /* used in error messages and parameter names; default "embedding" */
@@ -44,7 +44,8 @@ typedef struct mml_embedding_options {
 
 MML_BEGIN_DECLS
 
-MML_API void mml_embedding_options_init(mml_embedding_options *opt);
+MML_API int mml_embedding_options_init_sized(mml_embedding_options *opt, uint32_t struct_size);
+#define mml_embedding_options_init(opt) mml_embedding_options_init_sized((opt), (uint32_t)sizeof(mml_embedding_options))
 MML_API int mml_embedding_create(mml_embedding **out, mml_ctx *ctx,
                                  const mml_embedding_options *opt);
 MML_API void mml_embedding_destroy(mml_embedding *emb);
@@ -59,10 +60,10 @@ MML_API int mml_embedding_backward(mml_embedding *emb, const int32_t *ids, int64
                                    int64_t n, const float *dout, int64_t dout_row_stride);
 
 /* Multi-hot pooling (a variable number of ids per row). */
-enum {
+typedef enum mml_pooling {
     MML_POOL_SUM = 0, /* sum of the rows' vectors */
     MML_POOL_MEAN = 1 /* their mean */
-};
+} mml_pooling;
 
 /* Row r < n_rows of the batch has the ids ids[offsets[r] .. offsets[r + 1])
  * (CSR as mml_dataset_multihot_csr gives it; offsets has n_rows + 1 entries,

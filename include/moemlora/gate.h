@@ -36,13 +36,16 @@ typedef struct mml_gate_options {
     int32_t n_domains; /* >= 1 */
     int32_t n_experts; /* >= 1 */
     int32_t embed_dim; /* default 4 */
+    int32_t reserved0; /* 0 */
     uint64_t stream;   /* random stream for the init */
     int32_t top_k;     /* 0 (default): dense softmax; k >= 1: keep the k largest (see above) */
+    int32_t reserved;  /* 0 */
 } mml_gate_options;
 
 MML_BEGIN_DECLS
 
-MML_API void mml_gate_options_init(mml_gate_options *opt);
+MML_API int mml_gate_options_init_sized(mml_gate_options *opt, uint32_t struct_size);
+#define mml_gate_options_init(opt) mml_gate_options_init_sized((opt), (uint32_t)sizeof(mml_gate_options))
 MML_API int mml_gate_create(mml_gate **out, mml_ctx *ctx, const mml_gate_options *opt);
 MML_API void mml_gate_destroy(mml_gate *gate);
 

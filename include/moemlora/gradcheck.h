@@ -61,16 +61,22 @@ typedef int (*mml_grad_fn)(void *user);
 typedef int (*mml_loss_fn)(void *user, double *loss, uint64_t *pattern);
 
 typedef struct mml_gradcheck_options {
-    uint32_t struct_size;         /* sizeof(mml_gradcheck_options) */
+    uint32_t struct_size;         /* set by mml_gradcheck_options_init() */
+    int32_t reserved0;            /* 0 */
     double step;                  /* h > 0; default 1e-3 */
     double rtol;                  /* >= 0; default 1e-2 */
     double atol;                  /* >= 0; default 1e-5 */
     int64_t max_coords_per_param; /* 0 (default) = every coordinate; else a seeded sample */
     uint64_t seed;                /* for the sample and the direction; default 1 */
     int32_t random_direction;     /* 1 (default): also check one random direction; 0: don't */
+    int32_t reserved1;            /* 0 */
 } mml_gradcheck_options;
 
 typedef struct mml_gradcheck_report {
+    uint32_t struct_size;   /* bytes the library filled (the caller's size) */
+    int32_t direction_checked; /* 1 if the direction was compared (0: off, or it crossed a kink) */
+    int32_t direction_ok;      /* 1 if it was compared and passed */
+    int32_t reserved;          /* 0 */
     int64_t checked;        /* coordinates compared */
     int64_t skipped_kinks;  /* coordinates skipped because the pattern changed */
     int64_t failed;         /* coordinates that failed */
@@ -83,13 +89,12 @@ typedef struct mml_gradcheck_report {
     double worst_numeric;
     double direction_analytic; /* gradient . d and its difference estimate */
     double direction_numeric;
-    int32_t direction_checked; /* 1 if the direction was compared (0: off, or it crossed a kink) */
-    int32_t direction_ok;      /* 1 if it was compared and passed */
 } mml_gradcheck_report;
 
 MML_BEGIN_DECLS
 
-MML_API void mml_gradcheck_options_init(mml_gradcheck_options *opt);
+MML_API int mml_gradcheck_options_init_sized(mml_gradcheck_options *opt, uint32_t struct_size);
+#define mml_gradcheck_options_init(opt) mml_gradcheck_options_init_sized((opt), (uint32_t)sizeof(mml_gradcheck_options))
 
 /* Runs the check. opt may be NULL for the defaults, report may be NULL.
  * Returns MML_OK if nothing failed, MML_EGRADIENT if a coordinate or the
@@ -99,9 +104,13 @@ MML_API void mml_gradcheck_options_init(mml_gradcheck_options *opt);
  * parameters' values are restored exactly in every case; their grad buffers
  * hold the analytic gradient afterwards. The report is filled in every case
  * with what was done. */
-MML_API int mml_gradcheck(mml_ctx *ctx, const mml_gradcheck_options *opt,
-                          mml_param *const *params, int64_t n_params, mml_grad_fn grad,
-                          mml_loss_fn loss, void *user, mml_gradcheck_report *report);
+MML_API int mml_gradcheck_sized(mml_ctx *ctx, const mml_gradcheck_options *opt,
+                                mml_param *const *params, int64_t n_params, mml_grad_fn grad,
+                                mml_loss_fn loss, void *user, mml_gradcheck_report *report,
+                                uint32_t report_size);
+#define mml_gradcheck(ctx, opt, params, n_params, grad, loss, user, report)                      \
+    mml_gradcheck_sized((ctx), (opt), (params), (n_params), (grad), (loss), (user), (report),    \
+                        (uint32_t)sizeof(mml_gradcheck_report))
 
 MML_END_DECLS
 

@@ -34,7 +34,7 @@
 
 typedef struct mml_lora mml_lora;
 
-enum {
+typedef enum mml_mix_mode {
     MML_MIX_NONE = 0,
     MML_MIX_DOMAIN = 1,
     MML_MIX_GATED = 2,
@@ -42,11 +42,13 @@ enum {
     /* Model level only (mml_model_forward): each row mixes its domain's own
      * experts (i with i mod D = domain) with weight 1/m, m = E / D. */
     MML_MIX_OWN = 4
-};
+} mml_mix_mode;
 
 typedef struct mml_mix {
+    uint32_t struct_size;  /* set by mml_mix_init() */
     int32_t mode;          /* MML_MIX_* */
     int32_t expert;        /* MML_MIX_SINGLE: the expert */
+    int32_t reserved;      /* 0 */
     int64_t n_rows;        /* rows of the batch */
     const int32_t *domain; /* MML_MIX_DOMAIN: expert index of each row (its domain) */
     const float *weights;  /* MML_MIX_GATED: n_rows x n_experts, row-major */
@@ -57,13 +59,15 @@ typedef struct mml_lora_options {
     int32_t n_layers;    /* hidden layers of the tower, >= 1 */
     const int32_t *dims; /* n_layers + 1 widths: the tower's input, then each hidden layer */
     int32_t n_experts;   /* >= 1 */
-    int32_t alpha;       /* rank divisor ("lora_reduce"), >= 1; default 16 */
+    int32_t alpha;       /* rank divisor ("lora_reduce"), >= 1; default 16: not LoRA's
+                            alpha scale (there is no alpha / r factor) */
     uint64_t stream;     /* added to each expert's random stream number */
 } mml_lora_options;
 
 MML_BEGIN_DECLS
 
-MML_API void mml_lora_options_init(mml_lora_options *opt);
+MML_API int mml_lora_options_init_sized(mml_lora_options *opt, uint32_t struct_size);
+#define mml_lora_options_init(opt) mml_lora_options_init_sized((opt), (uint32_t)sizeof(mml_lora_options))
 MML_API int mml_lora_create(mml_lora **out, mml_ctx *ctx, const mml_lora_options *opt);
 MML_API void mml_lora_destroy(mml_lora *lora);
 
@@ -76,7 +80,9 @@ MML_API int32_t mml_lora_rank_for(int32_t d_in, int32_t d_out, int32_t alpha);
 MML_API int64_t mml_lora_n_params(const mml_lora *lora);
 MML_API mml_param *mml_lora_param(mml_lora *lora, int64_t index);
 /* A mixture description in *mix for n rows (convenience; fields can also be set by hand). */
-MML_API void mml_mix_init(mml_mix *mix, int32_t mode, int64_t n_rows);
+MML_API int mml_mix_init_sized(mml_mix *mix, uint32_t struct_size, int32_t mode, int64_t n_rows);
+#define mml_mix_init(mix, mode, n_rows)                                                          \
+    mml_mix_init_sized((mix), (uint32_t)sizeof(mml_mix), (mode), (n_rows))
 
 MML_END_DECLS
 

@@ -32,23 +32,25 @@
 typedef struct mml_metrics mml_metrics;
 
 typedef struct mml_domain_metrics {
+    uint32_t struct_size; /* bytes the library filled (the caller's size) */
+    int32_t auc_defined;  /* 0: one class only (or no rows) */
     int64_t n;
     int64_t n_positive;
     double auc;           /* 0 when undefined */
-    int32_t auc_defined;  /* 0: one class only (or no rows) */
     double logloss;       /* 0 when n == 0 */
 } mml_domain_metrics;
 
 typedef struct mml_metrics_summary {
+    uint32_t struct_size;       /* bytes the library filled (the caller's size) */
+    int32_t n_domains_with_auc; /* mean_auc and wauc are undefined when 0 */
+    int32_t gauc_defined;       /* 0: no grouped rows, or no group holds both classes */
+    int32_t auc_defined;        /* 0: the pooled AUC is undefined */
     int64_t n;
-    double logloss;            /* mean BCE over all rows; 0 when n == 0 */
-    double mean_auc;           /* over the domains with a defined AUC; 0 if none */
-    double wauc;               /* weighted by the domains' rows; 0 if none */
-    int32_t n_domains_with_auc;
-    double gauc;               /* 0 when undefined */
-    int32_t gauc_defined;      /* 0: no grouped rows, or no group holds both classes */
-    double auc;                /* pooled over all rows; 0 when undefined */
-    int32_t auc_defined;
+    double logloss;             /* mean BCE over all rows; 0 when n == 0 */
+    double mean_auc;            /* over the domains with a defined AUC; 0 if none */
+    double wauc;                /* weighted by the domains' rows; 0 if none */
+    double gauc;                /* 0 when undefined */
+    double auc;                 /* pooled over all rows; 0 when undefined */
 } mml_metrics_summary;
 
 MML_BEGIN_DECLS
@@ -79,9 +81,15 @@ MML_API int mml_metrics_add_grouped(mml_metrics *m, const float *logits, const f
                                     const int32_t *domain, const int32_t *group, int64_t n);
 /* Computes everything over the rows added since the last reset. More rows
  * may be added afterwards and compute called again. */
-MML_API int mml_metrics_compute(mml_metrics *m, mml_metrics_summary *out);
+MML_API int mml_metrics_compute_sized(mml_metrics *m, mml_metrics_summary *out,
+                                      uint32_t struct_size);
+#define mml_metrics_compute(m, out)                                                              \
+    mml_metrics_compute_sized((m), (out), (uint32_t)sizeof(mml_metrics_summary))
 /* Domain d's figures from the last mml_metrics_compute (MML_ESTATE before it). */
-MML_API int mml_metrics_domain(const mml_metrics *m, int32_t d, mml_domain_metrics *out);
+MML_API int mml_metrics_domain_sized(const mml_metrics *m, int32_t d, mml_domain_metrics *out,
+                                     uint32_t struct_size);
+#define mml_metrics_domain(m, d, out)                                                            \
+    mml_metrics_domain_sized((m), (d), (out), (uint32_t)sizeof(mml_domain_metrics))
 MML_API int32_t mml_metrics_n_domains(const mml_metrics *m);
 
 MML_END_DECLS

@@ -44,34 +44,36 @@
 typedef struct mml_model mml_model;
 
 typedef struct mml_model_options {
-    uint32_t struct_size;
-    const char *backbone;         /* type name; default "mlp" */
-    const void *backbone_options; /* the backbone's own options, or NULL */
-    int32_t n_fields;             /* F >= 1 */
-    const int64_t *field_sizes;   /* F vocabulary sizes */
-    int32_t embed_dim;            /* default 8 */
-    float embed_std;              /* default 0.01 */
-    int32_t n_dense;              /* numeric values per row; default 0 */
-    int32_t n_domains;            /* D >= 1 */
-    int32_t n_experts;            /* 0 (shared model), D (MLoRA) or m * D (MoE-MLoRA) */
-    int32_t gate;                 /* nonzero: an MoE gate over the experts */
-    int32_t gate_dim;             /* default 4 */
-    int32_t alpha;                /* default 16 */
-    int32_t n_hidden;             /* default 3 */
-    const int32_t *hidden;        /* default 256, 128, 64 */
-    float dropout;                /* default 0.5 */
-    int32_t gate_top_k;           /* the gate's top_k (mml_gate_options); 0 (default) = dense */
-    float l2_embedding;           /* >= 0, finite; default 0: see mml_model_regularization */
-    float l2_dense;               /* >= 0, finite; default 0: see mml_model_regularization */
-    /* Appended: multi-hot fields (see above). */
-    int32_t n_multihot;           /* M >= 0, F + M <= 4096; default 0 */
+    uint32_t struct_size;          /* set by mml_model_options_init() */
+    int32_t n_fields;              /* F >= 1 */
+    const char *backbone;          /* type name; default "mlp"; copied */
+    const void *backbone_options;  /* the backbone's own options, or NULL; read during create */
+    const int64_t *field_sizes;    /* F vocabulary sizes; read during create */
+    int32_t embed_dim;             /* default 8 */
+    float embed_std;               /* default 0.01 */
+    int32_t n_dense;               /* numeric values per row; default 0 */
+    int32_t n_domains;             /* D >= 1 */
+    int32_t n_experts;             /* 0 (shared model), D (MLoRA) or m * D (MoE-MLoRA) */
+    int32_t gate;                  /* nonzero: an MoE gate over the experts */
+    int32_t gate_dim;              /* default 4 */
+    int32_t alpha;                 /* LoRA rank divisor: rank = max(floor(width / alpha), 1)
+                                      (not LoRA's alpha scale: no alpha / r factor); default 16 */
+    int32_t n_hidden;              /* default 3 */
+    float dropout;                 /* default 0.5 */
+    const int32_t *hidden;         /* default 256, 128, 64; read during create */
+    int32_t gate_top_k;            /* the gate's top_k (mml_gate_options); 0 (default) = dense */
+    float l2_embedding;            /* >= 0, finite; default 0: see mml_model_regularization */
+    float l2_dense;                /* >= 0, finite; default 0: see mml_model_regularization */
+    int32_t n_multihot;            /* multi-hot fields M >= 0, F + M <= 4096; default 0 */
     const int64_t *multihot_sizes; /* M vocabulary sizes (may be NULL when M is 0) */
-    int32_t multihot_pooling;     /* MML_POOL_MEAN (default) or MML_POOL_SUM */
+    int32_t multihot_pooling;      /* MML_POOL_MEAN (default) or MML_POOL_SUM */
+    int32_t reserved;              /* 0 */
 } mml_model_options;
 
 MML_BEGIN_DECLS
 
-MML_API void mml_model_options_init(mml_model_options *opt);
+MML_API int mml_model_options_init_sized(mml_model_options *opt, uint32_t struct_size);
+#define mml_model_options_init(opt) mml_model_options_init_sized((opt), (uint32_t)sizeof(mml_model_options))
 MML_API int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt);
 MML_API void mml_model_destroy(mml_model *model);
 
@@ -117,10 +119,6 @@ MML_API int32_t mml_model_n_domains(const mml_model *model);
 MML_API int32_t mml_model_n_experts(const mml_model *model);
 /* F, the categorical fields (multi-hot fields not counted). */
 MML_API int32_t mml_model_n_fields(const mml_model *model);
-/* For finite-difference checks: reuse dropout masks; fingerprint of kinks taken
- * (the backbone's, combined with the gate's top-k selections after a gated forward). */
-MML_API int mml_model_set_dropout_replay(mml_model *model, int32_t replay);
-MML_API uint64_t mml_model_kink_pattern(mml_model *model);
 
 MML_END_DECLS
 

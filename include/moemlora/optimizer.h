@@ -57,7 +57,12 @@
 
 typedef struct mml_optimizer mml_optimizer;
 
-enum { MML_OPT_SGD = 0, MML_OPT_ADAM = 1, MML_OPT_LAZY_ADAM = 2, MML_OPT_ADAGRAD = 3 };
+typedef enum mml_optimizer_kind {
+    MML_OPT_SGD = 0,
+    MML_OPT_ADAM = 1,
+    MML_OPT_LAZY_ADAM = 2,
+    MML_OPT_ADAGRAD = 3
+} mml_optimizer_kind;
 
 typedef struct mml_optimizer_options {
     uint32_t struct_size; /* sizeof(mml_optimizer_options) */
@@ -71,7 +76,8 @@ typedef struct mml_optimizer_options {
 
 MML_BEGIN_DECLS
 
-MML_API void mml_optimizer_options_init(mml_optimizer_options *opt);
+MML_API int mml_optimizer_options_init_sized(mml_optimizer_options *opt, uint32_t struct_size);
+#define mml_optimizer_options_init(opt) mml_optimizer_options_init_sized((opt), (uint32_t)sizeof(mml_optimizer_options))
 
 /* opt may be NULL for the defaults; every field is checked, whatever the
  * kind. params holds n_params >= 1 distinct parameters, each with separate

@@ -18,12 +18,12 @@
 
 #include "export.h"
 
-enum {
+typedef enum mml_param_group {
     MML_GROUP_EMBEDDING = 0, /* embedding tables and first-order weights */
     MML_GROUP_BACKBONE = 1,  /* the shared network, including the global bias */
     MML_GROUP_EXPERT = 2,    /* LoRA adapters; mml_param.expert says which */
     MML_GROUP_GATE = 3       /* the MoE gate */
-};
+} mml_param_group;
 
 typedef struct mml_param {
     const char *name;   /* e.g. "tower.0.W"; owned by the object */

@@ -10,7 +10,7 @@
 
 #include "export.h"
 
-enum {
+typedef enum mml_status {
     MML_OK = 0,
     MML_EINVAL = -1,       /* an argument is invalid (NULL, out of range, bad option) */
     MML_ENOMEM = -2,       /* the allocator returned NULL */
@@ -28,7 +28,7 @@ enum {
     MML_EUNSUPPORTED = -14, /* valid but not implemented for this configuration */
     MML_EFORMAT = -15,     /* a binary file is corrupt or not of this format */
     MML_EGRADIENT = -16    /* a gradient check found a mismatch */
-};
+} mml_status;
 
 MML_BEGIN_DECLS
 

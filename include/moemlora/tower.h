@@ -30,15 +30,16 @@ typedef struct mml_tower_options {
     uint32_t struct_size;
     int32_t d_in;          /* input width, >= 1 */
     int32_t n_layers;      /* >= 1; default 3 */
-    const int32_t *hidden; /* n_layers widths; default (NULL) 256, 128, 64 */
     float dropout;         /* in [0, 1); default 0.5 */
+    const int32_t *hidden; /* n_layers widths; default (NULL) 256, 128, 64 */
     uint64_t stream;       /* random stream for init and dropout */
     const char *name;      /* parameter name prefix; default "tower" */
 } mml_tower_options;
 
 MML_BEGIN_DECLS
 
-MML_API void mml_tower_options_init(mml_tower_options *opt);
+MML_API int mml_tower_options_init_sized(mml_tower_options *opt, uint32_t struct_size);
+#define mml_tower_options_init(opt) mml_tower_options_init_sized((opt), (uint32_t)sizeof(mml_tower_options))
 MML_API int mml_tower_create(mml_tower **out, mml_ctx *ctx, const mml_tower_options *opt);
 MML_API void mml_tower_destroy(mml_tower *tower);
 

@@ -38,10 +38,25 @@
 
 typedef struct mml_trainer mml_trainer;
 
-enum { MML_VARIANT_BASE = 0, MML_VARIANT_MLORA = 1, MML_VARIANT_MOE = 2 };
-enum { MML_STAGE_JOINT = 0, MML_STAGE_BACKBONE = 1, MML_STAGE_EXPERTS = 2, MML_STAGE_GATE = 3 };
+/** The three methods: the shared model, MLoRA and MoE-MLoRA (METHOD.md). */
+typedef enum mml_variant {
+    MML_VARIANT_BASE = 0,  /* the shared model, no adapters */
+    MML_VARIANT_MLORA = 1, /* one adapter per domain, trained jointly */
+    MML_VARIANT_MOE = 2    /* backbone, then experts one domain at a time, then the gate */
+} mml_variant;
+
+/** Training stages. */
+typedef enum mml_stage {
+    MML_STAGE_JOINT = 0,    /* base and MLoRA: everything at once */
+    MML_STAGE_BACKBONE = 1, /* MoE-MLoRA stage 1: the shared model */
+    MML_STAGE_EXPERTS = 2,  /* MoE-MLoRA stage 2: each expert on its own domain's rows */
+    MML_STAGE_GATE = 3      /* MoE-MLoRA stage 3: the gate */
+} mml_stage;
 
 typedef struct mml_progress {
+    uint32_t struct_size; /* the library's sizeof(mml_progress): read later fields only if
+                             struct_size covers them */
+    int32_t reserved;     /* 0 */
     int32_t stage;        /* MML_STAGE_* */
     int32_t expert;       /* stage 2: the expert; else -1 */
     int32_t epoch;        /* 1-based */
@@ -62,10 +77,10 @@ typedef int (*mml_validate_fn)(void *user, int32_t stage, int32_t expert, int32_
 typedef struct mml_trainer_options {
     uint32_t struct_size;
     int32_t variant;              /* MML_VARIANT_*; default MML_VARIANT_MOE */
-    const char *backbone;         /* default "mlp" */
-    const void *backbone_options;
+    const char *backbone;         /* default "mlp"; copied */
+    const void *backbone_options; /* read during create */
     int32_t experts_per_domain;   /* m, MoE only; default 1 */
-    int32_t alpha;                /* default 16 */
+    int32_t alpha;                /* LoRA rank divisor (see mml_model_options); default 16 */
     int32_t embed_dim;            /* default 8 */
     int32_t n_hidden;             /* default 3 */
     const int32_t *hidden;        /* default 256, 128, 64 */
@@ -85,6 +100,7 @@ typedef struct mml_trainer_options {
 } mml_trainer_options;
 
 typedef struct mml_stage_report {
+    uint32_t struct_size;     /* bytes the library filled (the caller's size) */
     int32_t stage;            /* MML_STAGE_* */
     int32_t expert;           /* stage 2: the expert; else -1 */
     int32_t domain;           /* stage 2: its domain; else -1 */
@@ -96,10 +112,10 @@ typedef struct mml_stage_report {
 } mml_stage_report;
 
 typedef struct mml_epoch_report {
+    uint32_t struct_size;     /* bytes the library filled (the caller's size) */
     int32_t stage;
     int32_t expert;
     int32_t epoch;
-    int32_t reserved;
     double train_loss;        /* mean over the epoch's batches */
     double val_score;
     double train_seconds;     /* the training loop alone */
@@ -108,7 +124,8 @@ typedef struct mml_epoch_report {
 
 MML_BEGIN_DECLS
 
-MML_API void mml_trainer_options_init(mml_trainer_options *opt);
+MML_API int mml_trainer_options_init_sized(mml_trainer_options *opt, uint32_t struct_size);
+#define mml_trainer_options_init(opt) mml_trainer_options_init_sized((opt), (uint32_t)sizeof(mml_trainer_options))
 /* The model's shape comes from train (fields, vocabulary sizes, numeric
  * values, domains); val must share its schema. Both datasets must outlive the
  * trainer. Randomness comes from ctx's seed. */
@@ -132,11 +149,15 @@ MML_API int mml_trainer_evaluate(mml_trainer *trainer, const mml_dataset *ds, in
 
 MML_API mml_model *mml_trainer_model(mml_trainer *trainer);
 MML_API int64_t mml_trainer_n_stage_reports(const mml_trainer *trainer);
-MML_API int mml_trainer_stage_report(const mml_trainer *trainer, int64_t index,
-                                     mml_stage_report *out);
+MML_API int mml_trainer_stage_report_sized(const mml_trainer *trainer, int64_t index,
+                                           mml_stage_report *out, uint32_t struct_size);
+#define mml_trainer_stage_report(trainer, index, out)                                            \
+    mml_trainer_stage_report_sized((trainer), (index), (out), (uint32_t)sizeof(mml_stage_report))
 MML_API int64_t mml_trainer_n_epoch_reports(const mml_trainer *trainer);
-MML_API int mml_trainer_epoch_report(const mml_trainer *trainer, int64_t index,
-                                     mml_epoch_report *out);
+MML_API int mml_trainer_epoch_report_sized(const mml_trainer *trainer, int64_t index,
+                                           mml_epoch_report *out, uint32_t struct_size);
+#define mml_trainer_epoch_report(trainer, index, out)                                            \
+    mml_trainer_epoch_report_sized((trainer), (index), (out), (uint32_t)sizeof(mml_epoch_report))
 
 MML_END_DECLS
 

@@ -11,22 +11,6 @@
 
 #include "export.h"
 
-/* A 2-D float matrix: element (i, j) is data[i * row_stride + j * col_stride]. */
-typedef struct mml_tensor_view {
-    float *data;
-    int64_t rows;
-    int64_t cols;
-    int64_t row_stride;
-    int64_t col_stride;
-} mml_tensor_view;
-
-/* A vector of 32-bit indices: element i is data[i * stride]. */
-typedef struct mml_index_view {
-    const int32_t *data;
-    int64_t n;
-    int64_t stride;
-} mml_index_view;
-
 /* A batch of rows.
  *  ids:    n_rows x n_fields categorical ids, ids[r * ids_row_stride + f]
  *  dense:  n_rows x n_dense numeric values (may be NULL when n_dense is 0)
@@ -46,13 +30,15 @@ typedef struct mml_index_view {
  *          has n_rows + 1 non-decreasing entries and may start above 0, so a
  *          slice of a larger CSR works as is; multihot_ids[m] may be NULL when
  *          every list of field m is empty). An empty list is allowed; ids may
- *          repeat. reserved_mh is padding, set it to 0. mml_batch_view_init
+ *          repeat. mml_batch_view_init
  *          sets n_multihot to 0 and both pointers to NULL; mml_dataset_view
  *          points into the data set's CSR, the batcher into its own buffers. */
 typedef struct mml_batch_view {
-    int64_t n_rows;
+    uint32_t struct_size; /* set by mml_batch_view_init() */
     int32_t n_fields;
     int32_t n_dense;
+    int32_t n_multihot;
+    int64_t n_rows;
     const int32_t *ids;
     int64_t ids_row_stride;
     const float *dense;
@@ -60,21 +46,21 @@ typedef struct mml_batch_view {
     const int32_t *domain;
     const float *labels;
     const float *weights;
-    int32_t n_multihot;
-    int32_t reserved_mh;
     const int64_t *const *multihot_offsets;
     const int32_t *const *multihot_ids;
 } mml_batch_view;
 
 MML_BEGIN_DECLS
 
-/* Fills *view with a dense row-major rows x cols view of data. */
-MML_API void mml_tensor_view_init(mml_tensor_view *view, float *data, int64_t rows, int64_t cols);
 /* Fills *view with a contiguous batch (ids row stride n_fields, dense row stride n_dense,
  * weights NULL, no multi-hot fields). */
-MML_API void mml_batch_view_init(mml_batch_view *view, int64_t n_rows, int32_t n_fields,
-                                 const int32_t *ids, int32_t n_dense, const float *dense,
-                                 const int32_t *domain, const float *labels);
+MML_API int mml_batch_view_init_sized(mml_batch_view *view, uint32_t struct_size, int64_t n_rows,
+                                      int32_t n_fields, const int32_t *ids, int32_t n_dense,
+                                      const float *dense, const int32_t *domain,
+                                      const float *labels);
+#define mml_batch_view_init(view, n_rows, n_fields, ids, n_dense, dense, domain, labels)         \
+    mml_batch_view_init_sized((view), (uint32_t)sizeof(mml_batch_view), (n_rows), (n_fields), (ids),      \
+                              (n_dense), (dense), (domain), (labels))
 
 MML_END_DECLS
 

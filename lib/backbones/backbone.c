@@ -7,13 +7,15 @@
 #define TYPE_NAME_MAX 32
 
 struct mml__backbone_entry {
-    mml_backbone_vtable vt;
+    mml_backbone_vtable vt; /* the caller's table, callbacks it lacked set to NULL */
+    void *user;
     char name[TYPE_NAME_MAX];
 };
 
 struct mml_backbone {
     mml_ctx *ctx;
     mml_backbone_vtable vt;
+    void *user;
     void *self;
     int builtin;
     char name[TYPE_NAME_MAX];
@@ -32,11 +34,10 @@ static const mml_backbone_vtable *const builtins[] = {
 };
 #define N_BUILTINS ((int32_t)(sizeof builtins / sizeof builtins[0]))
 
-void mml_backbone_config_init(mml_backbone_config *cfg)
+int mml_backbone_config_init_sized(mml_backbone_config *out, uint32_t struct_size)
 {
+    mml_backbone_config full, *cfg = &full;
     static const int32_t hidden[3] = {256, 128, 64};
-    if (!cfg)
-        return;
     memset(cfg, 0, sizeof *cfg);
     cfg->struct_size = (uint32_t)sizeof *cfg;
     cfg->embed_dim = 8;
@@ -45,6 +46,7 @@ void mml_backbone_config_init(mml_backbone_config *cfg)
     cfg->n_hidden = 3;
     cfg->hidden = hidden;
     cfg->dropout = 0.5f;
+    return mml__init_versioned(out, cfg, sizeof *cfg, struct_size, MML__OLDER_SIZES_mml_backbone_config);
 }
 
 const char *mml_backbone_builtin_name(int32_t index)
@@ -67,8 +69,10 @@ static void registry_release(mml_ctx *ctx, void *data)
     mml__free(ctx, r, sizeof *r);
 }
 
-static const mml_backbone_vtable *find(const mml_ctx *ctx, const char *name, int *builtin)
+static const mml_backbone_vtable *find(const mml_ctx *ctx, const char *name, int *builtin,
+                                       void **user)
 {
+    *user = NULL;
     const registry *reg = mml__ctx_attached(ctx, &registry_key);
     for (int32_t i = 0; i < N_BUILTINS; i++)
         if (strcmp(builtins[i]->type_name, name) == 0) {
@@ -78,6 +82,7 @@ static const mml_backbone_vtable *find(const mml_ctx *ctx, const char *name, int
     for (int32_t i = 0; reg && i < reg->n; i++)
         if (strcmp(reg->entries[i].name, name) == 0) {
             *builtin = 0;
+            *user = reg->entries[i].user;
             return &reg->entries[i].vt;
         }
     return NULL;
@@ -86,7 +91,8 @@ static const mml_backbone_vtable *find(const mml_ctx *ctx, const char *name, int
 int mml_backbone_known(const mml_ctx *ctx, const char *type_name)
 {
     int builtin;
-    return type_name && find(ctx, type_name, &builtin) != NULL;
+    void *user;
+    return type_name && find(ctx, type_name, &builtin, &user) != NULL;
 }
 
 static int valid_name(const char *s)
@@ -100,15 +106,25 @@ static int valid_name(const char *s)
     return 1;
 }
 
-int mml_backbone_register(mml_ctx *ctx, const mml_backbone_vtable *vt)
+int mml_backbone_register(mml_ctx *ctx, const mml_backbone_vtable *table, void *user)
 {
-    if (!ctx || !vt)
+    if (!ctx || !table)
         return mml__error(ctx, MML_EINVAL, "backbone_register: NULL argument");
-    if (vt->struct_size != sizeof *vt || vt->abi_version != MML_BACKBONE_ABI_VERSION)
+    if (table->abi_version != MML_BACKBONE_ABI_VERSION)
         return mml__error(ctx, MML_EVERSION,
-                          "backbone_register: table version %u (size %u) not supported; this "
-                          "library takes version %u (size %zu)",
-                          vt->abi_version, vt->struct_size, MML_BACKBONE_ABI_VERSION, sizeof *vt);
+                          "backbone_register: table version %u not supported; this library "
+                          "takes version %u",
+                          table->abi_version, MML_BACKBONE_ABI_VERSION);
+    int rc = mml__check_size(ctx, table->struct_size, sizeof *table,
+                             MML__OLDER_SIZES_mml_backbone_vtable, "mml_backbone_vtable");
+    if (rc < 0)
+        return rc;
+    /* A table from an older release ends early: its later callbacks are absent. */
+    mml_backbone_vtable copy;
+    memset(&copy, 0, sizeof copy);
+    memcpy(&copy, table, table->struct_size);
+    copy.struct_size = (uint32_t)sizeof copy;
+    const mml_backbone_vtable *vt = &copy;
     if (!vt->type_name || !valid_name(vt->type_name))
         return mml__error(ctx, MML_EINVAL, "backbone_register: type name must be [a-z0-9_]{1,31}");
     if (!vt->create || !vt->destroy || !vt->forward || !vt->backward || !vt->n_params || !vt->param)
@@ -122,7 +138,7 @@ int mml_backbone_register(mml_ctx *ctx, const mml_backbone_vtable *vt)
         reg = mml__calloc(ctx, 1, sizeof *reg);
         if (!reg)
             return mml__error(ctx, MML_ENOMEM, "backbone_register: out of memory");
-        int rc = mml__ctx_attach(ctx, &registry_key, reg, registry_release);
+        rc = mml__ctx_attach(ctx, &registry_key, reg, registry_release);
         if (rc < 0) {
             mml__free(ctx, reg, sizeof *reg);
             return mml__error(ctx, rc, "backbone_register: the context has no free slot");
@@ -144,6 +160,7 @@ int mml_backbone_register(mml_ctx *ctx, const mml_backbone_vtable *vt)
     }
     struct mml__backbone_entry *e = &reg->entries[reg->n++];
     e->vt = *vt;
+    e->user = user;
     strcpy(e->name, vt->type_name);
     e->vt.type_name = e->name;
     return MML_OK;
@@ -185,12 +202,13 @@ int mml_backbone_create(mml_backbone **out, mml_ctx *ctx, const char *type_name,
         return mml__error(ctx, MML_EINVAL, "backbone_create: NULL argument");
     *out = NULL;
     int builtin = 0;
-    const mml_backbone_vtable *vt = find(ctx, type_name, &builtin);
+    void *user = NULL;
+    const mml_backbone_vtable *vt = find(ctx, type_name, &builtin, &user);
     if (!vt)
         return mml__error(ctx, MML_ENOTFOUND, "backbone '%s' is not built in or registered",
                           type_name);
     mml_backbone_config c;
-    int rc = MML__COPY_OPTIONS(ctx, &c, cfg, mml_backbone_config_init, "backbone config");
+    int rc = MML__COPY_OPTIONS(ctx, &c, cfg, mml_backbone_config, "backbone config");
     if (rc < 0)
         return rc;
     rc = mml__check_backbone_config(ctx, &c, type_name);
@@ -201,18 +219,19 @@ int mml_backbone_create(mml_backbone **out, mml_ctx *ctx, const char *type_name,
         return mml__error(ctx, MML_ENOMEM, "backbone '%s': out of memory", type_name);
     bb->ctx = ctx;
     bb->vt = *vt;
+    bb->user = user;
     bb->builtin = builtin;
     strcpy(bb->name, vt->type_name);
     bb->vt.type_name = bb->name; /* the registry's copy may move when it grows */
     if (vt->infer_shape) {
         int64_t n_values = 0;
-        rc = callback_result(bb, vt->infer_shape(&c, &n_values), "infer_shape");
+        rc = callback_result(bb, vt->infer_shape(user, ctx, &c, &n_values), "infer_shape");
         if (rc < 0) {
             mml__free(ctx, bb, sizeof *bb);
             return rc;
         }
     }
-    rc = callback_result(bb, vt->create(&bb->self, ctx, &c), "create");
+    rc = callback_result(bb, vt->create(user, ctx, &c, &bb->self), "create");
     if (rc < 0) {
         mml__free(ctx, bb, sizeof *bb);
         return rc;
@@ -240,6 +259,11 @@ int mml_backbone_forward(mml_backbone *bb, const mml_backbone_input *in, float *
         return MML_EINVAL;
     if (!in || !logit || !in->emb || !in->mix)
         return mml__error(bb->ctx, MML_EINVAL, "backbone_forward: NULL argument");
+    int vrc = MML__CHECK_SIZE(bb->ctx, in, mml_backbone_input, "backbone_forward: input");
+    if (vrc == MML_OK)
+        vrc = MML__CHECK_SIZE(bb->ctx, in->mix, mml_mix, "backbone_forward: mix");
+    if (vrc < 0)
+        return vrc;
     if (in->n_rows < 1)
         return mml__error(bb->ctx, MML_ESHAPE, "backbone_forward: batch of %lld rows",
                           (long long)in->n_rows);
@@ -259,6 +283,9 @@ int mml_backbone_backward(mml_backbone *bb, const float *dlogit, const mml_backb
         return MML_EINVAL;
     if (!dlogit || !grads)
         return mml__error(bb->ctx, MML_EINVAL, "backbone_backward: NULL argument");
+    int rc = MML__CHECK_SIZE(bb->ctx, grads, mml_backbone_grads, "backbone_backward: grads");
+    if (rc < 0)
+        return rc;
     return callback_result(bb, bb->vt.backward(bb->self, dlogit, grads), "backward");
 }
 

@@ -36,23 +36,23 @@ typedef struct autoint {
     int64_t n;
 } autoint;
 
-void mml_autoint_options_init(mml_autoint_options *opt)
+int mml_autoint_options_init_sized(mml_autoint_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_autoint_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->n_layers = 3;
     opt->n_heads = 4;
     opt->head_dim = 8;
     opt->residual = 1;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_autoint_options);
 }
 
 static int autoint_options(mml_ctx *ctx, const mml_backbone_config *c, mml_autoint_options *o)
 {
     mml_autoint_options_init(o);
     if (c->options) {
-        int rc = MML__COPY_OPTIONS(ctx, o, c->options, mml_autoint_options_init, "autoint");
+        int rc = MML__COPY_OPTIONS(ctx, o, c->options, mml_autoint_options, "autoint");
         if (rc < 0)
             return rc;
     }
@@ -71,8 +71,11 @@ static int autoint_options(mml_ctx *ctx, const mml_backbone_config *c, mml_autoi
 static int32_t tower_width(const mml_backbone_config *c) { return c->n_fields * c->embed_dim + c->n_dense; }
 
 /* Invalid options report 0 values here; create refuses them with a message. */
-static int autoint_infer_shape(const mml_backbone_config *c, int64_t *n_values)
+static int autoint_infer_shape(void *user, mml_ctx *ctx, const mml_backbone_config *c,
+                            int64_t *n_values)
 {
+    (void)user;
+    (void)ctx;
     mml_autoint_options o;
     *n_values = 0;
     if (autoint_options(NULL, c, &o) < 0)
@@ -104,8 +107,9 @@ static void autoint_destroy(void *self)
     mml__free(ctx, d, sizeof *d);
 }
 
-static int autoint_create(void **self, mml_ctx *ctx, const mml_backbone_config *c)
+static int autoint_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, void **self)
 {
+    (void)user;
     mml_autoint_options o;
     int rc = autoint_options(ctx, c, &o);
     if (rc < 0)

@@ -25,20 +25,20 @@ typedef struct dcn {
     int64_t n;
 } dcn;
 
-void mml_dcn_options_init(mml_dcn_options *opt)
+int mml_dcn_options_init_sized(mml_dcn_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_dcn_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->cross_layers = 2;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_dcn_options);
 }
 
 static int dcn_options(mml_ctx *ctx, const mml_backbone_config *c, mml_dcn_options *o)
 {
     mml_dcn_options_init(o);
     if (c->options) {
-        int rc = MML__COPY_OPTIONS(ctx, o, c->options, mml_dcn_options_init, "dcn");
+        int rc = MML__COPY_OPTIONS(ctx, o, c->options, mml_dcn_options, "dcn");
         if (rc < 0)
             return rc;
     }
@@ -51,8 +51,11 @@ static int dcn_options(mml_ctx *ctx, const mml_backbone_config *c, mml_dcn_optio
 static int32_t input_width(const mml_backbone_config *c) { return c->n_fields * c->embed_dim + c->n_dense; }
 
 /* Invalid options report 0 values here; create refuses them with a message. */
-static int dcn_infer_shape(const mml_backbone_config *c, int64_t *n_values)
+static int dcn_infer_shape(void *user, mml_ctx *ctx, const mml_backbone_config *c,
+                            int64_t *n_values)
 {
+    (void)user;
+    (void)ctx;
     mml_dcn_options o;
     *n_values = 0;
     if (dcn_options(NULL, c, &o) < 0)
@@ -81,8 +84,9 @@ static void dcn_destroy(void *self)
     mml__free(ctx, d, sizeof *d);
 }
 
-static int dcn_create(void **self, mml_ctx *ctx, const mml_backbone_config *c)
+static int dcn_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, void **self)
 {
+    (void)user;
     mml_dcn_options o;
     int rc = dcn_options(ctx, c, &o);
     if (rc < 0)

@@ -18,8 +18,11 @@ typedef struct deep {
 
 static int32_t input_width(const mml_backbone_config *c) { return c->n_fields * c->embed_dim + c->n_dense; }
 
-static int deep_infer_shape(const mml_backbone_config *c, int64_t *n_values)
+static int deep_infer_shape(void *user, mml_ctx *ctx, const mml_backbone_config *c,
+                            int64_t *n_values)
 {
+    (void)user;
+    (void)ctx;
     *n_values = mml__dnn_param_count(c, input_width(c)) + c->hidden[c->n_hidden - 1];
     return MML_OK;
 }
@@ -59,13 +62,15 @@ static int deep_create_common(void **self, mml_ctx *ctx, const mml_backbone_conf
     return MML_OK;
 }
 
-static int mlp_create(void **self, mml_ctx *ctx, const mml_backbone_config *c)
+static int mlp_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, void **self)
 {
+    (void)user;
     return deep_create_common(self, ctx, c, 0);
 }
 
-static int deepfm_create(void **self, mml_ctx *ctx, const mml_backbone_config *c)
+static int deepfm_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, void **self)
 {
+    (void)user;
     return deep_create_common(self, ctx, c, 1);
 }
 

@@ -27,13 +27,13 @@ typedef struct fibinet {
     int64_t n;
 } fibinet;
 
-void mml_fibinet_options_init(mml_fibinet_options *opt)
+int mml_fibinet_options_init_sized(mml_fibinet_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_fibinet_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->reduction = 3;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_fibinet_options);
 }
 
 /* Checks the options; *R receives the SENET bottleneck width. */
@@ -42,7 +42,7 @@ static int fibinet_options(mml_ctx *ctx, const mml_backbone_config *c, int32_t *
     mml_fibinet_options o;
     mml_fibinet_options_init(&o);
     if (c->options) {
-        int rc = MML__COPY_OPTIONS(ctx, &o, c->options, mml_fibinet_options_init, "fibinet");
+        int rc = MML__COPY_OPTIONS(ctx, &o, c->options, mml_fibinet_options, "fibinet");
         if (rc < 0)
             return rc;
     }
@@ -68,8 +68,11 @@ static int32_t tower_width(const mml_backbone_config *c)
 }
 
 /* Invalid options report 0 values here; create refuses them with a message. */
-static int fibinet_infer_shape(const mml_backbone_config *c, int64_t *n_values)
+static int fibinet_infer_shape(void *user, mml_ctx *ctx, const mml_backbone_config *c,
+                            int64_t *n_values)
 {
+    (void)user;
+    (void)ctx;
     int32_t R = 0;
     *n_values = 0;
     if (fibinet_options(NULL, c, &R) < 0)
@@ -99,8 +102,9 @@ static void fibinet_destroy(void *self)
     mml__free(ctx, d, sizeof *d);
 }
 
-static int fibinet_create(void **self, mml_ctx *ctx, const mml_backbone_config *c)
+static int fibinet_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, void **self)
 {
+    (void)user;
     int32_t R = 0;
     int rc = fibinet_options(ctx, c, &R);
     if (rc < 0)

@@ -19,19 +19,19 @@ typedef struct nfm {
     int64_t n;
 } nfm;
 
-void mml_nfm_options_init(mml_nfm_options *opt)
+int mml_nfm_options_init_sized(mml_nfm_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_nfm_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_nfm_options);
 }
 
 static int nfm_options(mml_ctx *ctx, const mml_backbone_config *c, mml_nfm_options *o)
 {
     mml_nfm_options_init(o);
     if (c->options)
-        return MML__COPY_OPTIONS(ctx, o, c->options, mml_nfm_options_init, "nfm");
+        return MML__COPY_OPTIONS(ctx, o, c->options, mml_nfm_options, "nfm");
     return MML_OK;
 }
 
@@ -39,8 +39,11 @@ static int32_t input_width(const mml_backbone_config *c) { return c->embed_dim +
 
 /* Invalid options report 0 values here; create, which always follows, refuses
  * them with a message (this callback has no context to put one in). */
-static int nfm_infer_shape(const mml_backbone_config *c, int64_t *n_values)
+static int nfm_infer_shape(void *user, mml_ctx *ctx, const mml_backbone_config *c,
+                            int64_t *n_values)
 {
+    (void)user;
+    (void)ctx;
     mml_nfm_options o;
     *n_values = 0;
     if (nfm_options(NULL, c, &o) < 0)
@@ -64,8 +67,9 @@ static void nfm_destroy(void *self)
     mml__free(ctx, d, sizeof *d);
 }
 
-static int nfm_create(void **self, mml_ctx *ctx, const mml_backbone_config *c)
+static int nfm_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, void **self)
 {
+    (void)user;
     mml_nfm_options o;
     int rc = nfm_options(ctx, c, &o);
     if (rc < 0)

@@ -20,19 +20,19 @@ typedef struct pnn {
     int64_t n;
 } pnn;
 
-void mml_pnn_options_init(mml_pnn_options *opt)
+int mml_pnn_options_init_sized(mml_pnn_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_pnn_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_pnn_options);
 }
 
 static int pnn_options(mml_ctx *ctx, const mml_backbone_config *c, mml_pnn_options *o)
 {
     mml_pnn_options_init(o);
     if (c->options)
-        return MML__COPY_OPTIONS(ctx, o, c->options, mml_pnn_options_init, "pnn");
+        return MML__COPY_OPTIONS(ctx, o, c->options, mml_pnn_options, "pnn");
     return MML_OK;
 }
 
@@ -43,8 +43,11 @@ static int32_t input_width(const mml_backbone_config *c)
 }
 
 /* Invalid options report 0 values here; create refuses them with a message. */
-static int pnn_infer_shape(const mml_backbone_config *c, int64_t *n_values)
+static int pnn_infer_shape(void *user, mml_ctx *ctx, const mml_backbone_config *c,
+                            int64_t *n_values)
 {
+    (void)user;
+    (void)ctx;
     mml_pnn_options o;
     *n_values = 0;
     if (pnn_options(NULL, c, &o) < 0)
@@ -67,8 +70,9 @@ static void pnn_destroy(void *self)
     mml__free(ctx, d, sizeof *d);
 }
 
-static int pnn_create(void **self, mml_ctx *ctx, const mml_backbone_config *c)
+static int pnn_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, void **self)
 {
+    (void)user;
     mml_pnn_options o;
     int rc = pnn_options(ctx, c, &o);
     if (rc < 0)

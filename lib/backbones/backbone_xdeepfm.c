@@ -42,15 +42,15 @@ static const int32_t default_sizes[MAX_LAYERS] = {
     128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128,
     128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128};
 
-void mml_xdeepfm_options_init(mml_xdeepfm_options *opt)
+int mml_xdeepfm_options_init_sized(mml_xdeepfm_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_xdeepfm_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->n_layers = 2;
     opt->layer_sizes = default_sizes;
     opt->split_half = 1;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_xdeepfm_options);
 }
 
 /* The CIN's shape from the options. */
@@ -64,7 +64,7 @@ static int xdeepfm_shape(mml_ctx *ctx, const mml_backbone_config *c, cin_shape *
     mml_xdeepfm_options o;
     mml_xdeepfm_options_init(&o);
     if (c->options) {
-        int rc = MML__COPY_OPTIONS(ctx, &o, c->options, mml_xdeepfm_options_init, "xdeepfm");
+        int rc = MML__COPY_OPTIONS(ctx, &o, c->options, mml_xdeepfm_options, "xdeepfm");
         if (rc < 0)
             return rc;
     }
@@ -101,8 +101,11 @@ static int xdeepfm_shape(mml_ctx *ctx, const mml_backbone_config *c, cin_shape *
 static int32_t tower_width(const mml_backbone_config *c) { return c->n_fields * c->embed_dim + c->n_dense; }
 
 /* Invalid options report 0 values here; create refuses them with a message. */
-static int xdeepfm_infer_shape(const mml_backbone_config *c, int64_t *n_values)
+static int xdeepfm_infer_shape(void *user, mml_ctx *ctx, const mml_backbone_config *c,
+                            int64_t *n_values)
 {
+    (void)user;
+    (void)ctx;
     cin_shape s;
     *n_values = 0;
     if (xdeepfm_shape(NULL, c, &s) < 0)
@@ -130,8 +133,9 @@ static void xdeepfm_destroy(void *self)
     mml__free(ctx, d, sizeof *d);
 }
 
-static int xdeepfm_create(void **self, mml_ctx *ctx, const mml_backbone_config *c)
+static int xdeepfm_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, void **self)
 {
+    (void)user;
     cin_shape s;
     int rc = xdeepfm_shape(ctx, c, &s);
     if (rc < 0)

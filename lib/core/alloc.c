@@ -17,7 +17,7 @@ static void libc_free(void *user, void *ptr, size_t size)
     free(ptr);
 }
 
-static const mml_allocator libc_allocator = {MML_ALLOCATOR_VERSION, libc_alloc, libc_free, NULL};
+static const mml_allocator libc_allocator = {MML_ALLOCATOR_VERSION, 0, libc_alloc, libc_free, NULL};
 
 void *mml__alloc_with(const mml_allocator *a, size_t size)
 {

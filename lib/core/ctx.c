@@ -4,14 +4,14 @@
 
 #include "core/internal.h"
 
-void mml_ctx_options_init(mml_ctx_options *opt)
+int mml_ctx_options_init_sized(mml_ctx_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_ctx_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->n_threads = 1;
     opt->seed = 1;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_ctx_options);
 }
 
 int mml_ctx_create(mml_ctx **out, const mml_ctx_options *opt)
@@ -22,7 +22,8 @@ int mml_ctx_create(mml_ctx **out, const mml_ctx_options *opt)
     mml_ctx_options o;
     mml_ctx_options_init(&o);
     if (opt) {
-        if (opt->struct_size < sizeof(uint32_t) || opt->struct_size > sizeof o)
+        /* No context yet for a message: the code says it all. */
+        if (!mml__size_known(opt->struct_size, sizeof o, MML__OLDER_SIZES_mml_ctx_options))
             return MML_EVERSION;
         memcpy(&o, opt, opt->struct_size);
         o.struct_size = (uint32_t)sizeof o;
@@ -97,6 +98,26 @@ void mml_ctx_clear_error(mml_ctx *ctx)
         ctx->last_error[0] = '\0';
 }
 
+void *mml_ctx_alloc(mml_ctx *ctx, size_t size)
+{
+    if (!ctx || size == 0)
+        return NULL;
+    return mml__alloc(ctx, size);
+}
+
+void mml_ctx_free(mml_ctx *ctx, void *ptr, size_t size)
+{
+    if (ctx && ptr)
+        mml__free(ctx, ptr, size);
+}
+
+int mml_ctx_set_error(mml_ctx *ctx, int status, const char *message)
+{
+    if (status >= 0)
+        status = MML_ECALLBACK; /* an error with a success code is still an error */
+    return mml__error(ctx, status, "%s", message ? message : "");
+}
+
 uint32_t mml_ctx_threads(const mml_ctx *ctx) { return ctx ? ctx->n_threads : 0; }
 
 int mml_ctx_set_threads(mml_ctx *ctx, uint32_t n_threads)
@@ -145,16 +166,52 @@ void mml__log(mml_ctx *ctx, int level, const char *fmt, ...)
     ctx->log(ctx->log_user, level, buf);
 }
 
-int mml__copy_options(mml_ctx *ctx, void *dst, size_t dst_size, const void *src, const char *what)
+int mml__size_known(uint32_t size, size_t current, const uint32_t *older)
+{
+    if (size == current)
+        return 1;
+    for (; older && *older; older++)
+        if (size == *older)
+            return 1;
+    return 0;
+}
+
+int mml__check_size(mml_ctx *ctx, uint32_t size, size_t current, const uint32_t *older,
+                    const char *what)
+{
+    if (mml__size_known(size, current, older))
+        return MML_OK;
+    return mml__error(ctx, MML_EVERSION,
+                      "%s: struct_size %u is not a size of this struct that any release "
+                      "produced (this library's: %zu); initialise it with its _init()",
+                      what, size, current);
+}
+
+int mml__copy_options(mml_ctx *ctx, void *dst, size_t dst_size, const void *src,
+                      const uint32_t *older, const char *what)
 {
     uint32_t size;
     memcpy(&size, src, sizeof size);
-    if (size < sizeof size || size > dst_size)
-        return mml__error(ctx, MML_EVERSION, "%s options: struct_size %u not supported (expected %zu)",
-                          what, size, dst_size);
+    char name[96];
+    snprintf(name, sizeof name, "%s options", what);
+    int rc = mml__check_size(ctx, size, dst_size, older, name);
+    if (rc < 0)
+        return rc;
     memcpy(dst, src, size);
     uint32_t full = (uint32_t)dst_size;
     memcpy(dst, &full, sizeof full);
+    return MML_OK;
+}
+
+int mml__init_versioned(void *out, const void *full, size_t full_size, uint32_t size,
+                        const uint32_t *older)
+{
+    if (!out)
+        return MML_EINVAL;
+    if (!mml__size_known(size, full_size, older))
+        return MML_EVERSION;
+    memcpy(out, full, size);
+    memcpy(out, &size, sizeof size);
     return MML_OK;
 }
 

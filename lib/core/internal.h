@@ -6,6 +6,8 @@
 #include <stdint.h>
 
 #include "moemlora/moemlora.h"
+#include "moemlora/testing.h"
+#include "core/versions.h"
 
 #define MML_ALIGN 64u
 /* Slack after every block: BLIS's vector kernels may read a little past the
@@ -59,11 +61,29 @@ void mml__log(mml_ctx *ctx, int level, const char *fmt, ...)
 #endif
     ;
 
-/* Copies a caller's options struct of any older size over defaults already in
- * dst (struct_size first). MML_EVERSION when struct_size is 0 or too large. */
-int mml__copy_options(mml_ctx *ctx, void *dst, size_t dst_size, const void *src, const char *what);
-#define MML__COPY_OPTIONS(ctx, dst, src, init, what)                                              \
-    (init(dst), mml__copy_options((ctx), (dst), sizeof *(dst), (src), (what)))
+/* Whether size is the library's own size of a struct (current) or one that
+ * an earlier release produced (older, 0-terminated; see versions.h). */
+int mml__size_known(uint32_t size, size_t current, const uint32_t *older);
+/* Copies a caller's options struct (struct_size first, a known size) over
+ * defaults already in dst; dst's struct_size becomes the full size.
+ * MML_EVERSION naming `what` for any other size. */
+int mml__copy_options(mml_ctx *ctx, void *dst, size_t dst_size, const void *src,
+                      const uint32_t *older, const char *what);
+#define MML__COPY_OPTIONS(ctx, dst, src, type, what)                                              \
+    (type##_init(dst),                                                                            \
+     mml__copy_options((ctx), (dst), sizeof *(dst), (src), MML__OLDER_SIZES_##type, (what)))
+/* The body of every *_init_sized() and output filler: copies the first size
+ * bytes of full (size sizeof'd by the caller) to out and sets out's
+ * struct_size to size. MML_EINVAL for NULL out, MML_EVERSION (nothing
+ * written) for a size that no release produced. */
+int mml__init_versioned(void *out, const void *full, size_t full_size, uint32_t size,
+                        const uint32_t *older);
+/* Checks the struct_size of a struct the caller filled in (a batch view, a
+ * mixture, a backbone table): MML_EVERSION with a message naming `what`. */
+int mml__check_size(mml_ctx *ctx, uint32_t size, size_t current, const uint32_t *older,
+                    const char *what);
+#define MML__CHECK_SIZE(ctx, ptr, type, what)                                                     \
+    mml__check_size((ctx), (ptr)->struct_size, sizeof(type), MML__OLDER_SIZES_##type, (what))
 
 /* Grows *buf (capacity *cap floats) to hold at least n floats; contents are lost. */
 int mml__ensure_floats(mml_ctx *ctx, float **buf, size_t *cap, size_t n);

@@ -182,11 +182,12 @@ int mml_blis_arch_select(const char *name, int32_t replace)
             return MML_OK; /* BLIS's own choice is the best we know */
     } else {
         arch_t a;
-        if (!lookup_name(name, &a) || !find_arch(a))
+        const arch_entry *e = lookup_name(name, &a) ? find_arch(a) : NULL;
+        if (!e)
             return MML_ENOTFOUND;
 #ifdef MML_X86
         cpu_features f = detect_cpu();
-        if (!cpu_can_run(&f, find_arch(a)->need))
+        if (!cpu_can_run(&f, e->need))
             return MML_EUNSUPPORTED;
 #endif
         id = (int)a;

@@ -25,16 +25,16 @@ struct mml_batcher {
     int contiguous;     /* all rows in order: views into the data set */
 };
 
-void mml_batcher_options_init(mml_batcher_options *o)
+int mml_batcher_options_init_sized(mml_batcher_options *out, uint32_t struct_size)
 {
-    if (!o)
-        return;
+    mml_batcher_options full, *o = &full;
     memset(o, 0, sizeof *o);
     o->struct_size = (uint32_t)sizeof *o;
     o->batch_size = 1024;
     o->shuffle = 1;
     o->domain = -1;
     o->seed = 1;
+    return mml__init_versioned(out, o, sizeof *o, struct_size, MML__OLDER_SIZES_mml_batcher_options);
 }
 
 void mml_batcher_destroy(mml_batcher *b)
@@ -72,11 +72,9 @@ int mml_batcher_create(mml_batcher **out, mml_ctx *ctx, const mml_dataset *ds,
     mml_batcher_options o;
     mml_batcher_options_init(&o);
     if (opt) {
-        if (opt->struct_size < sizeof(uint32_t) || opt->struct_size > sizeof o)
-            return mml__error(ctx, MML_EVERSION, "mml_batcher_create: struct_size %u not supported",
-                              (unsigned)opt->struct_size);
-        memcpy(&o, opt, opt->struct_size);
-        o.struct_size = (uint32_t)sizeof o;
+        int vrc = mml__copy_options(ctx, &o, sizeof o, opt, MML__OLDER_SIZES_mml_batcher_options, "mml_batcher_create");
+        if (vrc < 0)
+            return vrc;
     }
     if (o.batch_size < 1 || o.batch_size > INT32_MAX)
         return mml__error(ctx, MML_EINVAL, "mml_batcher_create: batch_size %lld not in 1..2^31-1",
@@ -148,10 +146,25 @@ int mml_batcher_start_epoch(mml_batcher *b, uint64_t epoch)
     return MML_OK;
 }
 
-int mml_batcher_next(mml_batcher *b, mml_batch_view *out)
+static int next_batch(mml_batcher *b, mml_batch_view *out);
+
+int mml_batcher_next_sized(mml_batcher *b, mml_batch_view *out, uint32_t struct_size)
 {
     if (!b || !out)
         return b ? mml__error(b->ctx, MML_EINVAL, "mml_batcher_next: NULL output") : MML_EINVAL;
+    int rc = mml__check_size(b->ctx, struct_size, sizeof *out, MML__OLDER_SIZES_mml_batch_view,
+                             "mml_batcher_next: mml_batch_view");
+    if (rc < 0)
+        return rc;
+    mml_batch_view full;
+    rc = next_batch(b, &full);
+    if (rc == 1)
+        mml__init_versioned(out, &full, sizeof full, struct_size, MML__OLDER_SIZES_mml_batch_view);
+    return rc;
+}
+
+static int next_batch(mml_batcher *b, mml_batch_view *out)
+{
     if (b->pos >= b->n)
         return 0;
     int64_t m = b->n - b->pos < b->o.batch_size ? b->n - b->pos : b->o.batch_size;

@@ -679,10 +679,9 @@ int mml__csv_load_sources(mml_ctx *ctx, const mml_csv_options *o, const mml__sou
 
 /* ------------------------------------------------------------ public */
 
-void mml_csv_options_init(mml_csv_options *o)
+int mml_csv_options_init_sized(mml_csv_options *out, uint32_t struct_size)
 {
-    if (!o)
-        return;
+    mml_csv_options full, *o = &full;
     memset(o, 0, sizeof *o);
     o->struct_size = (uint32_t)sizeof *o;
     o->label_column = "label";
@@ -691,6 +690,7 @@ void mml_csv_options_init(mml_csv_options *o)
     o->delimiter = ',';
     o->domain_as_field = 1;
     o->max_line_bytes = MML_CSV_MAX_LINE_DEFAULT;
+    return mml__init_versioned(out, o, sizeof *o, struct_size, MML__OLDER_SIZES_mml_csv_options);
 }
 
 static int check_list(mml_ctx *ctx, const char *const *list, int32_t n, const char *what)
@@ -723,11 +723,9 @@ int mml_csv_load(mml_ctx *ctx, const mml_csv_options *opt, const char *train_pat
     mml_csv_options o;
     mml_csv_options_init(&o);
     if (opt) {
-        if (opt->struct_size < sizeof(uint32_t) || opt->struct_size > sizeof o)
-            return mml__error(ctx, MML_EVERSION, "mml_csv_load: struct_size %u not supported",
-                              (unsigned)opt->struct_size);
-        memcpy(&o, opt, opt->struct_size);
-        o.struct_size = (uint32_t)sizeof o;
+        int vrc = mml__copy_options(ctx, &o, sizeof o, opt, MML__OLDER_SIZES_mml_csv_options, "mml_csv_load");
+        if (vrc < 0)
+            return vrc;
     }
     if (!o.label_column || !o.label_column[0])
         return mml__error(ctx, MML_EINVAL, "mml_csv_load: label_column is NULL or empty");

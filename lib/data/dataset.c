@@ -418,12 +418,16 @@ int mml_dataset_multihot_row(const mml_dataset *ds, int32_t m, int64_t row, cons
     return MML_OK;
 }
 
-int mml_dataset_view(const mml_dataset *ds, int64_t start, int64_t count, mml_batch_view *out)
+int mml_dataset_view_sized(const mml_dataset *ds, int64_t start, int64_t count,
+                           mml_batch_view *user_out, uint32_t struct_size)
 {
-    if (!ds || !out)
+    if (!ds || !user_out)
         return MML_EINVAL;
     if (start < 0 || count < 0 || start > ds->n_rows || count > ds->n_rows - start)
         return MML_ERANGE;
+    if (!mml__size_known(struct_size, sizeof *user_out, MML__OLDER_SIZES_mml_batch_view))
+        return MML_EVERSION;
+    mml_batch_view full, *out = &full;
     mml_batch_view_init(out, count, ds->n_fields, ds->ids ? ds->ids + start * ds->n_fields : NULL,
                         ds->n_dense, ds->dense ? ds->dense + start * ds->n_dense : NULL,
                         ds->domain + start, ds->labels + start);
@@ -432,7 +436,8 @@ int mml_dataset_view(const mml_dataset *ds, int64_t start, int64_t count, mml_ba
         out->multihot_offsets = ds->mh_view + start * ds->n_multihot;
         out->multihot_ids = (const int32_t *const *)ds->mh_ids;
     }
-    return MML_OK;
+    return mml__init_versioned(user_out, out, sizeof *out, struct_size,
+                               MML__OLDER_SIZES_mml_batch_view);
 }
 
 /* ------------------------------------------------------------ CSV output */

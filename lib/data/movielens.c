@@ -353,15 +353,15 @@ static int id_vocab(mml_ctx *ctx, const int32_t *s, int64_t n, mml__vocab **out)
 
 /* ------------------------------------------------------------ loader */
 
-void mml_movielens_options_init(mml_movielens_options *o)
+int mml_movielens_options_init_sized(mml_movielens_options *out, uint32_t struct_size)
 {
-    if (!o)
-        return;
+    mml_movielens_options full, *o = &full;
     memset(o, 0, sizeof *o);
     o->struct_size = (uint32_t)sizeof *o;
     o->domain_by = MML_DOMAIN_BY_GENDER;
     o->label_min = 5;
     o->split_seed = 123;
+    return mml__init_versioned(out, o, sizeof *o, struct_size, MML__OLDER_SIZES_mml_movielens_options);
 }
 
 static char *join(mml_ctx *ctx, const char *dir, const char *file)
@@ -562,11 +562,9 @@ int mml_movielens_load(mml_ctx *ctx, const mml_movielens_options *opt, mml_datas
         return mml__error(ctx, MML_EINVAL, "mml_movielens_load: NULL options or output");
     mml_movielens_options o;
     mml_movielens_options_init(&o);
-    if (opt->struct_size < sizeof(uint32_t) || opt->struct_size > sizeof o)
-        return mml__error(ctx, MML_EVERSION, "mml_movielens_load: struct_size %u not supported",
-                          (unsigned)opt->struct_size);
-    memcpy(&o, opt, opt->struct_size);
-    o.struct_size = (uint32_t)sizeof o;
+    int vrc = mml__copy_options(ctx, &o, sizeof o, opt, MML__OLDER_SIZES_mml_movielens_options, "mml_movielens_load");
+    if (vrc < 0)
+        return vrc;
     if (!o.dir || !o.dir[0])
         return mml__error(ctx, MML_EINVAL, "mml_movielens_load: dir is NULL or empty");
     if (o.domain_by < MML_DOMAIN_BY_GENDER || o.domain_by > MML_DOMAIN_BY_OCCUPATION)

@@ -4,10 +4,9 @@
 
 #include "data/data_internal.h"
 
-void mml_synthetic_options_init(mml_synthetic_options *o)
+int mml_synthetic_options_init_sized(mml_synthetic_options *out, uint32_t struct_size)
 {
-    if (!o)
-        return;
+    mml_synthetic_options full, *o = &full;
     memset(o, 0, sizeof *o);
     o->struct_size = (uint32_t)sizeof *o;
     o->n_rows = 24000;
@@ -22,6 +21,7 @@ void mml_synthetic_options_init(mml_synthetic_options *o)
     o->bias_scale = 0.5;
     o->offset_min = -1.5;
     o->offset_max = 0.0;
+    return mml__init_versioned(out, o, sizeof *o, struct_size, MML__OLDER_SIZES_mml_synthetic_options);
 }
 
 static int popcount32(uint32_t x)
@@ -65,12 +65,9 @@ int mml_synthetic_generate(mml_ctx *ctx, const mml_synthetic_options *opt, mml_d
     mml_synthetic_options o;
     mml_synthetic_options_init(&o);
     if (opt) {
-        if (opt->struct_size < sizeof(uint32_t) || opt->struct_size > sizeof o)
-            return mml__error(ctx, MML_EVERSION,
-                              "mml_synthetic_generate: struct_size %u not supported",
-                              (unsigned)opt->struct_size);
-        memcpy(&o, opt, opt->struct_size);
-        o.struct_size = (uint32_t)sizeof o;
+        int vrc = mml__copy_options(ctx, &o, sizeof o, opt, MML__OLDER_SIZES_mml_synthetic_options, "mml_synthetic_generate");
+        if (vrc < 0)
+            return vrc;
     }
     if (o.n_rows < 1 || o.n_rows > ((int64_t)1 << 40) || o.n_domains < 1 || o.n_domains > 1024 ||
         o.n_users < 1 || o.n_items < 1 || o.n_factors < 1 || o.n_factors > 64)

@@ -40,11 +40,10 @@ struct mml_model {
     size_t cap_sort;
 };
 
-void mml_model_options_init(mml_model_options *opt)
+int mml_model_options_init_sized(mml_model_options *out, uint32_t struct_size)
 {
+    mml_model_options full, *opt = &full;
     static const int32_t hidden[3] = {256, 128, 64};
-    if (!opt)
-        return;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->backbone = "mlp";
@@ -56,6 +55,7 @@ void mml_model_options_init(mml_model_options *opt)
     opt->hidden = hidden;
     opt->dropout = 0.5f;
     opt->multihot_pooling = MML_POOL_MEAN;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_model_options);
 }
 
 static int ensure_i64(mml_ctx *ctx, int64_t **buf, size_t *cap, size_t n)
@@ -161,7 +161,7 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
         return mml__error(ctx, MML_EINVAL, "model_create: NULL argument");
     *out = NULL;
     mml_model_options o;
-    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_model_options_init, "model");
+    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_model_options, "model");
     if (rc < 0)
         return rc;
     if (o.n_fields < 1 || o.n_fields > 4096 || !o.field_sizes || !o.backbone)
@@ -301,6 +301,9 @@ static int check_batch(mml_model *m, const mml_batch_view *b)
     mml_ctx *ctx = m->ctx;
     if (!b)
         return mml__error(ctx, MML_EINVAL, "model: NULL batch");
+    int rc = MML__CHECK_SIZE(ctx, b, mml_batch_view, "model: mml_batch_view");
+    if (rc < 0)
+        return rc;
     if (b->n_rows < 1)
         return mml__error(ctx, MML_ESHAPE, "model: batch of %lld rows", (long long)b->n_rows);
     if (b->n_fields != m->F)
@@ -447,7 +450,8 @@ int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32
         mix.mode = MML_MIX_GATED;
         mix.weights = m->own;
     }
-    mml_backbone_input in = {n, m->embbuf, m->n_dense ? m->dense : NULL, &mix, training ? 1 : 0};
+    mml_backbone_input in = {sizeof in, training ? 1 : 0, n, m->embbuf,
+                             m->n_dense ? m->dense : NULL, &mix};
     rc = mml_backbone_forward(m->backbone, &in, logits);
     if (rc < 0)
         goto fail;
@@ -510,7 +514,8 @@ int mml_model_backward(mml_model *m, const float *dlogits)
             return rc;
         memset(m->dweights, 0, sizeof(float) * (size_t)(n * m->E));
     }
-    mml_backbone_grads g = {need_emb ? m->demb : NULL, NULL, need_gate ? m->dweights : NULL};
+    mml_backbone_grads g = {sizeof g, 0, need_emb ? m->demb : NULL, NULL,
+                            need_gate ? m->dweights : NULL};
     rc = mml_backbone_backward(m->backbone, dlogits, &g);
     if (rc < 0)
         return rc;

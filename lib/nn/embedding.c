@@ -21,10 +21,9 @@ static inline int64_t row_of(const mml_embedding *e, int32_t id)
     return id;
 }
 
-void mml_embedding_options_init(mml_embedding_options *opt)
+int mml_embedding_options_init_sized(mml_embedding_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_embedding_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->dim = 8;
@@ -32,6 +31,7 @@ void mml_embedding_options_init(mml_embedding_options *opt)
     opt->scale = 0.01f;
     opt->name = "embedding";
     opt->group = MML_GROUP_EMBEDDING;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_embedding_options);
 }
 
 int mml_embedding_create(mml_embedding **out, mml_ctx *ctx, const mml_embedding_options *opt)
@@ -40,7 +40,7 @@ int mml_embedding_create(mml_embedding **out, mml_ctx *ctx, const mml_embedding_
         return mml__error(ctx, MML_EINVAL, "embedding_create: NULL argument");
     *out = NULL;
     mml_embedding_options o;
-    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_embedding_options_init, "embedding");
+    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_embedding_options, "embedding");
     if (rc < 0)
         return rc;
     if (o.dim < 1 || o.n_rows < 1 || o.n_rows > INT32_MAX)

@@ -21,13 +21,13 @@ struct mml_gate {
     int64_t cap_rows, last_rows;
 };
 
-void mml_gate_options_init(mml_gate_options *opt)
+int mml_gate_options_init_sized(mml_gate_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_gate_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->embed_dim = 4;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_gate_options);
 }
 
 int mml_gate_create(mml_gate **out, mml_ctx *ctx, const mml_gate_options *opt)
@@ -36,7 +36,7 @@ int mml_gate_create(mml_gate **out, mml_ctx *ctx, const mml_gate_options *opt)
         return mml__error(ctx, MML_EINVAL, "gate_create: NULL argument");
     *out = NULL;
     mml_gate_options o;
-    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_gate_options_init, "gate");
+    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_gate_options, "gate");
     if (rc < 0)
         return rc;
     if (o.n_domains < 1 || o.n_experts < 1 || o.embed_dim < 1 || o.n_domains > (1 << 20) ||

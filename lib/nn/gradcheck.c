@@ -26,10 +26,9 @@ typedef struct gc_run {
 
 static const char *pname(const mml_param *p) { return p->name ? p->name : "(unnamed)"; }
 
-void mml_gradcheck_options_init(mml_gradcheck_options *opt)
+int mml_gradcheck_options_init_sized(mml_gradcheck_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_gradcheck_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->step = 1e-3;
@@ -38,6 +37,7 @@ void mml_gradcheck_options_init(mml_gradcheck_options *opt)
     opt->max_coords_per_param = 0;
     opt->seed = 1;
     opt->random_direction = 1;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_gradcheck_options);
 }
 
 static int check_args(mml_ctx *ctx, const mml_gradcheck_options *o, mml_param *const *params,
@@ -304,22 +304,36 @@ static int run(gc_run *g, mml_grad_fn grad)
     return MML_OK;
 }
 
-int mml_gradcheck(mml_ctx *ctx, const mml_gradcheck_options *opt, mml_param *const *params,
-                  int64_t n_params, mml_grad_fn grad, mml_loss_fn loss, void *user,
-                  mml_gradcheck_report *report)
+static void write_report(mml_gradcheck_report *out, uint32_t size, const mml_gradcheck_report *r)
+{
+    mml_gradcheck_report full = *r;
+    full.struct_size = (uint32_t)sizeof full;
+    if (out)
+        mml__init_versioned(out, &full, sizeof full, size, MML__OLDER_SIZES_mml_gradcheck_report);
+}
+
+int mml_gradcheck_sized(mml_ctx *ctx, const mml_gradcheck_options *opt, mml_param *const *params,
+                        int64_t n_params, mml_grad_fn grad, mml_loss_fn loss, void *user,
+                        mml_gradcheck_report *report, uint32_t report_size)
 {
     if (report) {
-        memset(report, 0, sizeof *report);
-        report->worst_excess = -INFINITY;
-        report->worst_param = -1;
-        report->worst_index = -1;
+        int vrc = mml__check_size(ctx, report_size, sizeof *report,
+                                  MML__OLDER_SIZES_mml_gradcheck_report, "mml_gradcheck_report");
+        if (vrc < 0)
+            return vrc;
+        mml_gradcheck_report empty;
+        memset(&empty, 0, sizeof empty);
+        empty.worst_excess = -INFINITY;
+        empty.worst_param = -1;
+        empty.worst_index = -1;
+        write_report(report, report_size, &empty);
     }
     if (!ctx)
         return MML_EINVAL;
     gc_run g;
     memset(&g, 0, sizeof g);
     if (opt) {
-        int rc = MML__COPY_OPTIONS(ctx, &g.o, opt, mml_gradcheck_options_init, "gradcheck");
+        int rc = MML__COPY_OPTIONS(ctx, &g.o, opt, mml_gradcheck_options, "gradcheck");
         if (rc < 0)
             return rc;
     } else {
@@ -351,8 +365,7 @@ int mml_gradcheck(mml_ctx *ctx, const mml_gradcheck_options *opt, mml_param *con
         }
         rc = run(&g, grad);
         restore_all(&g);
-        if (report)
-            *report = g.r;
+        write_report(report, report_size, &g.r);
     }
     mml__free(ctx, g.dir, g.total * sizeof(float));
     mml__free(ctx, g.analytic, g.total * sizeof(float));

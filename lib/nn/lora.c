@@ -21,14 +21,14 @@ struct mml_lora {
 
 #define NAME_LEN 48
 
-void mml_lora_options_init(mml_lora_options *opt)
+int mml_lora_options_init_sized(mml_lora_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_lora_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->n_experts = 1;
     opt->alpha = 16;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_lora_options);
 }
 
 int32_t mml_lora_rank_for(int32_t d_in, int32_t d_out, int32_t alpha)
@@ -70,7 +70,7 @@ int mml_lora_create(mml_lora **out, mml_ctx *ctx, const mml_lora_options *opt)
         return mml__error(ctx, MML_EINVAL, "lora_create: NULL argument");
     *out = NULL;
     mml_lora_options o;
-    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_lora_options_init, "lora");
+    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_lora_options, "lora");
     if (rc < 0)
         return rc;
     if (o.n_layers < 1 || o.n_layers > 64 || !o.dims)
@@ -186,13 +186,14 @@ mml_param *mml_lora_param(mml_lora *l, int64_t index)
     return l && index >= 0 && index < mml_lora_n_params(l) ? &l->params[index] : NULL;
 }
 
-void mml_mix_init(mml_mix *mix, int32_t mode, int64_t n_rows)
+int mml_mix_init_sized(mml_mix *out, uint32_t struct_size, int32_t mode, int64_t n_rows)
 {
-    if (!mix)
-        return;
-    memset(mix, 0, sizeof *mix);
-    mix->mode = mode;
-    mix->n_rows = n_rows;
+    mml_mix mix;
+    memset(&mix, 0, sizeof mix);
+    mix.struct_size = (uint32_t)sizeof mix;
+    mix.mode = mode;
+    mix.n_rows = n_rows;
+    return mml__init_versioned(out, &mix, sizeof mix, struct_size, MML__OLDER_SIZES_mml_mix);
 }
 
 int64_t mml__lora_max_cols(const mml_lora *l)

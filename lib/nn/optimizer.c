@@ -40,10 +40,9 @@ struct mml_optimizer {
 
 static const char *pname(const mml_param *p) { return p->name ? p->name : "(unnamed)"; }
 
-void mml_optimizer_options_init(mml_optimizer_options *opt)
+int mml_optimizer_options_init_sized(mml_optimizer_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_optimizer_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->kind = MML_OPT_ADAM;
@@ -52,6 +51,7 @@ void mml_optimizer_options_init(mml_optimizer_options *opt)
     opt->beta2 = 0.999f;
     opt->eps = 1e-8f;
     opt->adagrad_init = 0.1f;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_optimizer_options);
 }
 
 static int check_options(mml_ctx *ctx, const mml_optimizer_options *o)
@@ -138,7 +138,7 @@ int mml_optimizer_create(mml_optimizer **out, mml_ctx *ctx, const mml_optimizer_
         return mml__error(ctx, MML_EINVAL, "optimizer_create: NULL %s", out ? "ctx" : "out");
     mml_optimizer_options o;
     if (opt) {
-        int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_optimizer_options_init, "optimizer");
+        int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_optimizer_options, "optimizer");
         if (rc < 0)
             return rc;
     } else {

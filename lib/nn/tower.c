@@ -39,15 +39,15 @@ struct mml_tower {
     const mml_lora *last_lora;
 };
 
-void mml_tower_options_init(mml_tower_options *opt)
+int mml_tower_options_init_sized(mml_tower_options *out, uint32_t struct_size)
 {
-    if (!opt)
-        return;
+    mml_tower_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->n_layers = 3;
     opt->dropout = 0.5f;
     opt->name = "tower";
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_tower_options);
 }
 
 static const int32_t default_hidden[3] = {256, 128, 64};
@@ -61,7 +61,7 @@ int mml_tower_create(mml_tower **out, mml_ctx *ctx, const mml_tower_options *opt
         return mml__error(ctx, MML_EINVAL, "tower_create: NULL argument");
     *out = NULL;
     mml_tower_options o;
-    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_tower_options_init, "tower");
+    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_tower_options, "tower");
     if (rc < 0)
         return rc;
     const int32_t *hidden = o.hidden;

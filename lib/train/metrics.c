@@ -328,14 +328,11 @@ static int cmp_gitem(const void *pa, const void *pb)
     return (a->key > b->key) - (a->key < b->key);
 }
 
-int mml_metrics_compute(mml_metrics *m, mml_metrics_summary *out)
+static int compute(mml_metrics *m, mml_metrics_summary *out)
 {
-    if (!m)
-        return MML_EINVAL;
     mml_ctx *ctx = m->ctx;
-    if (!out)
-        return mml__error(ctx, MML_EINVAL, "mml_metrics_compute: NULL output");
     memset(out, 0, sizeof *out);
+    out->struct_size = (uint32_t)sizeof *out;
     int64_t total = 0;
     for (int32_t d = 0; d < m->D; d++)
         total += m->dom[d].n;
@@ -424,16 +421,41 @@ int mml_metrics_compute(mml_metrics *m, mml_metrics_summary *out)
     return MML_OK;
 }
 
-int mml_metrics_domain(const mml_metrics *m, int32_t d, mml_domain_metrics *out)
+int mml_metrics_compute_sized(mml_metrics *m, mml_metrics_summary *out, uint32_t struct_size)
+{
+    if (!m)
+        return MML_EINVAL;
+    if (!out)
+        return mml__error(m->ctx, MML_EINVAL, "mml_metrics_compute: NULL output");
+    int rc = mml__check_size(m->ctx, struct_size, sizeof *out,
+                             MML__OLDER_SIZES_mml_metrics_summary, "mml_metrics_summary");
+    if (rc < 0)
+        return rc;
+    mml_metrics_summary full;
+    rc = compute(m, &full);
+    if (rc < 0)
+        return rc;
+    return mml__init_versioned(out, &full, sizeof full, struct_size,
+                               MML__OLDER_SIZES_mml_metrics_summary);
+}
+
+int mml_metrics_domain_sized(const mml_metrics *m, int32_t d, mml_domain_metrics *out,
+                             uint32_t struct_size)
 {
     if (!m || !out)
         return MML_EINVAL;
+    int rc = mml__check_size(m->ctx, struct_size, sizeof *out,
+                             MML__OLDER_SIZES_mml_domain_metrics, "mml_domain_metrics");
+    if (rc < 0)
+        return rc;
     if (d < 0 || d >= m->D)
         return mml__error(m->ctx, MML_ERANGE, "mml_metrics_domain: domain %d not in 0..%d", (int)d,
                           (int)m->D - 1);
     if (!m->computed)
         return mml__error(m->ctx, MML_ESTATE,
                           "mml_metrics_domain: call mml_metrics_compute after the last add");
-    *out = m->res[d];
-    return MML_OK;
+    mml_domain_metrics full = m->res[d];
+    full.struct_size = (uint32_t)sizeof full;
+    return mml__init_versioned(out, &full, sizeof full, struct_size,
+                               MML__OLDER_SIZES_mml_domain_metrics);
 }

@@ -31,11 +31,10 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-void mml_trainer_options_init(mml_trainer_options *opt)
+int mml_trainer_options_init_sized(mml_trainer_options *out, uint32_t struct_size)
 {
+    mml_trainer_options full, *opt = &full;
     static const int32_t hidden[3] = {256, 128, 64};
-    if (!opt)
-        return;
     memset(opt, 0, sizeof *opt);
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->variant = MML_VARIANT_MOE;
@@ -51,6 +50,7 @@ void mml_trainer_options_init(mml_trainer_options *opt)
     opt->patience = 3;
     opt->max_epochs = 50;
     opt->optimizer = MML_OPT_ADAM;
+    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_trainer_options);
 }
 
 void mml_trainer_destroy(mml_trainer *t)
@@ -74,7 +74,7 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
         return mml__error(ctx, MML_EINVAL, "trainer_create: NULL argument");
     *out = NULL;
     mml_trainer_options o;
-    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_trainer_options_init, "trainer");
+    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_trainer_options, "trainer");
     if (rc < 0)
         return rc;
     if (o.variant < MML_VARIANT_BASE || o.variant > MML_VARIANT_MOE)
@@ -363,7 +363,7 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
             step++;
             if (t->opt.progress && (step % 16 == 0 || step == steps)) {
                 double el = now_s() - t0;
-                mml_progress pr = {stage, expert, epoch, t->opt.max_epochs, step, steps,
+                mml_progress pr = {sizeof pr, 0, stage, expert, epoch, t->opt.max_epochs, step, steps,
                                    el > 0 ? (double)rows / el : 0.0, loss_sum / (double)step,
                                    step ? el * (double)(steps - step) / (double)step : 0.0};
                 if (t->opt.progress(t->opt.progress_user, &pr)) {
@@ -381,9 +381,13 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
         rates[epoch - 1] = train_s > 0 ? (double)rows / train_s : 0.0;
         if ((rc = grow_reports(t, (void **)&t->epochs, &t->cap_epochs, t->n_epochs, sizeof *t->epochs)) < 0)
             break;
-        t->epochs[t->n_epochs++] = (mml_epoch_report){stage, expert, epoch, 0,
+        t->epochs[t->n_epochs++] = (mml_epoch_report){sizeof(mml_epoch_report), stage, expert, epoch,
                                                       step ? loss_sum / (double)step : 0.0, score,
                                                       train_s, rates[epoch - 1]};
+        mml__log(ctx, MML_LOG_INFO,
+                 "stage %d expert %d epoch %d: train loss %.5f, validation %.5f, %.0f rows/s",
+                 (int)stage, (int)expert, (int)epoch, step ? loss_sum / (double)step : 0.0, score,
+                 rates[epoch - 1]);
         if (score > best_score) {
             best_score = score;
             best_epoch = epoch;
@@ -411,9 +415,12 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
     if (rc >= 0 && (rc = grow_reports(t, (void **)&t->stages, &t->cap_stages, t->n_stages,
                                       sizeof *t->stages)) >= 0) {
         t->stages[t->n_stages++] = (mml_stage_report){
-            stage, expert, expert >= 0 ? expert % t->D : -1, epochs_run, best_epoch,
+            sizeof(mml_stage_report), stage, expert, expert >= 0 ? expert % t->D : -1, epochs_run, best_epoch,
             best_epoch > 0 ? best_score : 0.0, now_s() - t_start,
             median(rates, epochs_run)};
+        mml__log(ctx, MML_LOG_INFO, "stage %d expert %d done: %d epochs, best epoch %d (%.5f)",
+                 (int)stage, (int)expert, (int)epochs_run, (int)best_epoch,
+                 best_epoch > 0 ? best_score : 0.0);
     }
     /* Leave nothing frozen behind: the next stage sets its own flags. */
     for (int64_t i = 0; i < mml_model_n_params(t->model); i++)
@@ -473,18 +480,38 @@ int mml_trainer_evaluate(mml_trainer *t, const mml_dataset *ds, int32_t mix_mode
 
 mml_model *mml_trainer_model(mml_trainer *t) { return t ? t->model : NULL; }
 int64_t mml_trainer_n_stage_reports(const mml_trainer *t) { return t ? t->n_stages : 0; }
-int mml_trainer_stage_report(const mml_trainer *t, int64_t i, mml_stage_report *out)
+int mml_trainer_stage_report_sized(const mml_trainer *t, int64_t i, mml_stage_report *out,
+                                   uint32_t struct_size)
 {
-    if (!t || !out || i < 0 || i >= t->n_stages)
+    if (!t || !out)
         return MML_EINVAL;
-    *out = t->stages[i];
-    return MML_OK;
+    if (i < 0 || i >= t->n_stages)
+        return mml__error(t->ctx, MML_ERANGE, "trainer_stage_report: index %lld not in 0..%lld",
+                          (long long)i, (long long)t->n_stages - 1);
+    mml_stage_report full = t->stages[i];
+    full.struct_size = (uint32_t)sizeof full;
+    int rc = mml__init_versioned(out, &full, sizeof full, struct_size,
+                                 MML__OLDER_SIZES_mml_stage_report);
+    return rc == MML_EVERSION ? mml__check_size(t->ctx, struct_size, sizeof full,
+                                                MML__OLDER_SIZES_mml_stage_report,
+                                                "mml_stage_report")
+                              : rc;
 }
 int64_t mml_trainer_n_epoch_reports(const mml_trainer *t) { return t ? t->n_epochs : 0; }
-int mml_trainer_epoch_report(const mml_trainer *t, int64_t i, mml_epoch_report *out)
+int mml_trainer_epoch_report_sized(const mml_trainer *t, int64_t i, mml_epoch_report *out,
+                                   uint32_t struct_size)
 {
-    if (!t || !out || i < 0 || i >= t->n_epochs)
+    if (!t || !out)
         return MML_EINVAL;
-    *out = t->epochs[i];
-    return MML_OK;
+    if (i < 0 || i >= t->n_epochs)
+        return mml__error(t->ctx, MML_ERANGE, "trainer_epoch_report: index %lld not in 0..%lld",
+                          (long long)i, (long long)t->n_epochs - 1);
+    mml_epoch_report full = t->epochs[i];
+    full.struct_size = (uint32_t)sizeof full;
+    int rc = mml__init_versioned(out, &full, sizeof full, struct_size,
+                                 MML__OLDER_SIZES_mml_epoch_report);
+    return rc == MML_EVERSION ? mml__check_size(t->ctx, struct_size, sizeof full,
+                                                MML__OLDER_SIZES_mml_epoch_report,
+                                                "mml_epoch_report")
+                              : rc;
 }

@@ -1,0 +1,44 @@
+/* Every size of each versioned public struct that an earlier release
+ * produced, as a 0-terminated list. The library accepts these and its own
+ * sizeof, and nothing else (docs/ABI.md). When a release appends fields to a
+ * struct, the size before them, offsetof(T, first_new_field), joins its list
+ * here: offsetof is right on every ABI, because no public struct has padding.
+ * 1.0 is the first release, so every list is empty. */
+#ifndef MML_VERSIONS_H
+#define MML_VERSIONS_H
+
+#include <stdint.h>
+
+#define MML__OLDER_SIZES_mml_autoint_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_backbone_config ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_backbone_grads ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_backbone_input ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_backbone_vtable ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_batch_view ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_batcher_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_csv_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_ctx_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_dcn_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_domain_metrics ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_embedding_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_epoch_report ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_fibinet_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_gate_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_gradcheck_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_gradcheck_report ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_lora_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_metrics_summary ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_mix ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_model_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_movielens_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_nfm_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_optimizer_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_pnn_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_progress ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_stage_report ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_synthetic_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_tower_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_trainer_options ((const uint32_t[]){0})
+#define MML__OLDER_SIZES_mml_xdeepfm_options ((const uint32_t[]){0})
+
+#endif
