@@ -36,7 +36,6 @@ typedef struct mml_gate_options {
     int32_t n_domains; /* >= 1 */
     int32_t n_experts; /* >= 1 */
     int32_t embed_dim; /* default 4 */
-    int32_t reserved0; /* 0 */
     uint64_t stream;   /* random stream for the init */
     int32_t top_k;     /* 0 (default): dense softmax; k >= 1: keep the k largest (see above) */
     int32_t reserved;  /* 0 */

@@ -1,4 +1,6 @@
-/* libmoemlora: which BLIS kernels the matrix products run on.
+/**
+ * @file
+ * libmoemlora: which BLIS kernels the matrix products run on.
  *
  * BLIS picks a "sub-configuration" (a set of kernels tuned for one CPU
  * family: "skx", "zen3", "haswell", ..., or the portable "generic") when it
@@ -30,22 +32,36 @@ MML_BEGIN_DECLS
 
 /** The name of the BLIS sub-configuration this context's products run on,
  *  by BLIS's own name (bli_arch_string): for example "skx" or "generic".
- *  Static storage; never NULL ("" when ctx is NULL). */
+ *  Static storage; never NULL ("" when ctx is NULL).
+ *  @param ctx the context (recorded at mml_ctx_create()); may be NULL.
+ *  @return a static string, valid for the life of the process (also after
+ *  mml_ctx_destroy()); never to be freed. */
 MML_API const char *mml_ctx_blis_arch(const mml_ctx *ctx);
 
 /** The fastest sub-configuration that this CPU supports and the linked BLIS
  *  build contains. Equal to mml_ctx_blis_arch() when BLIS already runs the
- *  best kernels. Static storage; never NULL ("" when ctx is NULL). */
+ *  best kernels. Static storage; never NULL ("" when ctx is NULL).
+ *  @param ctx the context (recorded at mml_ctx_create()); may be NULL.
+ *  @return a static string, valid for the life of the process; never to be
+ *  freed. */
 MML_API const char *mml_ctx_blis_arch_best(const mml_ctx *ctx);
 
 /** The same as mml_ctx_blis_arch_best() without a context, and without
  *  initialising BLIS (on x86-64; elsewhere the name BLIS chooses itself).
- *  Static storage; never NULL. */
+ *  Static storage; never NULL.
+ *  @return a static string such as "zen3" or "generic", valid for the life
+ *  of the process; never to be freed. */
 MML_API const char *mml_blis_arch_best(void);
 
-/** The value of BLIS_ARCH_TYPE that selects the named sub-configuration in
- *  the linked BLIS build (its index in BLIS's arch_t), or -1 when name is
- *  NULL or no sub-configuration of that name exists. */
+/** The value of BLIS_ARCH_TYPE for the named sub-configuration: its index in
+ *  BLIS's arch_t. BLIS's list holds every name BLIS knows, including ones
+ *  this build does not contain; mml_ctx_create() refuses such a
+ *  BLIS_ARCH_TYPE (MML_EUNSUPPORTED), so check the name with
+ *  mml_blis_arch_select() before putting the value in the environment.
+ *  @param name a sub-configuration name, such as "haswell"; borrowed for the
+ *         call.
+ *  @return the index (>= 0), or -1 when name is NULL or BLIS knows no
+ *  sub-configuration of that name. Thread-safe. */
 MML_API int32_t mml_blis_arch_type(const char *name);
 
 /** Chooses the BLIS sub-configuration for this process by setting
@@ -56,11 +72,18 @@ MML_API int32_t mml_blis_arch_type(const char *name);
  *
  *  Call it before BLIS initialises (before the first mml_ctx_create() and
  *  before any other BLIS use in the process) and before other threads start:
- *  afterwards it has no effect on the kernels in use.
+ *  afterwards it has no effect on the kernels in use. It calls setenv(), so
+ *  it is not thread-safe.
  *
- *  Returns MML_OK; MML_ENOTFOUND for a name that is not a sub-configuration
- *  of this BLIS build; MML_EUNSUPPORTED when this CPU cannot run it;
- *  MML_EIO when the environment cannot be changed. */
+ *  @param name the sub-configuration, "auto" or NULL; borrowed for the call.
+ *         Off x86 only "generic" can be named; "auto" there leaves the
+ *         choice to BLIS (MML_OK, nothing set).
+ *  @param replace nonzero to overwrite an existing BLIS_ARCH_TYPE.
+ *  @return MML_OK (also when nothing was changed, as above);
+ *  MML_ENOTFOUND for a name that is not a sub-configuration of this BLIS
+ *  build that the library can check; MML_EUNSUPPORTED when this CPU cannot
+ *  run it; MML_EIO when the environment cannot be changed. No context: no
+ *  message. */
 MML_API int mml_blis_arch_select(const char *name, int32_t replace);
 
 MML_END_DECLS

@@ -1,4 +1,6 @@
-/* libmoemlora: the model.
+/**
+ * @file
+ * @brief The model.
  *
  * A model composes one embedding table per categorical field, a backbone
  * (with its DNN tower and that tower's LoRA experts), the optional MoE gate,
@@ -9,7 +11,7 @@
  *             + bias
  *
  * Multi-hot fields (optional, n_multihot = M >= 0): one more table per field
- * (named "multihot<m>", dimension embed_dim, same init, stream F + m); a
+ * (named `multihot<m>`, dimension embed_dim, same init, stream F + m); a
  * row's list of ids is pooled (multihot_pooling: MML_POOL_MEAN, the default,
  * or MML_POOL_SUM; an empty list gives a zero vector, a repeated id counts
  * each time) and the M pooled vectors are appended after the F categorical
@@ -17,16 +19,18 @@
  * its config's n_fields is F + M). Backward sends each pooled vector's
  * gradient to every id of the row's list. The first-order linear term has
  * no weights for multi-hot fields. A batch whose n_multihot differs from M
- * is MML_ESHAPE; an id outside a table is MML_ERANGE naming "multihot<m>".
+ * is MML_ESHAPE; an id outside a table is MML_ERANGE naming `multihot<m>`.
  *
- * Parameter order (mml_model_param): the F embedding tables; the M multi-hot
- * tables; then, with a
- * linear term, the F first-order tables and the numeric weights; the global
- * bias; the backbone's parameters (tower, experts, side parts, head); the
- * gate's. Each carries its group (MML_GROUP_*) for freezing.
+ * Parameter order (mml_model_param()): the F embedding tables (`field<f>`);
+ * the M multi-hot tables; then, with a linear term, the F first-order tables
+ * (`field<f>.linear`) and the numeric weights (`numeric.linear`, when
+ * n_dense > 0); the global bias (`bias`); the backbone's parameters (tower,
+ * experts, side parts, head); the gate's. Each carries its group
+ * (MML_GROUP_*) for freezing.
  *
  * The model keeps the activations of its last forward pass for the backward
- * pass; one thread at a time.
+ * pass. Thread safety: one thread at a time per context and the objects made
+ * from it (the model included).
  */
 #ifndef MOEMLORA_MODEL_H
 #define MOEMLORA_MODEL_H
@@ -41,58 +45,130 @@
 #include "param.h"
 #include "view.h"
 
+/** A model (opaque): embedding tables, backbone, gate, linear term, bias. */
 typedef struct mml_model mml_model;
 
+/** What mml_model_create() builds. Initialise with mml_model_options_init();
+ *  n_fields, field_sizes and n_domains have no usable default. Every array is
+ *  read during mml_model_create() only. */
 typedef struct mml_model_options {
-    uint32_t struct_size;          /* set by mml_model_options_init() */
-    int32_t n_fields;              /* F >= 1 */
-    const char *backbone;          /* type name; default "mlp"; copied */
-    const void *backbone_options;  /* the backbone's own options, or NULL; read during create */
-    const int64_t *field_sizes;    /* F vocabulary sizes; read during create */
-    int32_t embed_dim;             /* default 8 */
-    float embed_std;               /* default 0.01 */
-    int32_t n_dense;               /* numeric values per row; default 0 */
-    int32_t n_domains;             /* D >= 1 */
-    int32_t n_experts;             /* 0 (shared model), D (MLoRA) or m * D (MoE-MLoRA) */
-    int32_t gate;                  /* nonzero: an MoE gate over the experts */
-    int32_t gate_dim;              /* default 4 */
-    int32_t alpha;                 /* LoRA rank divisor: rank = max(floor(width / alpha), 1)
-                                      (not LoRA's alpha scale: no alpha / r factor); default 16 */
-    int32_t n_hidden;              /* default 3 */
-    float dropout;                 /* default 0.5 */
-    const int32_t *hidden;         /* default 256, 128, 64; read during create */
-    int32_t gate_top_k;            /* the gate's top_k (mml_gate_options); 0 (default) = dense */
-    float l2_embedding;            /* >= 0, finite; default 0: see mml_model_regularization */
-    float l2_dense;                /* >= 0, finite; default 0: see mml_model_regularization */
-    int32_t n_multihot;            /* multi-hot fields M >= 0, F + M <= 4096; default 0 */
-    const int64_t *multihot_sizes; /* M vocabulary sizes (may be NULL when M is 0) */
-    int32_t multihot_pooling;      /* MML_POOL_MEAN (default) or MML_POOL_SUM */
-    int32_t reserved;              /* 0 */
+    /** Set by mml_model_options_init(): the sizeof of the caller's struct. */
+    uint32_t struct_size;
+    /** F categorical fields, 1..4096. */
+    int32_t n_fields;
+    /** Backbone type name (built-in or registered on the context); default
+     *  "mlp"; copied. */
+    const char *backbone;
+    /** The backbone's own options (backbones.h), or NULL for its defaults;
+     *  read during create. */
+    const void *backbone_options;
+    /** F vocabulary sizes, each 1..INT32_MAX; read during create. */
+    const int64_t *field_sizes;
+    /** Embedding width k; default 8. */
+    int32_t embed_dim;
+    /** Standard deviation of the embeddings' normal init; default 0.01. */
+    float embed_std;
+    /** Numeric values per row, >= 0; default 0. */
+    int32_t n_dense;
+    /** D domains, >= 1. */
+    int32_t n_domains;
+    /** 0 (shared model), D (MLoRA) or m * D (MoE-MLoRA); default 0. */
+    int32_t n_experts;
+    /** Nonzero: an MoE gate over the experts (needs n_experts >= 1); default 0. */
+    int32_t gate;
+    /** Width of the gate's domain embedding; default 4. */
+    int32_t gate_dim;
+    /** LoRA rank divisor: rank = max(floor(width / alpha), 1), >= 1 (not LoRA's
+     *  alpha scale: no alpha / r factor); default 16. */
+    int32_t alpha;
+    /** DNN tower depth; default 3. */
+    int32_t n_hidden;
+    /** DNN tower dropout, in [0, 1); default 0.5. */
+    float dropout;
+    /** n_hidden tower widths; default 256, 128, 64 (a static array); read
+     *  during create. */
+    const int32_t *hidden;
+    /** The gate's top_k (mml_gate_options::top_k); 0 (default) = dense. */
+    int32_t gate_top_k;
+    /** >= 0, finite; default 0: see mml_model_regularization(). */
+    float l2_embedding;
+    /** >= 0, finite; default 0: see mml_model_regularization(). */
+    float l2_dense;
+    /** Multi-hot fields M >= 0, F + M <= 4096; default 0. */
+    int32_t n_multihot;
+    /** M vocabulary sizes, each 1..INT32_MAX (may be NULL when M is 0); read
+     *  during create. */
+    const int64_t *multihot_sizes;
+    /** MML_POOL_MEAN (default) or MML_POOL_SUM. */
+    int32_t multihot_pooling;
+    /** 0; reserved for later releases. */
+    int32_t reserved;
 } mml_model_options;
 
 MML_BEGIN_DECLS
 
+/** Fills *opt with the defaults for a struct of struct_size bytes.
+ *  @param opt the struct to fill. @param struct_size the caller's sizeof.
+ *  @return MML_OK; MML_EINVAL for a NULL opt; MML_EVERSION (nothing written)
+ *  for a size that no release produced. */
 MML_API int mml_model_options_init_sized(mml_model_options *opt, uint32_t struct_size);
+/** mml_model_options_init_sized() with the caller's sizeof, so a newer library
+ *  never writes past an older application's struct.
+ *  @param opt the struct to fill. */
 #define mml_model_options_init(opt) mml_model_options_init_sized((opt), (uint32_t)sizeof(mml_model_options))
+/** Creates a model. opt is required (NULL is refused) and read during the
+ *  call only. On failure *out is NULL (a NULL ctx or opt currently leaves it
+ *  unchanged).
+ *  @param out receives the model, owned by the caller (mml_model_destroy()).
+ *  @param ctx the context; it must outlive the model.
+ *  @param opt the options.
+ *  @return MML_OK; MML_EINVAL for a NULL argument or an invalid option;
+ *  MML_EVERSION for a struct_size of opt or of backbone_options that no
+ *  release produced; MML_ENOTFOUND for an unknown backbone; MML_ENOMEM;
+ *  MML_ECALLBACK when a user backbone's callback fails. */
 MML_API int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt);
+/** Destroys the model and everything it owns (backbone, experts, gate,
+ *  tables); NULL is a no-op.
+ *  @param model the model, or NULL. */
 MML_API void mml_model_destroy(mml_model *model);
 
-/* Logits of the batch's rows into logits (n_rows floats). mix_mode is an
+/** Logits of the batch's rows into logits (n_rows floats). mix_mode is an
  * MML_MIX_* value; expert is used by MML_MIX_SINGLE; MML_MIX_GATED needs the gate
- * and MML_MIX_DOMAIN needs n_experts >= D. */
+ * and MML_MIX_DOMAIN needs n_experts >= D (it uses experts 0 .. D - 1). The
+ * batch is read during the call only (its labels and weights are ignored).
+ * On failure logits may be partly written.
+ * @param model the model. @param batch the rows.
+ * @param mix_mode how the adapters enter. @param expert for MML_MIX_SINGLE.
+ * @param training nonzero: dropout on. @param logits n_rows floats.
+ * @return MML_OK; MML_EINVAL for a NULL argument, a batch without ids,
+ * domains, numeric or multi-hot arrays, or an unknown mix_mode; MML_EVERSION
+ * for a batch struct_size that no release produced; MML_ESHAPE for a batch
+ * that does not fit the model; MML_ERANGE for a domain, id or expert out of
+ * range; MML_ENONFINITE for a non-finite numeric value or logit; MML_ESTATE
+ * for a mix_mode the model cannot serve (adapters without experts, gated
+ * without a gate, per-domain with n_experts < D, MML_MIX_OWN with n_experts
+ * not a multiple of D); MML_ENOMEM; MML_ECALLBACK from a user backbone. */
 MML_API int mml_model_forward(mml_model *model, const mml_batch_view *batch, int32_t mix_mode,
                               int32_t expert, int32_t training, float *logits);
-/* Backward of the last forward pass: dlogits (n_rows). Accumulates into the
- * gradients of every unfrozen parameter that took part. */
+/** Backward of the last forward pass. Accumulates (+=) into the gradients of
+ * every unfrozen parameter that took part.
+ * @param model the model. @param dlogits n_rows gradients of the logits.
+ * @return MML_OK; MML_EINVAL for a NULL argument; MML_ESTATE without a
+ * successful forward pass; MML_ENOMEM; MML_ECALLBACK from a user backbone. */
 MML_API int mml_model_backward(mml_model *model, const float *dlogits);
-/* Inference: probabilities (sigmoid of the logits), dropout off. */
+/** Inference: probabilities (sigmoid of the logits), dropout off; a forward
+ * pass with training 0 (so it replaces the state kept for backward).
+ * @param model the model. @param batch the rows.
+ * @param mix_mode as for mml_model_forward(). @param expert for MML_MIX_SINGLE.
+ * @param probabilities n_rows floats.
+ * @return the codes of mml_model_forward(). */
 MML_API int mml_model_predict(mml_model *model, const mml_batch_view *batch, int32_t mix_mode,
                               int32_t expert, float *probabilities);
 
-/* Optional L2 regularisation of the last forward pass (default off):
+/** Optional L2 regularisation of the last forward pass (default off):
  *
- *   penalty = l2_embedding * sum_f sum_{distinct rows i of table f used by the batch} |E_f[i]|^2
- *           + l2_dense * sum_{backbone matrices W} |W|^2
+ *     penalty = l2_embedding * sum_f sum_{distinct rows i of table f used by the batch} |E_f[i]|^2
+ *             + l2_dense * sum_{backbone matrices W} |W|^2
  *
  * The first sum runs over the F embedding tables and the M multi-hot tables
  * (not the first-order weights); a row used by several rows of the batch (or
@@ -105,19 +181,46 @@ MML_API int mml_model_predict(mml_model *model, const mml_batch_view *batch, int
  * log loss stays the pure BCE). *penalty (may be NULL) receives the value,
  * accumulated in double over all parameters, frozen or not; the gradient
  * (2 lambda E_f[i] for each distinct row, once; 2 lambda W) is ADDED to the
- * gradients of the unfrozen parameters. Call it after mml_model_backward
+ * gradients of the unfrozen parameters. Call it after mml_model_backward()
  * and before the optimiser step. With both lambdas 0 it sets 0 and does
- * nothing else. MML_ESTATE without a successful forward pass. */
+ * nothing else.
+ * @param model the model.
+ * @param penalty receives the penalty (0 on failure), or NULL.
+ * @return MML_OK; MML_EINVAL for a NULL model; MML_ESTATE without a
+ * successful forward pass; MML_ENOMEM. */
 MML_API int mml_model_regularization(mml_model *model, double *penalty);
 
+/** Number of parameters (see the order in the file description).
+ *  @param model the model. @return the count; 0 for NULL. */
 MML_API int64_t mml_model_n_params(const mml_model *model);
+/** Parameter index, in the order of the file description.
+ *  @param model the model. @param index 0 .. n_params - 1.
+ *  @return a borrowed pointer, valid until the model is destroyed; NULL for a
+ *  NULL model or an index out of range. */
 MML_API mml_param *mml_model_param(mml_model *model, int64_t index);
+/** The model's backbone.
+ *  @param model the model.
+ *  @return a borrowed pointer, owned by the model and valid until it is
+ *  destroyed (do not destroy it); NULL for NULL. */
 MML_API mml_backbone *mml_model_backbone(mml_model *model);
+/** The experts of the backbone's tower.
+ *  @param model the model.
+ *  @return a borrowed pointer, owned by the model and valid until it is
+ *  destroyed; NULL for NULL or a model without experts. */
 MML_API mml_lora *mml_model_experts(mml_model *model);
+/** The MoE gate.
+ *  @param model the model.
+ *  @return a borrowed pointer, owned by the model and valid until it is
+ *  destroyed; NULL for NULL or a model without a gate. */
 MML_API mml_gate *mml_model_gate(mml_model *model);
+/** D, the number of domains.
+ *  @param model the model. @return D; 0 for NULL. */
 MML_API int32_t mml_model_n_domains(const mml_model *model);
+/** E, the number of experts.
+ *  @param model the model. @return E; 0 for NULL. */
 MML_API int32_t mml_model_n_experts(const mml_model *model);
-/* F, the categorical fields (multi-hot fields not counted). */
+/** F, the categorical fields (multi-hot fields not counted).
+ *  @param model the model. @return F; 0 for NULL. */
 MML_API int32_t mml_model_n_fields(const mml_model *model);
 
 MML_END_DECLS

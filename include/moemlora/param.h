@@ -1,4 +1,6 @@
-/* libmoemlora: parameter groups.
+/**
+ * @file
+ * libmoemlora: parameter groups.
  *
  * Every trainable tensor of every object is an mml_param: a contiguous
  * row-major block of values, a gradient block of the same size, a group tag
@@ -18,33 +20,65 @@
 
 #include "export.h"
 
+/** The group a parameter belongs to (the group member of mml_param): what
+ *  mml_params_freeze_group() and the trainer's stages select by. */
 typedef enum mml_param_group {
-    MML_GROUP_EMBEDDING = 0, /* embedding tables and first-order weights */
-    MML_GROUP_BACKBONE = 1,  /* the shared network, including the global bias */
-    MML_GROUP_EXPERT = 2,    /* LoRA adapters; mml_param.expert says which */
-    MML_GROUP_GATE = 3       /* the MoE gate */
+    /** Embedding tables and first-order weights. */
+    MML_GROUP_EMBEDDING = 0,
+    /** The shared network, including the global bias. */
+    MML_GROUP_BACKBONE = 1,
+    /** LoRA adapters; mml_param.expert says which. */
+    MML_GROUP_EXPERT = 2,
+    /** The MoE gate. */
+    MML_GROUP_GATE = 3
 } mml_param_group;
 
+/** One trainable tensor. The struct and everything it points to belong to
+ *  the object that enumerates it (mml_X_param()): valid until that object is
+ *  destroyed. The caller may change value, grad's contents and frozen. */
 typedef struct mml_param {
-    const char *name;   /* e.g. "tower.0.W"; owned by the object */
-    float *value;       /* rows * cols floats, row-major */
-    float *grad;        /* same size */
+    /** E.g. "tower.0.W"; owned by the object. */
+    const char *name;
+    /** rows * cols floats, row-major. */
+    float *value;
+    /** Same size; gradients accumulate (+=) into it. */
+    float *grad;
+    /** Number of rows (>= 1). */
     int64_t rows;
+    /** Number of columns (>= 1). */
     int64_t cols;
-    int32_t group;      /* MML_GROUP_* */
-    int32_t expert;     /* expert index for MML_GROUP_EXPERT, otherwise -1 */
-    int32_t frozen;     /* nonzero: optimisers leave value and state alone */
+    /** MML_GROUP_* */
+    int32_t group;
+    /** Expert index for MML_GROUP_EXPERT, otherwise -1. */
+    int32_t expert;
+    /** Nonzero: optimisers leave value and state alone. */
+    int32_t frozen;
+    /** 0; fills the struct to a multiple of 8 bytes. */
     int32_t reserved;
 } mml_param;
 
 MML_BEGIN_DECLS
 
-/* Number of values of p (rows * cols); 0 for NULL. */
+/** Number of values of p (rows * cols); 0 for NULL.
+ *  @param p the parameter, or NULL.
+ *  @return rows * cols; 0 for a NULL p. */
 MML_API int64_t mml_param_size(const mml_param *p);
-/* Sets every gradient of the n parameters to zero (NULL entries are skipped). */
+/** Sets every gradient of the n parameters to zero (NULL entries are skipped).
+ *  @param params an array of n parameter pointers, borrowed for the call;
+ *         NULL does nothing.
+ *  @param n the number of entries; n < 1 does nothing. */
 MML_API void mml_params_zero_grad(mml_param *const *params, int64_t n);
-/* Sets the frozen flag of every parameter in group (and, for experts, with
- * the given expert index; -1 = all experts). Returns how many matched. */
+/** Sets the frozen flag of every parameter in group (and, for experts, with
+ *  the given expert index; -1 = all experts). Returns how many matched.
+ *  @param params an array of n parameter pointers, borrowed for the call;
+ *         NULL entries are skipped.
+ *  @param n the number of entries.
+ *  @param group an MML_GROUP_* value.
+ *  @param expert for MML_GROUP_EXPERT, the expert index or -1 for all;
+ *         ignored for the other groups.
+ *  @param frozen the value stored in each matching frozen member (nonzero
+ *         freezes, 0 unfreezes).
+ *  @return the number of parameters changed; 0 for a NULL params or n < 1. */
 MML_API int64_t mml_params_freeze_group(mml_param *const *params, int64_t n, int32_t group,
                                         int32_t expert, int32_t frozen);
 

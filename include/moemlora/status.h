@@ -1,4 +1,6 @@
-/* libmoemlora: status codes.
+/**
+ * @file
+ * libmoemlora: status codes.
  *
  * Every fallible function returns int: 0 (MML_OK) on success, a negative
  * MML_E* code otherwise. The values are pinned forever; new codes are only
@@ -10,29 +12,55 @@
 
 #include "export.h"
 
+/** The status codes that fallible functions return. Pinned forever: a value
+ *  never changes its number, and new codes are only appended. */
 typedef enum mml_status {
+    /** Success. */
     MML_OK = 0,
-    MML_EINVAL = -1,       /* an argument is invalid (NULL, out of range, bad option) */
-    MML_ENOMEM = -2,       /* the allocator returned NULL */
-    MML_ERANGE = -3,       /* an id, domain or index lies outside its table */
-    MML_ESHAPE = -4,       /* shapes or strides do not fit together */
-    MML_ENONFINITE = -5,   /* NaN or infinity where a finite number is required */
-    MML_EIO = -6,          /* a file could not be opened, read or written */
-    MML_EPARSE = -7,       /* malformed text input (message gives file:line:column) */
-    MML_ESTATE = -8,       /* the call is not valid in the object's current state */
-    MML_EVERSION = -9,     /* a struct, table or file version is not supported */
-    MML_EEXIST = -10,      /* the name is already registered */
-    MML_ENOTFOUND = -11,   /* no such name, column or file */
-    MML_ECANCELED = -12,   /* a callback asked to stop */
-    MML_ECALLBACK = -13,   /* a user callback returned an error */
-    MML_EUNSUPPORTED = -14, /* valid but not implemented for this configuration */
-    MML_EFORMAT = -15,     /* a binary file is corrupt or not of this format */
-    MML_EGRADIENT = -16    /* a gradient check found a mismatch */
+    /** An argument is invalid (NULL, out of range, bad option). */
+    MML_EINVAL = -1,
+    /** The allocator returned NULL. */
+    MML_ENOMEM = -2,
+    /** An id, domain or index lies outside its table. */
+    MML_ERANGE = -3,
+    /** Shapes or strides do not fit together. */
+    MML_ESHAPE = -4,
+    /** NaN or infinity where a finite number is required. */
+    MML_ENONFINITE = -5,
+    /** A file could not be opened, read or written. */
+    MML_EIO = -6,
+    /** Malformed text input (the message gives file:line:column). */
+    MML_EPARSE = -7,
+    /** The call is not valid in the object's current state. */
+    MML_ESTATE = -8,
+    /** A struct, table or file version is not supported (for a struct: a
+     *  struct_size that no release produced). */
+    MML_EVERSION = -9,
+    /** The name is already registered. */
+    MML_EEXIST = -10,
+    /** No such name, column or file. */
+    MML_ENOTFOUND = -11,
+    /** A callback asked to stop. */
+    MML_ECANCELED = -12,
+    /** A user callback returned an error. */
+    MML_ECALLBACK = -13,
+    /** Valid but not implemented for this configuration. */
+    MML_EUNSUPPORTED = -14,
+    /** A binary file is corrupt or not of this format. Kept for the model
+     *  file format of a later release: no function of this release returns
+     *  it. */
+    MML_EFORMAT = -15,
+    /** A gradient check found a mismatch. */
+    MML_EGRADIENT = -16
 } mml_status;
 
 MML_BEGIN_DECLS
 
-/* Short static description of a status code; never NULL. */
+/** Short static description of a status code; never NULL.
+ *  @param status any int; values that are not MML_* codes give
+ *         "unknown status".
+ *  @return a static English string such as "invalid argument" (never NULL,
+ *  never to be freed; valid for the life of the process). Thread-safe. */
 MML_API const char *mml_status_str(int status);
 
 MML_END_DECLS

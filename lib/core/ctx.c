@@ -190,6 +190,8 @@ int mml__check_size(mml_ctx *ctx, uint32_t size, size_t current, const uint32_t 
 int mml__copy_options(mml_ctx *ctx, void *dst, size_t dst_size, const void *src,
                       const uint32_t *older, const char *what)
 {
+    if (!src)
+        return MML_OK; /* NULL options: the defaults already in dst */
     uint32_t size;
     memcpy(&size, src, sizeof size);
     char name[96];

@@ -65,7 +65,8 @@ void mml__log(mml_ctx *ctx, int level, const char *fmt, ...)
  * an earlier release produced (older, 0-terminated; see versions.h). */
 int mml__size_known(uint32_t size, size_t current, const uint32_t *older);
 /* Copies a caller's options struct (struct_size first, a known size) over
- * defaults already in dst; dst's struct_size becomes the full size.
+ * defaults already in dst; dst's struct_size becomes the full size. A NULL
+ * src leaves the defaults.
  * MML_EVERSION naming `what` for any other size. */
 int mml__copy_options(mml_ctx *ctx, void *dst, size_t dst_size, const void *src,
                       const uint32_t *older, const char *what);

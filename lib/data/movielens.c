@@ -558,11 +558,12 @@ int mml_movielens_load(mml_ctx *ctx, const mml_movielens_options *opt, mml_datas
         *test = NULL;
     if (!ctx)
         return MML_EINVAL;
-    if (!opt || !train || !val || !test)
-        return mml__error(ctx, MML_EINVAL, "mml_movielens_load: NULL options or output");
+    if (!train || !val || !test)
+        return mml__error(ctx, MML_EINVAL, "mml_movielens_load: NULL output");
     mml_movielens_options o;
     mml_movielens_options_init(&o);
-    int vrc = mml__copy_options(ctx, &o, sizeof o, opt, MML__OLDER_SIZES_mml_movielens_options, "mml_movielens_load");
+    int vrc = mml__copy_options(ctx, &o, sizeof o, opt, MML__OLDER_SIZES_mml_movielens_options,
+                                "mml_movielens_load");
     if (vrc < 0)
         return vrc;
     if (!o.dir || !o.dir[0])

@@ -157,9 +157,10 @@ static int collect_params(mml_model *m)
 
 int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt)
 {
-    if (!out || !ctx || !opt)
+    if (out)
+        *out = NULL;
+    if (!out || !ctx)
         return mml__error(ctx, MML_EINVAL, "model_create: NULL argument");
-    *out = NULL;
     mml_model_options o;
     int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_model_options, "model");
     if (rc < 0)

@@ -36,9 +36,10 @@ int mml_embedding_options_init_sized(mml_embedding_options *out, uint32_t struct
 
 int mml_embedding_create(mml_embedding **out, mml_ctx *ctx, const mml_embedding_options *opt)
 {
-    if (!out || !ctx || !opt)
+    if (out)
+        *out = NULL;
+    if (!out || !ctx)
         return mml__error(ctx, MML_EINVAL, "embedding_create: NULL argument");
-    *out = NULL;
     mml_embedding_options o;
     int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_embedding_options, "embedding");
     if (rc < 0)

@@ -32,9 +32,10 @@ int mml_gate_options_init_sized(mml_gate_options *out, uint32_t struct_size)
 
 int mml_gate_create(mml_gate **out, mml_ctx *ctx, const mml_gate_options *opt)
 {
-    if (!out || !ctx || !opt)
+    if (out)
+        *out = NULL;
+    if (!out || !ctx)
         return mml__error(ctx, MML_EINVAL, "gate_create: NULL argument");
-    *out = NULL;
     mml_gate_options o;
     int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_gate_options, "gate");
     if (rc < 0)

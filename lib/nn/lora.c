@@ -66,9 +66,10 @@ static float *grad_at(const mml_lora *l, int32_t layer, const float *value_ptr)
 
 int mml_lora_create(mml_lora **out, mml_ctx *ctx, const mml_lora_options *opt)
 {
-    if (!out || !ctx || !opt)
+    if (out)
+        *out = NULL;
+    if (!out || !ctx)
         return mml__error(ctx, MML_EINVAL, "lora_create: NULL argument");
-    *out = NULL;
     mml_lora_options o;
     int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_lora_options, "lora");
     if (rc < 0)

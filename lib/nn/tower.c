@@ -57,9 +57,10 @@ static float *b_of(const mml_tower *t, int32_t l) { return t->params[2 * l + 1].
 
 int mml_tower_create(mml_tower **out, mml_ctx *ctx, const mml_tower_options *opt)
 {
-    if (!out || !ctx || !opt)
+    if (out)
+        *out = NULL;
+    if (!out || !ctx)
         return mml__error(ctx, MML_EINVAL, "tower_create: NULL argument");
-    *out = NULL;
     mml_tower_options o;
     int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_tower_options, "tower");
     if (rc < 0)

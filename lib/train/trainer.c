@@ -70,9 +70,10 @@ void mml_trainer_destroy(mml_trainer *t)
 int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_options *opt,
                        const mml_dataset *train, const mml_dataset *val)
 {
-    if (!out || !ctx || !opt || !train || !val)
+    if (out)
+        *out = NULL;
+    if (!out || !ctx || !train || !val)
         return mml__error(ctx, MML_EINVAL, "trainer_create: NULL argument");
-    *out = NULL;
     mml_trainer_options o;
     int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_trainer_options, "trainer");
     if (rc < 0)
