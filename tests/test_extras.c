@@ -476,7 +476,7 @@ static void model_gradcheck(model_fx *fx)
                   mml_ctx_last_error(fx->ctx), (long long)rep.checked,
                   (long long)rep.skipped_kinks, (long long)rep.failed);
     ck_assert_int_gt(rep.checked, 0);
-    ck_assert_int_lt(rep.skipped_kinks, rep.checked / 2 + 1);
+    ck_assert_int_le(rep.skipped_kinks, rep.checked / 20 + 2);
 }
 
 /* Through the model API: a gated MoE with top-2 of 6 experts. */

@@ -167,7 +167,13 @@ static void run_gradcheck(const char *backbone, int32_t mode, int64_t n_rows, in
                   backbone, mode, (long long)n_rows, mml_ctx_last_error(fx.ctx),
                   (long long)rep.checked, (long long)rep.skipped_kinks, (long long)rep.failed);
     ck_assert_int_gt(rep.checked, 0);
-    ck_assert_int_lt(rep.skipped_kinks, rep.checked / 2 + 1);
+    /* A step crosses a ReLU kink of some of 1024 rows x 256 units far more
+     * often than of a few rows: measured up to 20% there, never above 5% on
+     * the small batches. */
+    if (n_rows > 64)
+        ck_assert_int_le(rep.skipped_kinks, rep.checked / 4);
+    else
+        ck_assert_int_le(rep.skipped_kinks, rep.checked / 20 + 2);
     if (n_rows <= 64)
         ck_assert_msg(rep.direction_checked && rep.direction_ok, "direction %g vs %g",
                       rep.direction_analytic, rep.direction_numeric);
@@ -360,11 +366,26 @@ START_TEST(lora_ranks_follow_the_rule)
     ck_assert_int_eq(a1->expert, 1);
     ck_assert_int_eq(a1->group, MML_GROUP_EXPERT);
     ck_assert_ptr_null(mml_lora_param(l, 18));
+    /* Expert 1 is the same whether 2 or 5 experts exist: keep a copy of its 9
+     * parameters (A_t, B, c of 3 layers) before the 2-expert set goes. */
+    float *saved[9];
+    int64_t saved_n[9];
+    for (int j = 0; j < 9; j++) {
+        mml_param *p = mml_lora_param(l, 9 + j);
+        saved_n[j] = mml_param_size(p);
+        saved[j] = malloc(sizeof(float) * (size_t)saved_n[j]);
+        memcpy(saved[j], p->value, sizeof(float) * (size_t)saved_n[j]);
+    }
     mml_lora_destroy(l);
-    /* Expert 1 is the same whether 2 or 5 experts exist. */
     o.n_experts = 5;
     ck_assert_int_eq(mml_lora_create(&l, ctx, &o), MML_OK);
-    ck_assert_int_eq(memcmp(mml_lora_param(l, 9)->value, a1->value, 0), 0);
+    for (int j = 0; j < 9; j++) {
+        mml_param *p = mml_lora_param(l, 9 + j);
+        ck_assert_int_eq(p->expert, 1);
+        ck_assert_int_eq(mml_param_size(p), saved_n[j]);
+        ck_assert_int_eq(memcmp(p->value, saved[j], sizeof(float) * (size_t)saved_n[j]), 0);
+        free(saved[j]);
+    }
     mml_lora_destroy(l);
     mml_ctx_destroy(ctx);
 }

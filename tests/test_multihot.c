@@ -147,7 +147,7 @@ static void gradcheck(mh_fx *fx)
                   mml_ctx_last_error(fx->ctx), (long long)rep.checked,
                   (long long)rep.skipped_kinks, (long long)rep.failed);
     ck_assert_int_gt(rep.checked, 0);
-    ck_assert_int_lt(rep.skipped_kinks, rep.checked / 2 + 1);
+    ck_assert_int_le(rep.skipped_kinks, rep.checked / 20 + 2);
 }
 
 static void check_table_grad_rows(mh_fx *fx)

@@ -465,6 +465,210 @@ START_TEST(extras_pass_through)
 }
 END_TEST
 
+/* ---- stage 2 and 3 under real validation (no scripted scores) ---- */
+
+typedef struct steps_seen {
+    int64_t steps[64]; /* batches per epoch seen for each stage-2 expert */
+    int n_gate_epochs;
+} steps_seen;
+
+static int record_steps(void *user, const mml_progress *p)
+{
+    steps_seen *s = user;
+    if (p->stage == MML_STAGE_EXPERTS && p->expert >= 0 && p->expert < 64)
+        s->steps[p->expert] = p->steps;
+    return 0;
+}
+
+/* AUC of domain d on ds with expert alone, computed the way the trainer
+ * validates stage 2 (that domain's rows in order, batch_size at a time). */
+static double expert_domain_auc(mml_trainer *t, mml_ctx *ctx, const mml_dataset *ds,
+                                int32_t expert, int32_t d, int64_t batch_size)
+{
+    mml_metrics *m = NULL;
+    ck_assert_int_eq(mml_metrics_create(&m, ctx, mml_dataset_n_domains(ds)), MML_OK);
+    mml_batcher_options bo;
+    mml_batcher_options_init(&bo);
+    bo.batch_size = batch_size;
+    bo.shuffle = 0;
+    bo.domain = d;
+    mml_batcher *bt = NULL;
+    ck_assert_int_eq(mml_batcher_create(&bt, ctx, ds, &bo), MML_OK);
+    ck_assert_int_eq(mml_batcher_start_epoch(bt, 0), MML_OK);
+    float *logits = malloc(sizeof(float) * (size_t)batch_size);
+    mml_batch_view b;
+    while (mml_batcher_next(bt, &b) == 1) {
+        ck_assert_int_eq(mml_model_forward(mml_trainer_model(t), &b, MML_MIX_SINGLE, expert, 0,
+                                           logits), MML_OK);
+        ck_assert_int_eq(mml_metrics_add(m, logits, b.labels, b.domain, b.n_rows), MML_OK);
+    }
+    mml_metrics_summary s;
+    ck_assert_int_eq(mml_metrics_compute(m, &s), MML_OK);
+    mml_domain_metrics dm;
+    ck_assert_int_eq(mml_metrics_domain(m, d, &dm), MML_OK);
+    ck_assert(dm.auc_defined);
+    free(logits);
+    mml_batcher_destroy(bt);
+    mml_metrics_destroy(m);
+    return dm.auc;
+}
+
+/* Options that overfit fast, so that early stopping fires in stages 2 and 3. */
+static void overfit_options(mml_trainer_options *o)
+{
+    tiny_options(o, MML_VARIANT_MOE);
+    o->experts_per_domain = 2;
+    o->max_epochs = 40;
+    o->patience = 2;
+    o->lr = 3e-2f;
+    o->batch_size = 128;
+}
+
+START_TEST(stage_two_trains_each_expert_on_its_own_domain)
+{
+    world w;
+    world_init(&w, 3);
+    mml_trainer_options o;
+    overfit_options(&o);
+    o.max_epochs = 2;
+    steps_seen seen;
+    memset(&seen, 0, sizeof seen);
+    o.progress = record_steps;
+    o.progress_user = &seen;
+    mml_trainer *t = make_trainer(&w, &o);
+    ck_assert_int_eq(mml_trainer_run(t), MML_OK);
+    int32_t D = mml_dataset_n_domains(w.train);
+    int differ = 0;
+    for (int32_t e = 0; e < 2 * D; e++) {
+        int64_t rows = mml_dataset_domain_rows(w.train, e % D);
+        ck_assert_int_eq(seen.steps[e], (rows + o.batch_size - 1) / o.batch_size);
+        differ += rows != mml_dataset_domain_rows(w.train, 0);
+    }
+    ck_assert_int_gt(differ, 0); /* the domains differ in size, so the check can fail */
+    mml_trainer_destroy(t);
+    world_free(&w);
+}
+END_TEST
+
+START_TEST(stage_two_stops_on_its_domain_and_restores_the_best_epoch)
+{
+    world w;
+    world_init(&w, 4);
+    mml_trainer_options o;
+    overfit_options(&o);
+    mml_trainer *t = make_trainer(&w, &o);
+    ck_assert_int_eq(mml_trainer_run(t), MML_OK);
+    int early = 0, experts = 0;
+    for (int64_t i = 0; i < mml_trainer_n_stage_reports(t); i++) {
+        mml_stage_report r;
+        ck_assert_int_eq(mml_trainer_stage_report(t, i, &r), MML_OK);
+        if (r.stage != MML_STAGE_EXPERTS)
+            continue;
+        experts++;
+        ck_assert_int_eq(r.domain, r.expert % mml_dataset_n_domains(w.train));
+        /* The score it kept is the expert's own domain's validation AUC of the
+         * weights it ends with: the best epoch's, restored. */
+        double auc = expert_domain_auc(t, w.ctx, w.val, r.expert, r.domain, o.batch_size);
+        ck_assert_msg(auc == r.best_val, "expert %d: restored AUC %.9f, best %.9f", r.expert, auc,
+                      r.best_val);
+        early += r.best_epoch < r.epochs;
+    }
+    ck_assert_int_eq(experts, 2 * mml_dataset_n_domains(w.train));
+    ck_assert_int_gt(early, 0); /* some expert's last epoch was not its best */
+    mml_trainer_destroy(t);
+    world_free(&w);
+}
+END_TEST
+
+START_TEST(stage_three_restores_the_best_epoch)
+{
+    world w;
+    world_init(&w, 4);
+    mml_trainer_options o;
+    overfit_options(&o);
+    o.lr = 1e-1f; /* the gate alone moves slowly: push it to overshoot */
+    mml_trainer *t = make_trainer(&w, &o);
+    ck_assert_int_eq(mml_trainer_run(t), MML_OK);
+    mml_stage_report r;
+    int64_t last = mml_trainer_n_stage_reports(t) - 1;
+    ck_assert_int_eq(mml_trainer_stage_report(t, last, &r), MML_OK);
+    ck_assert_int_eq(r.stage, MML_STAGE_GATE);
+    ck_assert_int_lt(r.best_epoch, r.epochs);
+    mml_metrics *m = NULL;
+    ck_assert_int_eq(mml_metrics_create(&m, w.ctx, mml_dataset_n_domains(w.val)), MML_OK);
+    ck_assert_int_eq(mml_trainer_evaluate(t, w.val, MML_MIX_GATED, m), MML_OK);
+    mml_metrics_summary s;
+    ck_assert_int_eq(mml_metrics_compute(m, &s), MML_OK);
+    ck_assert_msg(s.mean_auc == r.best_val, "gate: restored %.9f, best %.9f", s.mean_auc,
+                  r.best_val);
+    mml_metrics_destroy(m);
+    mml_trainer_destroy(t);
+    world_free(&w);
+}
+END_TEST
+
+/* Scripted scores: expert 0 stops after stop0 epochs; every other expert
+ * sees the same rising scores in both runs. */
+typedef struct script2 {
+    int32_t stop0;
+} script2;
+
+static int scripted_expert0(void *user, int32_t stage, int32_t expert, int32_t epoch,
+                            double *score)
+{
+    const script2 *s = user;
+    *score = (double)epoch;
+    if (stage == MML_STAGE_EXPERTS && expert == 0 && epoch > s->stop0)
+        *score = 0.0; /* worse: early stopping after patience epochs */
+    return 0;
+}
+
+START_TEST(each_expert_starts_from_a_fresh_optimiser)
+{
+    /* Expert 1's training must not depend on how long expert 0 trained: with
+     * an optimiser (or a random stream) carried over from expert 0, it would. */
+    float *result[2] = {NULL, NULL};
+    int64_t size = 0;
+    for (int run = 0; run < 2; run++) {
+        world w;
+        world_init(&w, 6);
+        mml_trainer_options o;
+        tiny_options(&o, MML_VARIANT_MOE);
+        o.max_epochs = 4;
+        o.patience = 1;
+        o.dropout = 0.0f; /* the tower's dropout stream runs on across experts */
+        script2 sc = {run == 0 ? 1 : 3};
+        o.validate = scripted_expert0;
+        o.validate_user = &sc;
+        mml_trainer *t = make_trainer(&w, &o);
+        ck_assert_int_eq(mml_trainer_run_stage(t, MML_STAGE_BACKBONE), MML_OK);
+        ck_assert_int_eq(mml_trainer_run_stage(t, MML_STAGE_EXPERTS), MML_OK);
+        mml_lora *l = mml_model_experts(mml_trainer_model(t));
+        int32_t n_layers = mml_lora_n_layers(l);
+        size = 0;
+        for (int32_t k = 0; k < 3 * n_layers; k++)
+            size += mml_param_size(mml_lora_param(l, 3 * n_layers + k));
+        result[run] = malloc(sizeof(float) * (size_t)size);
+        int64_t off = 0;
+        for (int32_t k = 0; k < 3 * n_layers; k++) {
+            mml_param *p = mml_lora_param(l, 3 * n_layers + k);
+            ck_assert_int_eq(p->expert, 1);
+            memcpy(result[run] + off, p->value, sizeof(float) * (size_t)mml_param_size(p));
+            off += mml_param_size(p);
+        }
+        mml_stage_report r0;
+        ck_assert_int_eq(mml_trainer_stage_report(t, 1, &r0), MML_OK);
+        ck_assert_int_eq(r0.expert, 0);
+        ck_assert_int_eq(r0.epochs, run == 0 ? 2 : 4); /* expert 0 trained differently */
+        mml_trainer_destroy(t);
+        world_free(&w);
+    }
+    ck_assert_int_eq(memcmp(result[0], result[1], sizeof(float) * (size_t)size), 0);
+    free(result[0]);
+    free(result[1]);
+}
+END_TEST
+
 static Suite *trainer_suite(void)
 {
     Suite *s = suite_create("trainer");
@@ -478,6 +682,10 @@ static Suite *trainer_suite(void)
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, extras_pass_through);
     tcase_add_test(tc, allocation_failures_leak_nothing);
+    tcase_add_test(tc, stage_two_trains_each_expert_on_its_own_domain);
+    tcase_add_test(tc, stage_two_stops_on_its_domain_and_restores_the_best_epoch);
+    tcase_add_test(tc, stage_three_restores_the_best_epoch);
+    tcase_add_test(tc, each_expert_starts_from_a_fresh_optimiser);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -237,7 +237,8 @@ MML_API int mml_backbone_known(const mml_ctx *ctx, const char *type_name);
 MML_API const char *mml_backbone_builtin_name(int32_t index);
 
 /** Creates a backbone of type type_name (built-in or registered on ctx).
- *  cfg is checked (see mml_backbone_config) and copied; its hidden and
+ *  cfg is required (NULL is refused: its defaults leave n_fields unset); it
+ *  is checked (see mml_backbone_config) and copied, and its hidden and
  *  options arrays are read during the call only. On failure *out is NULL (a
  *  NULL ctx, type_name or cfg currently leaves it unchanged).
  *  @param out receives the backbone, owned by the caller (mml_backbone_destroy()).

@@ -523,14 +523,14 @@ MML_API int mml_movielens_options_init_sized(mml_movielens_options *o, uint32_t 
 /** Loads ML-100K or ML-1M from o->dir (see mml_movielens_options) and splits
  * it 60/20/20 per domain and label class with o->split_seed.
  * @param ctx the context; must outlive the data sets
- * @param o the options; required, since dir has no default (read during the
- *          call only)
+ * @param o the options (read during the call only), or NULL for the
+ *          defaults; dir has no default, so NULL fails with MML_EINVAL
  * @param[out] train receives the training set
  * @param[out] val receives the validation set
  * @param[out] test receives the test set
  * @return MML_OK, and the caller owns the three new data sets (release each
  *         with mml_dataset_destroy()); on failure every output is NULL, and:
- *         MML_EINVAL for a NULL ctx (no message), o or output, an empty dir,
+ *         MML_EINVAL for a NULL ctx (no message) or output, a NULL or empty dir,
  *         domain_by or label_min out of range; MML_EVERSION for an
  *         o->struct_size that no release produced; MML_ENOTFOUND when dir
  *         holds neither u.data nor ratings.dat; MML_EIO when a file cannot be

@@ -1,4 +1,6 @@
-/* libmoemlora: the MoE gate.
+/**
+ * @file
+ * @brief The MoE gate.
  *
  *     g(d) = softmax( W_g e_d + b_g )   in R^E
  *
@@ -19,6 +21,8 @@
  * gradient, the selection itself is treated as a constant (a kink, reported
  * by mml_gate_kink_pattern). top_k = 0 (default) or top_k >= E is the dense
  * softmax.
+ *
+ * Thread safety: one thread at a time per context and the objects made from it.
  */
 #ifndef MOEMLORA_GATE_H
 #define MOEMLORA_GATE_H
@@ -29,44 +33,97 @@
 #include "export.h"
 #include "param.h"
 
+/** An MoE gate (opaque): a learned D x E table of mixture weights. */
 typedef struct mml_gate mml_gate;
 
+/** What mml_gate_create() builds. Initialise with mml_gate_options_init(). */
 typedef struct mml_gate_options {
+    /** Set by mml_gate_options_init(): the sizeof of the caller's struct. */
     uint32_t struct_size;
-    int32_t n_domains; /* >= 1 */
-    int32_t n_experts; /* >= 1 */
-    int32_t embed_dim; /* default 4 */
-    uint64_t stream;   /* random stream for the init */
-    int32_t top_k;     /* 0 (default): dense softmax; k >= 1: keep the k largest (see above) */
-    int32_t reserved;  /* 0 */
+    /** D, 1..2^20 (no default). */
+    int32_t n_domains;
+    /** E, 1..4096 (no default). */
+    int32_t n_experts;
+    /** Width of the domain embedding, 1..4096; default 4. */
+    int32_t embed_dim;
+    /** Random stream for the init; default 0. */
+    uint64_t stream;
+    /** 0 (default): dense softmax; k >= 1: keep the k largest (see the file
+     *  description; k >= E is dense). */
+    int32_t top_k;
+    /** 0; reserved for later releases. */
+    int32_t reserved;
 } mml_gate_options;
 
 MML_BEGIN_DECLS
 
+/** Fills *opt with the defaults for a struct of struct_size bytes.
+ *  @param opt the struct to fill. @param struct_size the caller's sizeof.
+ *  @return MML_OK; MML_EINVAL for a NULL opt; MML_EVERSION (nothing written)
+ *  for a size that no release produced. */
 MML_API int mml_gate_options_init_sized(mml_gate_options *opt, uint32_t struct_size);
+/** mml_gate_options_init_sized() with the caller's sizeof, so a newer library
+ *  never writes past an older application's struct.
+ *  @param opt the struct to fill. */
 #define mml_gate_options_init(opt) mml_gate_options_init_sized((opt), (uint32_t)sizeof(mml_gate_options))
+/** Creates a gate. opt is read during the call only; NULL means the defaults,
+ *  which leave n_domains and n_experts unset, so it gives MML_EINVAL. On
+ *  failure *out is NULL.
+ *  @param out receives the gate, owned by the caller (mml_gate_destroy()).
+ *  @param ctx the context; it must outlive the gate.
+ *  @param opt the options, or NULL for the defaults.
+ *  @return MML_OK; MML_EINVAL for a NULL argument or an invalid option;
+ *  MML_EVERSION for a struct_size of opt that no release produced; MML_ENOMEM. */
 MML_API int mml_gate_create(mml_gate **out, mml_ctx *ctx, const mml_gate_options *opt);
+/** Destroys the gate; NULL is a no-op.
+ *  @param gate the gate, or NULL. */
 MML_API void mml_gate_destroy(mml_gate *gate);
 
-/* *weights receives n x n_experts mixture weights (each row sums to 1), owned
- * by the gate until the next forward pass. */
+/** *weights receives n x n_experts mixture weights (each row sums to 1), owned
+ * by the gate until the next forward pass (or its destruction). The domains
+ * are copied for the backward pass. On failure *weights is left unchanged.
+ * @param gate the gate. @param domain n domain ids, each in [0, D).
+ * @param n rows, >= 1. @param weights receives the borrowed weights.
+ * @return MML_OK; MML_EINVAL for a NULL argument; MML_ESHAPE for n < 1;
+ * MML_ERANGE for a domain out of range; MML_ENOMEM. */
 MML_API int mml_gate_forward(mml_gate *gate, const int32_t *domain, int64_t n,
                              const float **weights);
-/* Accumulates parameter gradients from dweights (n x n_experts) of the last forward. */
+/** Accumulates (+=) the gradients of the unfrozen gate parameters from
+ * dweights (n x n_experts, n of the last forward pass).
+ * @param gate the gate. @param dweights gradients of the weights.
+ * @return MML_OK; MML_EINVAL for a NULL argument; MML_ESTATE without a
+ * forward pass. */
 MML_API int mml_gate_backward(mml_gate *gate, const float *dweights);
-/* The current D x E table of mixture weights (after top-k, if set), row-major, into out. */
+/** The current D x E table of mixture weights (after top-k, if set),
+ * row-major, into out, computed from the current parameters.
+ * @param gate the gate. @param out D * E floats.
+ * @return MML_OK; MML_EINVAL for a NULL argument. */
 MML_API int mml_gate_table(const mml_gate *gate, float *out);
-/* Fingerprint of the top-k selections (the kept set of every domain) made
- * by the last forward pass, for finite-difference checks; 0 for a dense
- * gate, a NULL gate or before any forward pass. */
+/** Fingerprint of the top-k selections (the kept set of every domain) made
+ * by the last forward pass, for finite-difference checks.
+ * @param gate the gate.
+ * @return the fingerprint; 0 for a dense gate, a NULL gate or before any
+ * forward pass. */
 MML_API uint64_t mml_gate_kink_pattern(const mml_gate *gate);
-/* The top_k in effect: 0 for a dense gate (also when top_k >= E was asked) and for NULL. */
+/** The top_k in effect.
+ * @param gate the gate.
+ * @return k; 0 for a dense gate (also when top_k >= E was asked) and for NULL. */
 MML_API int32_t mml_gate_top_k(const mml_gate *gate);
 
+/** D, the number of domains.
+ *  @param gate the gate. @return D; 0 for NULL. */
 MML_API int32_t mml_gate_n_domains(const mml_gate *gate);
+/** E, the number of experts.
+ *  @param gate the gate. @return E; 0 for NULL. */
 MML_API int32_t mml_gate_n_experts(const mml_gate *gate);
-/* Parameters: embedding (D x k), W (k x E), b (1 x E). */
+/** Number of parameters: embedding (D x k, "gate.embedding"), W (k x E,
+ *  "gate.W"), b (1 x E, "gate.b"), in that order, all MML_GROUP_GATE.
+ *  @param gate the gate. @return 3; 0 for NULL. */
 MML_API int64_t mml_gate_n_params(const mml_gate *gate);
+/** Parameter index (0 embedding, 1 W, 2 b).
+ *  @param gate the gate. @param index 0 .. 2.
+ *  @return a borrowed pointer, valid until the gate is destroyed; NULL for
+ *  NULL or an index out of range. */
 MML_API mml_param *mml_gate_param(mml_gate *gate, int64_t index);
 
 MML_END_DECLS

@@ -1,4 +1,6 @@
-/* libmoemlora: feature hashing of raw ids into embedding rows.
+/**
+ * @file
+ * libmoemlora: feature hashing of raw ids into embedding rows.
  *
  * mml_hash_id maps a 64-bit raw id (a user id, an item id, the 64-bit hash
  * of a string, ...) to a bucket in [0, n_buckets), seeded, with a fixed
@@ -35,13 +37,24 @@
 
 MML_BEGIN_DECLS
 
-/* The bucket of raw_id, as above. */
+/** The bucket of raw_id, as above. Pure function: thread-safe.
+ *  @param raw_id the raw id.
+ *  @param seed the hashing seed (keep it with the model).
+ *  @param n_buckets the number of buckets; 0 gives 0.
+ *  @return the bucket, in [0, n_buckets) (0 when n_buckets is 0). */
 MML_API uint32_t mml_hash_id(uint64_t raw_id, uint64_t seed, uint32_t n_buckets);
 
-/* out[i] = mml_hash_id(raw[i], seed, n_buckets) for i < n, as embedding ids.
- * n = 0 does nothing. MML_ESHAPE for n < 0; MML_EINVAL for a NULL raw or
- * out (with n > 0) or n_buckets outside [1, INT32_MAX] (the ids must fit in
- * int32). Nothing is written on failure. No context: no error message. */
+/** out[i] = mml_hash_id(raw[i], seed, n_buckets) for i < n, as embedding ids.
+ *  Thread-safe (no context, no state).
+ *  @param raw n raw ids, read during the call; may be NULL when n is 0.
+ *  @param n the number of ids; 0 writes nothing.
+ *  @param seed the hashing seed.
+ *  @param n_buckets the number of buckets, 1..INT32_MAX (the ids must fit
+ *         in int32).
+ *  @param out receives n ids (caller's memory); may be NULL when n is 0.
+ *  @return MML_OK; MML_ESHAPE for n < 0; MML_EINVAL for n_buckets outside
+ *  [1, INT32_MAX] (checked even when n is 0) or a NULL raw or out with
+ *  n > 0. Nothing is written on failure. No context: no error message. */
 MML_API int mml_hash_ids(const uint64_t *raw, int64_t n, uint64_t seed, uint32_t n_buckets,
                          int32_t *out);
 

@@ -49,8 +49,8 @@
 typedef struct mml_model mml_model;
 
 /** What mml_model_create() builds. Initialise with mml_model_options_init();
- *  n_fields, field_sizes and n_domains have no usable default. Every array is
- *  read during mml_model_create() only. */
+ *  n_fields, field_sizes and n_domains have no usable default. The struct and
+ *  every array it points to are read during mml_model_create() only. */
 typedef struct mml_model_options {
     /** Set by mml_model_options_init(): the sizeof of the caller's struct. */
     uint32_t struct_size;
@@ -116,12 +116,12 @@ MML_API int mml_model_options_init_sized(mml_model_options *opt, uint32_t struct
  *  never writes past an older application's struct.
  *  @param opt the struct to fill. */
 #define mml_model_options_init(opt) mml_model_options_init_sized((opt), (uint32_t)sizeof(mml_model_options))
-/** Creates a model. opt is required (NULL is refused) and read during the
- *  call only. On failure *out is NULL (a NULL ctx or opt currently leaves it
- *  unchanged).
+/** Creates a model. opt is read during the call only; NULL means the
+ *  defaults, which leave n_fields, field_sizes and n_domains unset, so it
+ *  gives MML_EINVAL. On failure *out is NULL.
  *  @param out receives the model, owned by the caller (mml_model_destroy()).
  *  @param ctx the context; it must outlive the model.
- *  @param opt the options.
+ *  @param opt the options, or NULL for the defaults.
  *  @return MML_OK; MML_EINVAL for a NULL argument or an invalid option;
  *  MML_EVERSION for a struct_size of opt or of backbone_options that no
  *  release produced; MML_ENOTFOUND for an unknown backbone; MML_ENOMEM;

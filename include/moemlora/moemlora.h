@@ -1,5 +1,8 @@
-/* libmoemlora: multi-domain CTR prediction with MLoRA and MoE-MLoRA.
- * The umbrella header: include this one. */
+/**
+ * @file
+ * libmoemlora: multi-domain CTR prediction with MLoRA and MoE-MLoRA.
+ * The umbrella header: include this one.
+ */
 #ifndef MOEMLORA_H
 #define MOEMLORA_H
 

@@ -1,4 +1,6 @@
-/* libmoemlora: optimisers (SGD, Adam, lazy Adam, Adagrad) over a list of parameters.
+/**
+ * @file
+ * @brief Optimisers (SGD, Adam, lazy Adam, Adagrad) over a list of parameters.
  *
  * An optimiser updates the mml_param structs it was created with; it copies
  * the pointer array, so the structs themselves (and their value and grad
@@ -44,7 +46,8 @@
  * with a zero gradient keep value and G, so Adagrad is naturally sparse.
  * beta1 and beta2 are unused (still checked).
  *
- * Thread safety: one thread at a time per optimiser (and its context).
+ * Thread safety: one thread at a time per optimiser (and its context and the
+ * objects made from it).
  */
 #ifndef MOEMLORA_OPTIMIZER_H
 #define MOEMLORA_OPTIMIZER_H
@@ -55,64 +58,113 @@
 #include "export.h"
 #include "param.h"
 
+/** An optimiser (opaque) over a fixed list of parameters. */
 typedef struct mml_optimizer mml_optimizer;
 
+/** The update rule (mml_optimizer_options::kind). */
 typedef enum mml_optimizer_kind {
+    /** value -= lr * g. */
     MML_OPT_SGD = 0,
+    /** Dense Adam (PyTorch 1.13's torch.optim.Adam). */
     MML_OPT_ADAM = 1,
+    /** Row-wise Adam for MML_GROUP_EMBEDDING parameters, dense Adam for the rest. */
     MML_OPT_LAZY_ADAM = 2,
+    /** Adagrad, elementwise. */
     MML_OPT_ADAGRAD = 3
 } mml_optimizer_kind;
 
+/** Hyper-parameters. Initialise with mml_optimizer_options_init(); every
+ *  field is checked, whatever the kind. */
 typedef struct mml_optimizer_options {
-    uint32_t struct_size; /* sizeof(mml_optimizer_options) */
-    int32_t kind;         /* MML_OPT_*; default MML_OPT_ADAM */
-    float lr;             /* > 0, finite; default 1e-3 */
-    float beta1;          /* Adam, in [0, 1); default 0.9 */
-    float beta2;          /* Adam, in [0, 1); default 0.999 */
-    float eps;            /* Adam, lazy Adam, Adagrad: > 0, finite; default 1e-8 */
-    float adagrad_init;   /* Adagrad's initial accumulator G, >= 0, finite; default 0.1 */
+    /** Set by mml_optimizer_options_init(): the sizeof of the caller's struct. */
+    uint32_t struct_size;
+    /** MML_OPT_*; default MML_OPT_ADAM. */
+    int32_t kind;
+    /** Learning rate, > 0, finite; default 1e-3. */
+    float lr;
+    /** Adam, in [0, 1); default 0.9. */
+    float beta1;
+    /** Adam, in [0, 1); default 0.999. */
+    float beta2;
+    /** Adam, lazy Adam, Adagrad: > 0, finite; default 1e-8. */
+    float eps;
+    /** Adagrad's initial accumulator G, >= 0, finite; default 0.1. */
+    float adagrad_init;
 } mml_optimizer_options;
 
 MML_BEGIN_DECLS
 
+/** Fills *opt with the defaults for a struct of struct_size bytes.
+ *  @param opt the struct to fill. @param struct_size the caller's sizeof.
+ *  @return MML_OK; MML_EINVAL for a NULL opt; MML_EVERSION (nothing written)
+ *  for a size that no release produced. */
 MML_API int mml_optimizer_options_init_sized(mml_optimizer_options *opt, uint32_t struct_size);
+/** mml_optimizer_options_init_sized() with the caller's sizeof, so a newer
+ *  library never writes past an older application's struct.
+ *  @param opt the struct to fill. */
 #define mml_optimizer_options_init(opt) mml_optimizer_options_init_sized((opt), (uint32_t)sizeof(mml_optimizer_options))
 
-/* opt may be NULL for the defaults; every field is checked, whatever the
- * kind. params holds n_params >= 1 distinct parameters, each with separate
- * value and grad buffers and rows, cols >= 1. Adam's state starts at zero. */
+/** Creates an optimiser. opt may be NULL for the defaults; it is read during
+ * the call only, and every field is checked, whatever the kind. params holds
+ * n_params >= 1 distinct parameters, each with separate value and grad
+ * buffers and rows, cols >= 1; the pointer array is copied, the mml_param
+ * structs are borrowed and must outlive the optimiser. Adam's state starts at
+ * zero. On failure *out is NULL.
+ * @param out receives the optimiser, owned by the caller (mml_optimizer_destroy()).
+ * @param ctx the context; it must outlive the optimiser.
+ * @param opt the options, or NULL. @param params the parameters.
+ * @param n_params their count.
+ * @return MML_OK; MML_EINVAL for a NULL out or ctx, an invalid option, a
+ * NULL or empty list, a NULL or repeated parameter or one without separate
+ * buffers; MML_ESHAPE for
+ * an empty or too large parameter; MML_EVERSION for a struct_size of opt that
+ * no release produced; MML_ENOMEM. */
 MML_API int mml_optimizer_create(mml_optimizer **out, mml_ctx *ctx,
                                  const mml_optimizer_options *opt, mml_param *const *params,
                                  int64_t n_params);
+/** Destroys the optimiser and its state (not the parameters); NULL is a no-op.
+ * @param opt the optimiser, or NULL. */
 MML_API void mml_optimizer_destroy(mml_optimizer *opt);
 
-/* One update of every parameter that is not frozen. A NaN or infinite
- * gradient in any of them gives MML_ENONFINITE (naming the parameter and
- * the index) before anything is changed. */
+/** One update of every parameter that is not frozen. Everything is checked
+ * before anything is changed.
+ * @param opt the optimiser.
+ * @return MML_OK; MML_EINVAL for NULL; MML_ESHAPE for a parameter whose shape
+ * or buffers changed since creation; MML_ENONFINITE for a NaN or infinite
+ * gradient in any of them (naming the parameter and the index). */
 MML_API int mml_optimizer_step(mml_optimizer *opt);
 
-/* Zeroes the state and step counts of every parameter (Adagrad's G goes
+/** Zeroes the state and step counts of every parameter (Adagrad's G goes
  * back to adagrad_init; lazy Adam's row counts to 0): fresh state for a new
- * training stage. Values are not touched. */
+ * training stage. Values are not touched.
+ * @param opt the optimiser.
+ * @return MML_OK; MML_EINVAL for NULL. */
 MML_API int mml_optimizer_reset(mml_optimizer *opt);
 
-/* Number of updates parameter param_index has received since creation or the
- * last reset; -1 for a NULL optimiser or an index outside [0, n_params). */
+/** Number of updates parameter param_index has received since creation or the
+ * last reset.
+ * @param opt the optimiser. @param param_index 0 .. n_params - 1.
+ * @return the count; -1 for a NULL optimiser or an index outside [0, n_params). */
 MML_API int64_t mml_optimizer_steps(const mml_optimizer *opt, int64_t param_index);
 
-/* Read access to a parameter's Adam moments (first m, second v; as many
- * floats as the parameter has values), e.g. for checkpoints. Either output
- * pointer may be NULL. For SGD both are set to NULL; for Adagrad m is NULL
- * and v is the accumulator G. The arrays stay valid
- * until the optimiser is destroyed. MML_ERANGE for a bad index. */
+/** Read access to a parameter's Adam moments (first m, second v; as many
+ * floats as the parameter has values), e.g. for checkpoints. For SGD both
+ * are set to NULL; for Adagrad m is NULL and v is the accumulator G. The
+ * arrays are borrowed: they stay valid until the optimiser is destroyed. On
+ * failure *m and *v are left unchanged.
+ * @param opt the optimiser. @param param_index 0 .. n_params - 1.
+ * @param m receives the first moment, or NULL.
+ * @param v receives the second moment (Adagrad: G), or NULL.
+ * @return MML_OK; MML_EINVAL for a NULL optimiser; MML_ERANGE for a bad index. */
 MML_API int mml_optimizer_state(const mml_optimizer *opt, int64_t param_index, const float **m,
                                 const float **v);
 
-/* Lazy Adam: the step count t_r of row `row` of parameter param_index (a
- * parameter of group MML_GROUP_EMBEDDING at creation). -1 for a NULL
- * optimiser, another kind, a parameter without row counts, or an index or
- * row out of range. */
+/** Lazy Adam: the step count t_r of row `row` of parameter param_index (a
+ * parameter of group MML_GROUP_EMBEDDING at creation).
+ * @param opt the optimiser. @param param_index 0 .. n_params - 1.
+ * @param row 0 .. rows - 1.
+ * @return the count; -1 for a NULL optimiser, another kind, a parameter
+ * without row counts, or an index or row out of range. */
 MML_API int64_t mml_optimizer_row_steps(const mml_optimizer *opt, int64_t param_index,
                                         int64_t row);
 

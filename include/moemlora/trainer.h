@@ -1,17 +1,18 @@
-/* libmoemlora: the staged trainer.
+/** @file
+ * libmoemlora: the staged trainer.
  *
  * Trains one model on a training split with early stopping on a validation
  * split, as METHOD.md section 4 specifies:
  *
- *   MML_VARIANT_BASE   one joint stage, the shared model (no experts);
- *   MML_VARIANT_MLORA  one joint stage, each row through its domain's adapter;
- *   MML_VARIANT_MOE    stage 1 "backbone": embeddings and backbone on all
- *                      domains, no experts in the forward pass;
- *                      stage 2 "experts": each expert i alone, on the training
- *                      rows of domain i mod D, everything else frozen, early
- *                      stopping on that domain's validation AUC;
- *                      stage 3 "gate": the gate alone, on all domains, with
- *                      the full gated mixture.
+ *   - MML_VARIANT_BASE: one joint stage, the shared model (no experts);
+ *   - MML_VARIANT_MLORA: one joint stage, each row through its domain's adapter;
+ *   - MML_VARIANT_MOE: stage 1 "backbone": embeddings and backbone on all
+ *     domains, no experts in the forward pass;
+ *     stage 2 "experts": each expert i alone, on the training
+ *     rows of domain i mod D, everything else frozen, early
+ *     stopping on that domain's validation AUC;
+ *     stage 3 "gate": the gate alone, on all domains, with
+ *     the full gated mixture.
  *
  * Every stage (and every expert) starts a fresh Adam over exactly the
  * parameters it trains; frozen parameters do not change, bit for bit. After
@@ -24,6 +25,11 @@
  *
  * The shared model and MoE-MLoRA's stage 1 are the same computation for the
  * same seed, so their weights after that stage are identical.
+ *
+ * A trainer and its model are used by one thread at a time, like their
+ * context; the callbacks run on the thread that runs the trainer. Fallible
+ * functions return 0 (MML_OK) or a negative MML_E* code with a message in
+ * mml_ctx_last_error() of the trainer's context.
  */
 #ifndef MOEMLORA_TRAINER_H
 #define MOEMLORA_TRAINER_H
@@ -36,126 +42,316 @@
 #include "metrics.h"
 #include "model.h"
 
+/** The staged trainer (see the file description). Made with
+ * mml_trainer_create(), released with mml_trainer_destroy(). */
 typedef struct mml_trainer mml_trainer;
 
 /** The three methods: the shared model, MLoRA and MoE-MLoRA (METHOD.md). */
 typedef enum mml_variant {
-    MML_VARIANT_BASE = 0,  /* the shared model, no adapters */
-    MML_VARIANT_MLORA = 1, /* one adapter per domain, trained jointly */
-    MML_VARIANT_MOE = 2    /* backbone, then experts one domain at a time, then the gate */
+    /** The shared model, no adapters. */
+    MML_VARIANT_BASE = 0,
+    /** One adapter per domain, trained jointly. */
+    MML_VARIANT_MLORA = 1,
+    /** Backbone, then experts one domain at a time, then the gate. */
+    MML_VARIANT_MOE = 2
 } mml_variant;
 
 /** Training stages. */
 typedef enum mml_stage {
-    MML_STAGE_JOINT = 0,    /* base and MLoRA: everything at once */
-    MML_STAGE_BACKBONE = 1, /* MoE-MLoRA stage 1: the shared model */
-    MML_STAGE_EXPERTS = 2,  /* MoE-MLoRA stage 2: each expert on its own domain's rows */
-    MML_STAGE_GATE = 3      /* MoE-MLoRA stage 3: the gate */
+    /** Base and MLoRA: everything at once. */
+    MML_STAGE_JOINT = 0,
+    /** MoE-MLoRA stage 1: the shared model. */
+    MML_STAGE_BACKBONE = 1,
+    /** MoE-MLoRA stage 2: each expert on its own domain's rows. */
+    MML_STAGE_EXPERTS = 2,
+    /** MoE-MLoRA stage 3: the gate. */
+    MML_STAGE_GATE = 3
 } mml_stage;
 
+/** What the progress callback receives. The library fills it with its own
+ * size, so a callback built against an older or newer header reads a field
+ * only when struct_size covers it (offsetof(mml_progress, field) +
+ * sizeof(field) <= struct_size). */
 typedef struct mml_progress {
-    uint32_t struct_size; /* the library's sizeof(mml_progress): read later fields only if
-                             struct_size covers them */
-    int32_t reserved;     /* 0 */
-    int32_t stage;        /* MML_STAGE_* */
-    int32_t expert;       /* stage 2: the expert; else -1 */
-    int32_t epoch;        /* 1-based */
+    /** The library's sizeof(mml_progress): read later fields only if
+     * struct_size covers them. */
+    uint32_t struct_size;
+    /** 0; reserved for later releases. */
+    int32_t reserved;
+    /** MML_STAGE_*. */
+    int32_t stage;
+    /** Stage 2: the expert; else -1. */
+    int32_t expert;
+    /** 1-based. */
+    int32_t epoch;
+    /** The stage's max_epochs option. */
     int32_t max_epochs;
-    int64_t step;         /* batches done in this epoch */
-    int64_t steps;        /* batches in this epoch */
-    double rows_per_s;    /* training throughput of this epoch so far */
-    double loss;          /* mean training loss of this epoch so far */
-    double eta_s;         /* estimated seconds left in this epoch */
+    /** Batches done in this epoch. */
+    int64_t step;
+    /** Batches in this epoch. */
+    int64_t steps;
+    /** Training throughput of this epoch so far (rows per second). */
+    double rows_per_s;
+    /** Mean training loss of this epoch so far (L2 penalty included). */
+    double loss;
+    /** Estimated seconds left in this epoch. */
+    double eta_s;
 } mml_progress;
 
-/* Called every few batches and after each epoch; return nonzero to cancel. */
+/** Progress callback (mml_trainer_options.progress): called every 16
+ * batches and after the last batch of each epoch, on the thread running
+ * mml_trainer_run() or mml_trainer_run_stage(). It must not call functions
+ * on the trainer or its model.
+ * @param user mml_trainer_options.progress_user
+ * @param progress the progress, valid during the call only
+ * @return 0 to go on; nonzero to cancel (the run then fails with
+ *         MML_ECANCELED) */
 typedef int (*mml_progress_fn)(void *user, const mml_progress *progress);
-/* Replaces the validation score (for tests and custom criteria). */
+/** Validation callback (mml_trainer_options.validate): replaces the
+ * validation score after each epoch (for tests and custom criteria); higher
+ * is better. It must not call functions on the trainer or its model.
+ * @param user mml_trainer_options.validate_user
+ * @param stage MML_STAGE_*
+ * @param expert stage 2: the expert; else -1
+ * @param epoch 1-based
+ * @param[out] score receives the score (it holds 0 when the callback is called)
+ * @return >= 0 on success; a negative value fails the run with MML_ECALLBACK */
 typedef int (*mml_validate_fn)(void *user, int32_t stage, int32_t expert, int32_t epoch,
                                double *score);
 
+/** Options of mml_trainer_create(); initialise with mml_trainer_options_init().
+ * mml_trainer_create copies the struct and the hidden widths, and reads
+ * backbone and backbone_options during the call only; it keeps the callbacks
+ * and their user pointers, which must stay valid while the trainer runs. */
 typedef struct mml_trainer_options {
+    /** Set by mml_trainer_options_init(). */
     uint32_t struct_size;
-    int32_t variant;              /* MML_VARIANT_*; default MML_VARIANT_MOE */
-    const char *backbone;         /* default "mlp"; copied */
-    const void *backbone_options; /* read during create */
-    int32_t experts_per_domain;   /* m, MoE only; default 1 */
-    int32_t alpha;                /* LoRA rank divisor (see mml_model_options); default 16 */
-    int32_t embed_dim;            /* default 8 */
-    int32_t n_hidden;             /* default 3 */
-    const int32_t *hidden;        /* default 256, 128, 64 */
-    float dropout;                /* default 0.5 */
-    float lr;                     /* default 1e-3 */
-    int64_t batch_size;           /* default 1024 */
-    int32_t patience;             /* default 3 */
-    int32_t max_epochs;           /* per stage and per expert; default 50 */
+    /** MML_VARIANT_*; default MML_VARIANT_MOE. */
+    int32_t variant;
+    /** The backbone's name (built in or registered); default "mlp"; copied. */
+    const char *backbone;
+    /** The backbone's own options struct, or NULL for its defaults; read during create. */
+    const void *backbone_options;
+    /** m, MoE only; default 1; >= 1. */
+    int32_t experts_per_domain;
+    /** LoRA rank divisor (see mml_model_options); default 16. */
+    int32_t alpha;
+    /** Embedding width; default 8. */
+    int32_t embed_dim;
+    /** Entries in hidden; default 3; 1 .. 64. */
+    int32_t n_hidden;
+    /** Hidden layer widths (n_hidden entries, copied); default 256, 128, 64. */
+    const int32_t *hidden;
+    /** Dropout rate; default 0.5. */
+    float dropout;
+    /** Learning rate; default 1e-3; finite, > 0. */
+    float lr;
+    /** Rows per batch; default 1024; >= 1. */
+    int64_t batch_size;
+    /** Epochs without improvement before a stage stops; default 3; >= 1. */
+    int32_t patience;
+    /** Per stage and per expert; default 50; >= 1. */
+    int32_t max_epochs;
+    /** Progress callback, or NULL (the default). */
     mml_progress_fn progress;
+    /** Passed to progress. */
     void *progress_user;
+    /** Validation callback, or NULL (the default: mean per-domain AUC). */
     mml_validate_fn validate;
+    /** Passed to validate. */
     void *validate_user;
-    int32_t optimizer;            /* MML_OPT_ADAM (default), MML_OPT_LAZY_ADAM, MML_OPT_ADAGRAD, MML_OPT_SGD */
-    int32_t gate_top_k;           /* 0 (default): dense gate */
-    float l2_embedding;           /* default 0; see mml_model_regularization */
-    float l2_dense;               /* default 0 */
+    /** MML_OPT_ADAM (default), MML_OPT_LAZY_ADAM, MML_OPT_ADAGRAD, MML_OPT_SGD. */
+    int32_t optimizer;
+    /** 0 (default): dense gate; else the gate's top_k (mml_gate_options). */
+    int32_t gate_top_k;
+    /** Default 0; see mml_model_regularization. */
+    float l2_embedding;
+    /** Default 0; see mml_model_regularization. */
+    float l2_dense;
 } mml_trainer_options;
 
+/** One stage's (or, in stage 2, one expert's) summary; see
+ * mml_trainer_stage_report(). */
 typedef struct mml_stage_report {
-    uint32_t struct_size;     /* bytes the library filled (the caller's size) */
-    int32_t stage;            /* MML_STAGE_* */
-    int32_t expert;           /* stage 2: the expert; else -1 */
-    int32_t domain;           /* stage 2: its domain; else -1 */
-    int32_t epochs;           /* epochs run */
-    int32_t best_epoch;       /* 1-based */
-    double best_val;          /* validation score of the best epoch */
-    double seconds;           /* wall time of the stage, validation included */
-    double train_rows_per_s;  /* median over epochs of rows / training-loop time */
+    /** The number of bytes the library filled (the caller's size). */
+    uint32_t struct_size;
+    /** MML_STAGE_*. */
+    int32_t stage;
+    /** Stage 2: the expert; else -1. */
+    int32_t expert;
+    /** Stage 2: its domain; else -1. */
+    int32_t domain;
+    /** Epochs run. */
+    int32_t epochs;
+    /** 1-based; 0 if no epoch completed. */
+    int32_t best_epoch;
+    /** Validation score of the best epoch. */
+    double best_val;
+    /** Wall time of the stage, validation included. */
+    double seconds;
+    /** Median over epochs of rows / training-loop time. */
+    double train_rows_per_s;
 } mml_stage_report;
 
+/** One epoch's summary; see mml_trainer_epoch_report(). */
 typedef struct mml_epoch_report {
-    uint32_t struct_size;     /* bytes the library filled (the caller's size) */
+    /** The number of bytes the library filled (the caller's size). */
+    uint32_t struct_size;
+    /** MML_STAGE_*. */
     int32_t stage;
+    /** Stage 2: the expert; else -1. */
     int32_t expert;
+    /** 1-based. */
     int32_t epoch;
-    double train_loss;        /* mean over the epoch's batches */
+    /** Mean over the epoch's batches (L2 penalty included). */
+    double train_loss;
+    /** The epoch's validation score. */
     double val_score;
-    double train_seconds;     /* the training loop alone */
+    /** The training loop alone. */
+    double train_seconds;
+    /** Rows per second of the training loop. */
     double rows_per_s;
 } mml_epoch_report;
 
 MML_BEGIN_DECLS
 
+/** Fills *opt with the defaults of every field.
+ * @param[out] opt the options to fill: struct_size bytes written, and
+ *             opt->struct_size set to struct_size
+ * @param struct_size the caller's sizeof(mml_trainer_options)
+ * @return MML_OK; MML_EINVAL for a NULL opt; MML_EVERSION (nothing written)
+ *         for a size that no release produced. */
 MML_API int mml_trainer_options_init_sized(mml_trainer_options *opt, uint32_t struct_size);
+/** mml_trainer_options_init_sized() with the caller's
+ * sizeof(mml_trainer_options), so that a newer library never writes past an
+ * older application's struct.
+ * @param opt the options to fill */
 #define mml_trainer_options_init(opt) mml_trainer_options_init_sized((opt), (uint32_t)sizeof(mml_trainer_options))
-/* The model's shape comes from train (fields, vocabulary sizes, numeric
- * values, domains); val must share its schema. Both datasets must outlive the
- * trainer. Randomness comes from ctx's seed. */
+/** Creates a trainer and its model. The model's shape comes from train
+ * (fields, vocabulary sizes, numeric values, domains); val must share its
+ * schema. Both data sets are borrowed and must outlive the trainer, as must
+ * ctx. Randomness comes from ctx's seed (read at creation, for the initial
+ * weights, and when each stage starts, for the shuffles).
+ * @param[out] out receives the trainer, owned by the caller (release with
+ *             mml_trainer_destroy()); NULL on failure
+ * @param ctx the context
+ * @param opt the options, or NULL for the defaults
+ * @param train the training split (>= 1 row, >= 1 field)
+ * @param val the validation split (>= 1 row)
+ * @return MML_OK; MML_EINVAL for a NULL out, ctx (no message), train or
+ *         val, a bad option (variant, experts_per_domain, batch_size,
+ *         patience, max_epochs, lr, n_hidden, hidden, optimizer, or one the
+ *         model refuses), an empty split or more than 4096 fields;
+ *         MML_EVERSION for an opt->struct_size (or a backbone options
+ *         struct_size) that no release produced; MML_ESHAPE when val has
+ *         another number of fields, domains, numeric or multi-hot fields;
+ *         MML_ENOTFOUND for a backbone that is neither built in nor
+ *         registered; MML_ECALLBACK when a registered backbone's callback
+ *         fails; MML_ENOMEM. */
 MML_API int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_options *opt,
                                const mml_dataset *train, const mml_dataset *val);
+/** Releases a trainer and its model (mml_trainer_model() becomes invalid);
+ * the data sets are not touched. NULL-safe.
+ * @param trainer the trainer, or NULL */
 MML_API void mml_trainer_destroy(mml_trainer *trainer);
 
-/* Runs one stage: MML_STAGE_JOINT (base, MLoRA) or, for MoE-MLoRA, the
- * stages in order. MML_ECANCELED if the progress callback asked to stop (the
- * stage's best weights so far are restored). */
+/** Runs one stage: MML_STAGE_JOINT (base, MLoRA) or, for MoE-MLoRA, the
+ * stages in order (stage 2 trains every expert in turn). Appends stage and
+ * epoch reports. On failure the interrupted run keeps its best weights so
+ * far and the stage stays the next one: running it again trains it again
+ * from the current weights (stage 2: from the first expert).
+ * @param trainer the trainer
+ * @param stage an MML_STAGE_* value: the variant's next stage
+ * @return MML_OK; MML_EINVAL for a NULL trainer (no message); MML_ESTATE
+ *         when stage is not the next stage (out of order, unknown, or
+ *         already run) or has nothing to train; MML_ECANCELED if the
+ *         progress callback asked to stop (the stage's best weights so far
+ *         are restored); MML_ECALLBACK when the validation callback returned
+ *         a negative value (or a registered backbone's callback failed);
+ *         MML_ENONFINITE when a logit becomes NaN or infinite (diverged
+ *         training); MML_ENOMEM; or another code from the model's passes. */
 MML_API int mml_trainer_run_stage(mml_trainer *trainer, int32_t stage);
-/* Runs every stage of the variant that has not run yet. */
+/** Runs every stage of the variant that has not run yet, in order.
+ * @param trainer the trainer
+ * @return MML_OK (also when no stage is left); MML_EINVAL for a NULL
+ *         trainer (no message); else the code of the first failing
+ *         mml_trainer_run_stage(). */
 MML_API int mml_trainer_run(mml_trainer *trainer);
 
-/* The mixture mode of the trained model for its variant (final prediction). */
+/** The mixture mode of the trained model for its variant (final prediction).
+ * @param trainer the trainer
+ * @return MML_MIX_NONE (base), MML_MIX_DOMAIN (MLoRA) or MML_MIX_GATED
+ *         (MoE-MLoRA); MML_MIX_NONE for a NULL trainer */
 MML_API int32_t mml_trainer_mix_mode(const mml_trainer *trainer);
-/* Adds the logits of every row of ds, computed with mix_mode (MML_MIX_*), to
- * metrics (which must have the dataset's D domains). */
+/** Adds the logits of every row of ds, computed with mix_mode (MML_MIX_*,
+ * dropout off, in batches of batch_size rows), to metrics, which is not
+ * reset first. ds and metrics are used during the call only.
+ * @param trainer the trainer
+ * @param ds a data set with the training split's schema
+ * @param mix_mode an MML_MIX_* value, e.g. mml_trainer_mix_mode()
+ * @param metrics an accumulator with the data set's D domains
+ * @return MML_OK; MML_EINVAL for a NULL trainer (no message), a NULL ds or
+ *         metrics, or an unknown mix_mode; MML_ESHAPE when metrics or ds
+ *         has another D, or ds another number of fields, numeric or
+ *         multi-hot fields; MML_ESTATE for a mix_mode the model cannot run;
+ *         MML_ENONFINITE for a NaN or infinite logit; MML_ENOMEM; or another
+ *         code from the model's forward pass. On failure metrics keeps the
+ *         batches added before the failing one. */
 MML_API int mml_trainer_evaluate(mml_trainer *trainer, const mml_dataset *ds, int32_t mix_mode,
                                  mml_metrics *metrics);
 
+/** The trainer's model.
+ * @param trainer the trainer
+ * @return a borrowed pointer, owned by the trainer and valid until
+ *         mml_trainer_destroy() (never destroy it yourself); NULL for a NULL
+ *         trainer */
 MML_API mml_model *mml_trainer_model(mml_trainer *trainer);
+/** The number of stage reports so far (one per stage run, one per expert in
+ * stage 2).
+ * @param trainer the trainer
+ * @return the count; 0 for a NULL trainer */
 MML_API int64_t mml_trainer_n_stage_reports(const mml_trainer *trainer);
+/** Copies one stage report. Use the mml_trainer_stage_report() macro.
+ * @param trainer the trainer
+ * @param index the report, 0 .. mml_trainer_n_stage_reports() - 1
+ * @param[out] out receives the report: struct_size bytes written, and
+ *             out->struct_size set to struct_size; not written on failure
+ * @param struct_size the caller's sizeof(mml_stage_report)
+ * @return MML_OK; MML_EINVAL for a NULL trainer or out (no message);
+ *         MML_ERANGE for index out of range; MML_EVERSION (nothing written)
+ *         for a size that no release produced. */
 MML_API int mml_trainer_stage_report_sized(const mml_trainer *trainer, int64_t index,
                                            mml_stage_report *out, uint32_t struct_size);
+/** mml_trainer_stage_report_sized() with the caller's
+ * sizeof(mml_stage_report), so that a newer library never writes past an
+ * older application's struct.
+ * @param trainer the trainer
+ * @param index the report
+ * @param out the report to fill */
 #define mml_trainer_stage_report(trainer, index, out)                                            \
     mml_trainer_stage_report_sized((trainer), (index), (out), (uint32_t)sizeof(mml_stage_report))
+/** The number of epoch reports so far (one per completed epoch, over all
+ * stages and experts).
+ * @param trainer the trainer
+ * @return the count; 0 for a NULL trainer */
 MML_API int64_t mml_trainer_n_epoch_reports(const mml_trainer *trainer);
+/** Copies one epoch report. Use the mml_trainer_epoch_report() macro.
+ * @param trainer the trainer
+ * @param index the report, 0 .. mml_trainer_n_epoch_reports() - 1
+ * @param[out] out receives the report: struct_size bytes written, and
+ *             out->struct_size set to struct_size; not written on failure
+ * @param struct_size the caller's sizeof(mml_epoch_report)
+ * @return MML_OK; MML_EINVAL for a NULL trainer or out (no message);
+ *         MML_ERANGE for index out of range; MML_EVERSION (nothing written)
+ *         for a size that no release produced. */
 MML_API int mml_trainer_epoch_report_sized(const mml_trainer *trainer, int64_t index,
                                            mml_epoch_report *out, uint32_t struct_size);
+/** mml_trainer_epoch_report_sized() with the caller's
+ * sizeof(mml_epoch_report), so that a newer library never writes past an
+ * older application's struct.
+ * @param trainer the trainer
+ * @param index the report
+ * @param out the report to fill */
 #define mml_trainer_epoch_report(trainer, index, out)                                            \
     mml_trainer_epoch_report_sized((trainer), (index), (out), (uint32_t)sizeof(mml_epoch_report))
 
