@@ -23,13 +23,15 @@ _Static_assert(offsetof(mml_allocator, alloc) == L(8, 8), "mml_allocator.alloc")
 _Static_assert(offsetof(mml_allocator, free) == L(16, 12), "mml_allocator.free");
 _Static_assert(offsetof(mml_allocator, user) == L(24, 16), "mml_allocator.user");
 
-_Static_assert(sizeof(mml_ctx_options) == L(40, 28), "size of mml_ctx_options");
+_Static_assert(sizeof(mml_ctx_options) == L(48, 36), "size of mml_ctx_options");
 _Static_assert(offsetof(mml_ctx_options, struct_size) == L(0, 0), "mml_ctx_options.struct_size");
 _Static_assert(offsetof(mml_ctx_options, n_threads) == L(4, 4), "mml_ctx_options.n_threads");
 _Static_assert(offsetof(mml_ctx_options, seed) == L(8, 8), "mml_ctx_options.seed");
 _Static_assert(offsetof(mml_ctx_options, allocator) == L(16, 16), "mml_ctx_options.allocator");
 _Static_assert(offsetof(mml_ctx_options, log) == L(24, 20), "mml_ctx_options.log");
 _Static_assert(offsetof(mml_ctx_options, log_user) == L(32, 24), "mml_ctx_options.log_user");
+_Static_assert(offsetof(mml_ctx_options, log_level) == L(40, 28), "mml_ctx_options.log_level");
+_Static_assert(offsetof(mml_ctx_options, reserved) == L(44, 32), "mml_ctx_options.reserved");
 
 _Static_assert(sizeof(mml_param) == L(56, 44), "size of mml_param");
 _Static_assert(offsetof(mml_param, name) == L(0, 0), "mml_param.name");

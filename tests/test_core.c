@@ -1,3 +1,4 @@
+#include <stddef.h>
 /* Core runtime: version, status codes, context, allocator, RNG, matrix multiply. */
 #include "internal.h"
 #include "testutil.h"
@@ -303,6 +304,85 @@ START_TEST(gemm_threads_give_identical_results_per_count)
 }
 END_TEST
 
+/* An application built against the 1.0 headers: its mml_ctx_options ends
+ * before log_level (appended in 1.1). Its layout, written out by hand. */
+typedef struct ctx_options_1_0 {
+    uint32_t struct_size;
+    uint32_t n_threads;
+    uint64_t seed;
+    const mml_allocator *allocator;
+    mml_log_fn log;
+    void *log_user;
+} ctx_options_1_0;
+
+static int info_lines;
+static void count_info(void *user, int level, const char *message)
+{
+    (void)user;
+    (void)message;
+    info_lines += level == MML_LOG_INFO;
+}
+
+START_TEST(options_of_an_older_release_work)
+{
+    ck_assert_int_eq(sizeof(ctx_options_1_0), offsetof(mml_ctx_options, log_level));
+    /* init writes exactly the older struct, not one byte past it. */
+    unsigned char buf[sizeof(mml_ctx_options) + 16];
+    memset(buf, 0xAB, sizeof buf);
+    ck_assert_int_eq(mml_ctx_options_init_sized((mml_ctx_options *)(void *)buf,
+                                                (uint32_t)sizeof(ctx_options_1_0)),
+                     MML_OK);
+    for (size_t i = sizeof(ctx_options_1_0); i < sizeof buf; i++)
+        ck_assert_int_eq(buf[i], 0xAB);
+    ctx_options_1_0 old;
+    memcpy(&old, buf, sizeof old);
+    ck_assert_int_eq(old.struct_size, sizeof old);
+    ck_assert_int_eq(old.n_threads, 1);
+    ck_assert_int_eq(old.seed, 1);
+    /* The library reads the older struct and takes the default log level. */
+    old.n_threads = 2;
+    old.seed = 77;
+    old.log = count_info;
+    mml_ctx *ctx = NULL;
+    ck_assert_int_eq(mml_ctx_create(&ctx, (const mml_ctx_options *)(const void *)&old), MML_OK);
+    ck_assert_int_eq(mml_ctx_threads(ctx), 2);
+    ck_assert_int_eq(mml_ctx_seed(ctx), 77);
+    mml_ctx_destroy(ctx);
+    /* Sizes that no release produced are refused, and init writes nothing. */
+    static const uint32_t bad[] = {0, 4, sizeof(ctx_options_1_0) + 4, sizeof(mml_ctx_options) + 8};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(buf, 0xAB, sizeof buf);
+        ck_assert_int_eq(mml_ctx_options_init_sized((mml_ctx_options *)(void *)buf, bad[i]),
+                         MML_EVERSION);
+        ck_assert_int_eq(buf[0], 0xAB);
+        mml_ctx_options o;
+        mml_ctx_options_init(&o);
+        o.struct_size = bad[i];
+        ctx = (mml_ctx *)&o;
+        ck_assert_int_eq(mml_ctx_create(&ctx, &o), MML_EVERSION);
+        ck_assert_ptr_null(ctx);
+    }
+}
+END_TEST
+
+START_TEST(log_level_filters_messages)
+{
+    mml_ctx_options o;
+    mml_ctx_options_init(&o);
+    ck_assert_int_eq(o.log_level, MML_LOG_INFO);
+    o.log = count_log;
+    o.log_level = MML_LOG_ERROR + 1;
+    mml_ctx *ctx = NULL;
+    ck_assert_int_eq(mml_ctx_create(&ctx, &o), MML_EINVAL);
+    o.log_level = MML_LOG_ERROR;
+    ck_assert_int_eq(mml_ctx_create(&ctx, &o), MML_OK);
+    log_calls = 0;
+    ck_assert_int_eq(mml_ctx_set_threads(ctx, 0), MML_EINVAL);
+    ck_assert_int_eq(log_calls, 1);
+    mml_ctx_destroy(ctx);
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
     Suite *s = suite_create("core");
@@ -314,6 +394,8 @@ static Suite *core_suite(void)
     tcase_add_test(tc, ctx_bad_arguments);
     tcase_add_test(tc, ctx_create_fails_cleanly_at_every_allocation);
     tcase_add_test(tc, log_callback_receives_errors);
+    tcase_add_test(tc, options_of_an_older_release_work);
+    tcase_add_test(tc, log_level_filters_messages);
     tcase_add_test(tc, views_init);
     tcase_add_test(tc, rng_streams_are_deterministic_and_distinct);
     suite_add_tcase(s, tc);

@@ -78,6 +78,12 @@ typedef struct mml_ctx_options {
      *  Must stay valid as long as log may be called (until
      *  mml_ctx_destroy()). */
     void *log_user;
+    /** Since 1.1: the lowest level (mml_log_level) that reaches log; default
+     *  MML_LOG_INFO (everything). An application built against 1.0 headers
+     *  has a shorter struct and gets the default. */
+    int32_t log_level;
+    /** 0; reserved for later releases. */
+    int32_t reserved;
 } mml_ctx_options;
 
 MML_BEGIN_DECLS

@@ -498,7 +498,7 @@ MML_API int mml_csv_options_init_sized(mml_csv_options *o, uint32_t struct_size)
  *         a NULL output whose path is given, or a bad option (empty
  *         label_column, a bad delimiter or multihot_separator,
  *         max_line_bytes out of range, a bad column list, a column given two
- *         roles); MML_EVERSION for an o->struct_size that no release
+ *         roles or listed twice); MML_EVERSION for an o->struct_size that no release
  *         produced; MML_EIO when a file cannot be opened or read;
  *         MML_ENOTFOUND for a column missing from a header; MML_EPARSE for an
  *         empty file, a bad header (quoting, duplicate names), a bad row

@@ -11,6 +11,7 @@ int mml_ctx_options_init_sized(mml_ctx_options *out, uint32_t struct_size)
     opt->struct_size = (uint32_t)sizeof *opt;
     opt->n_threads = 1;
     opt->seed = 1;
+    opt->log_level = MML_LOG_INFO;
     return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_ctx_options);
 }
 
@@ -28,7 +29,8 @@ int mml_ctx_create(mml_ctx **out, const mml_ctx_options *opt)
         memcpy(&o, opt, opt->struct_size);
         o.struct_size = (uint32_t)sizeof o;
     }
-    if (o.n_threads < 1 || o.n_threads > 1024)
+    if (o.n_threads < 1 || o.n_threads > 1024 || o.log_level < MML_LOG_INFO ||
+        o.log_level > MML_LOG_ERROR)
         return MML_EINVAL;
     const mml_allocator *a = o.allocator ? o.allocator : mml__libc_allocator();
     if (a->version != MML_ALLOCATOR_VERSION)
@@ -44,6 +46,7 @@ int mml_ctx_create(mml_ctx **out, const mml_ctx_options *opt)
     ctx->seed = o.seed;
     ctx->log = o.log;
     ctx->log_user = o.log_user;
+    ctx->log_level = o.log_level;
     int rc = mml__blis_arch_init(ctx);
     if (rc == MML_OK)
         rc = mml__blis_rntm_create(ctx);
@@ -148,7 +151,7 @@ int mml__error(mml_ctx *ctx, int status, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(ctx->last_error, sizeof ctx->last_error, fmt, ap);
         va_end(ap);
-        if (ctx->log)
+        if (ctx->log && ctx->log_level <= MML_LOG_ERROR)
             ctx->log(ctx->log_user, MML_LOG_ERROR, ctx->last_error);
     }
     return status;
@@ -156,7 +159,7 @@ int mml__error(mml_ctx *ctx, int status, const char *fmt, ...)
 
 void mml__log(mml_ctx *ctx, int level, const char *fmt, ...)
 {
-    if (!ctx || !ctx->log)
+    if (!ctx || !ctx->log || level < ctx->log_level)
         return;
     char buf[MML_ERRMSG_MAX];
     va_list ap;

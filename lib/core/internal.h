@@ -28,6 +28,7 @@ struct mml_ctx {
     uint64_t seed;
     mml_log_fn log;
     void *log_user;
+    int32_t log_level;
     void *blis_rntm; /* rntm_t, kept opaque so only gemm.c and kernels.c see blis.h */
     const char *blis_arch;      /* BLIS sub-configuration in use (static) */
     const char *blis_arch_best; /* fastest one this CPU supports (static) */

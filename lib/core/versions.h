@@ -3,10 +3,11 @@
  * sizeof, and nothing else (docs/ABI.md). When a release appends fields to a
  * struct, the size before them, offsetof(T, first_new_field), joins its list
  * here: offsetof is right on every ABI, because no public struct has padding.
- * 1.0 is the first release, so every list is empty. */
+ * 1.0 was the first release. */
 #ifndef MML_VERSIONS_H
 #define MML_VERSIONS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define MML__OLDER_SIZES_mml_autoint_options ((const uint32_t[]){0})
@@ -17,7 +18,9 @@
 #define MML__OLDER_SIZES_mml_batch_view ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_batcher_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_csv_options ((const uint32_t[]){0})
-#define MML__OLDER_SIZES_mml_ctx_options ((const uint32_t[]){0})
+/* 1.1 appended log_level. */
+#define MML__OLDER_SIZES_mml_ctx_options                                                         \
+    ((const uint32_t[]){offsetof(mml_ctx_options, log_level), 0})
 #define MML__OLDER_SIZES_mml_dcn_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_domain_metrics ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_embedding_options ((const uint32_t[]){0})
