@@ -38,6 +38,7 @@ typedef struct args {
     const char *json, *write_splits;
     const char *blis_arch; /* NULL: auto unless BLIS_ARCH_TYPE is set */
     int print_blis_arch;
+    int verbose;
 } args;
 
 typedef struct data {
@@ -53,7 +54,9 @@ static void print_log(void *user, int level, const char *message)
 {
     static char last_warning[1024]; /* each run's context warns again: print once */
     const int *creating = user;
-    if (level == MML_LOG_WARN) {
+    if (level == MML_LOG_INFO) {
+        fprintf(stderr, "mml-train: %s\n", message);
+    } else if (level == MML_LOG_WARN) {
         if (strncmp(message, last_warning, sizeof last_warning - 1) != 0)
             fprintf(stderr, "mml-train: %s\n", message);
         snprintf(last_warning, sizeof last_warning, "%s", message);
@@ -79,6 +82,7 @@ static void usage(FILE *f)
             "kernels: --blis-arch NAME|auto (auto: the fastest BLIS kernels this CPU runs,\n"
             "  unless BLIS_ARCH_TYPE is set)  --print-blis-arch (print the\n"
             "  kernels it would use and exit)\n"
+            "  --verbose (the trainer's line per epoch on stderr)\n"
             "output: --json FILE  --write-splits DIR (write train/val/test CSV and exit)\n");
 }
 
@@ -159,6 +163,10 @@ static int parse_args(int argc, char **argv, args *a)
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             usage(stdout);
             exit(0);
+        }
+        if (!strcmp(o, "--verbose")) {
+            a->verbose = 1;
+            continue;
         }
         if (!strcmp(o, "--print-blis-arch")) {
             a->print_blis_arch = 1;
@@ -370,8 +378,9 @@ static json_t *evaluate_json(mml_ctx *ctx, mml_trainer *tr, const data *d, int32
         return NULL;
     }
     o = json_object();
-    json_object_set_new(o, "mean_auc", json_real(s.mean_auc));
-    json_object_set_new(o, "wauc", json_real(s.wauc));
+    /* Undefined (no domain holds both classes): null, never 0. */
+    json_object_set_new(o, "mean_auc", s.n_domains_with_auc ? json_real(s.mean_auc) : json_null());
+    json_object_set_new(o, "wauc", s.n_domains_with_auc ? json_real(s.wauc) : json_null());
     if (full) {
         json_object_set_new(o, "logloss", json_real(s.logloss));
         json_t *doms = json_array();
@@ -416,13 +425,24 @@ static int cmp_double(const void *x, const void *y)
 }
 
 /* The stage rows of the JSON: MoE's experts are summed into one "experts" row. */
+/* What went wrong in a stage, as keys present only when set. */
+static void add_flags(json_t *o, uint32_t flags)
+{
+    if (flags & MML_STAGE_UNVALIDATED)
+        json_object_set_new(o, "unvalidated", json_true());
+    if (flags & MML_STAGE_DIVERGED)
+        json_object_set_new(o, "diverged", json_true());
+    if (flags & MML_STAGE_NO_TRAINING_ROWS)
+        json_object_set_new(o, "no_training_rows", json_true());
+}
+
 static json_t *stages_json(mml_trainer *tr, json_t **experts)
 {
     static const char *const names[4] = {"joint", "backbone", "experts", "gate"};
     json_t *stages = json_array();
     *experts = json_array();
     double rates[4096];
-    int n_rates = 0, n_exp = 0;
+    int n_rates = 0, n_exp = 0, n_exp_val = 0;
     double exp_val = 0, exp_sec = 0;
     long exp_epochs = 0;
     for (int64_t i = 0; i < mml_trainer_n_stage_reports(tr); i++) {
@@ -432,7 +452,9 @@ static json_t *stages_json(mml_trainer *tr, json_t **experts)
             json_t *s = json_object();
             json_object_set_new(s, "name", json_string(names[r.stage]));
             json_object_set_new(s, "epochs", json_integer(r.epochs));
-            json_object_set_new(s, "best_val", json_real(r.best_val));
+            json_object_set_new(s, "best_val", r.flags & MML_STAGE_UNVALIDATED
+                                                   ? json_null() : json_real(r.best_val));
+            add_flags(s, r.flags);
             json_object_set_new(s, "seconds", json_real(r.seconds));
             json_object_set_new(s, "train_rows_per_s", json_real(r.train_rows_per_s));
             json_array_append_new(stages, s);
@@ -442,10 +464,13 @@ static json_t *stages_json(mml_trainer *tr, json_t **experts)
         json_object_set_new(e, "id", json_integer(r.expert));
         json_object_set_new(e, "domain", json_integer(r.domain));
         json_object_set_new(e, "epochs", json_integer(r.epochs));
-        json_object_set_new(e, "best_val", json_real(r.best_val));
+        int defined = !(r.flags & MML_STAGE_UNVALIDATED);
+        json_object_set_new(e, "best_val", defined ? json_real(r.best_val) : json_null());
+        add_flags(e, r.flags);
         json_array_append_new(*experts, e);
         n_exp++;
-        exp_val += r.best_val;
+        n_exp_val += defined;
+        exp_val += defined ? r.best_val : 0.0;
         exp_sec += r.seconds;
         exp_epochs += r.epochs;
         /* Experts' stage rows go in position: after the backbone row. */
@@ -464,7 +489,7 @@ static json_t *stages_json(mml_trainer *tr, json_t **experts)
         json_t *s = json_array_get(stages, 1);
         json_object_set_new(s, "name", json_string("experts"));
         json_object_set_new(s, "epochs", json_integer(exp_epochs));
-        json_object_set_new(s, "best_val", json_real(exp_val / n_exp));
+        json_object_set_new(s, "best_val", n_exp_val ? json_real(exp_val / n_exp_val) : json_null());
         json_object_set_new(s, "seconds", json_real(exp_sec));
         json_object_set_new(s, "train_rows_per_s", json_real(med));
     }
@@ -478,6 +503,7 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     co.seed = seed;
     co.n_threads = a->threads;
     co.log = print_log;
+    co.log_level = a->verbose ? MML_LOG_INFO : MML_LOG_WARN;
     int creating = 1;
     co.log_user = &creating;
     mml_ctx *ctx = NULL;
@@ -561,6 +587,16 @@ done:
 
 static double num(json_t *o, const char *key) { return json_number_value(json_object_get(o, key)); }
 
+/* A figure, or n/a when it is undefined (null). */
+static const char *fig(json_t *o, const char *key, char *buf, size_t size)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_number(v))
+        return "n/a";
+    snprintf(buf, size, "%.4f", json_number_value(v));
+    return buf;
+}
+
 static void print_run(json_t *run)
 {
     printf("\n%s / %s / seed %lld\n", json_string_value(json_object_get(run, "backbone")),
@@ -577,19 +613,22 @@ static void print_run(json_t *run)
         printf("  %-12s %8lld %8s %8.4f\n", json_string_value(json_object_get(dm, "name")),
                (long long)json_integer_value(json_object_get(dm, "n_test")), buf, num(dm, "logloss"));
     }
-    printf("  mean AUC %.4f  WAUC %.4f  log loss %.4f\n", num(run, "mean_auc"), num(run, "wauc"),
-           num(run, "logloss"));
+    char b1[32], b2[32], b3[32], b4[32];
+    printf("  mean AUC %s  WAUC %s  log loss %.4f\n", fig(run, "mean_auc", b1, sizeof b1),
+           fig(run, "wauc", b2, sizeof b2), num(run, "logloss"));
     json_t *st;
     json_array_foreach(json_object_get(run, "stages"), i, st)
-        printf("  stage %-8s epochs %3lld  best val %.4f  %7.1f s  %9.0f rows/s\n",
+        printf("  stage %-8s epochs %3lld  best val %6s  %7.1f s  %9.0f rows/s\n",
                json_string_value(json_object_get(st, "name")),
-               (long long)json_integer_value(json_object_get(st, "epochs")), num(st, "best_val"),
-               num(st, "seconds"), num(st, "train_rows_per_s"));
+               (long long)json_integer_value(json_object_get(st, "epochs")),
+               fig(st, "best_val", b1, sizeof b1), num(st, "seconds"),
+               num(st, "train_rows_per_s"));
     json_t *gate = json_object_get(run, "gate");
     if (gate) {
         json_t *ab = json_object_get(run, "after_backbone"), *own = json_object_get(run, "own_experts");
-        printf("  after backbone: mean AUC %.4f WAUC %.4f; own experts: mean AUC %.4f WAUC %.4f\n",
-               num(ab, "mean_auc"), num(ab, "wauc"), num(own, "mean_auc"), num(own, "wauc"));
+        printf("  after backbone: mean AUC %s WAUC %s; own experts: mean AUC %s WAUC %s\n",
+               fig(ab, "mean_auc", b1, sizeof b1), fig(ab, "wauc", b2, sizeof b2),
+               fig(own, "mean_auc", b3, sizeof b3), fig(own, "wauc", b4, sizeof b4));
         printf("  gate (rows: domains, columns: experts)\n");
         json_t *row;
         json_array_foreach(gate, i, row) {
@@ -619,21 +658,28 @@ static void print_summary(json_t *runs, const args *a)
     printf("  %-8s %-18s %-18s %-18s\n", "variant", "WAUC", "mean AUC", "log loss");
     for (int v = 0; v < a->n_variants; v++) {
         double w[MAX_LIST], m[MAX_LIST], l[MAX_LIST];
-        int n = 0;
+        int n = 0, n_auc = 0;
         size_t i;
         json_t *run;
         json_array_foreach(runs, i, run) {
             if (strcmp(json_string_value(json_object_get(run, "variant")), variant_names[a->variants[v]]))
                 continue;
-            w[n] = num(run, "wauc"), m[n] = num(run, "mean_auc"), l[n] = num(run, "logloss");
-            n++;
+            if (json_is_number(json_object_get(run, "wauc"))) { /* defined for this seed */
+                w[n_auc] = num(run, "wauc"), m[n_auc] = num(run, "mean_auc");
+                n_auc++;
+            }
+            l[n++] = num(run, "logloss");
         }
         double mw, sw, mm, sm, ml, sl;
-        mean_sd(w, n, &mw, &sw);
-        mean_sd(m, n, &mm, &sm);
         mean_sd(l, n, &ml, &sl);
-        printf("  %-8s %.4f +- %.4f    %.4f +- %.4f    %.4f +- %.4f\n",
-               variant_names[a->variants[v]], mw, sw, mm, sm, ml, sl);
+        char cw[48] = "n/a", cm[48] = "n/a";
+        if (n_auc) {
+            mean_sd(w, n_auc, &mw, &sw);
+            mean_sd(m, n_auc, &mm, &sm);
+            snprintf(cw, sizeof cw, "%.4f +- %.4f", mw, sw);
+            snprintf(cm, sizeof cm, "%.4f +- %.4f", mm, sm);
+        }
+        printf("  %-8s %-18s %-18s %.4f +- %.4f\n", variant_names[a->variants[v]], cw, cm, ml, sl);
     }
 }
 
@@ -662,6 +708,7 @@ int main(int argc, char **argv)
     co.seed = a.data_seed;
     co.n_threads = a.threads;
     co.log = print_log;
+    co.log_level = a.verbose ? MML_LOG_INFO : MML_LOG_WARN;
     int creating = 1;
     co.log_user = &creating;
     mml_ctx *ctx = NULL;

@@ -74,4 +74,19 @@ extras = json.load(open(sys.argv[3]))
 for row in extras["gate"]:
     assert sum(1 for w in row if w > 0) == 1, row  # top-1 gate keeps one expert
 PY
+# Undefined AUCs read n/a and null, never 0 (10 rows: no domain holds both classes).
+"$exe" --synthetic-rows 10 --variant base --json "$tmp/tiny.json" >"$tmp/tiny.out" 2>&1 ||
+  { cat "$tmp/tiny.out"; echo "mml-train on 10 rows failed"; exit 1; }
+grep -q "mean AUC n/a  WAUC n/a" "$tmp/tiny.out" || { cat "$tmp/tiny.out"; echo "no n/a"; exit 1; }
+python3 - "$tmp/tiny.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["wauc"] is None and r["mean_auc"] is None, r
+assert r["stages"][0]["best_val"] is None and r["stages"][0]["unvalidated"] is True, r["stages"]
+PY
+# A learning rate that diverges stops with a clear message and exit status 1.
+if "$exe" --synthetic-rows 2000 --variant base --lr 10 >"$tmp/lr.out" 2>&1; then
+  echo "--lr 10 did not fail"; exit 1
+fi
+grep -q "diverged" "$tmp/lr.out" || { cat "$tmp/lr.out"; echo "no divergence message"; exit 1; }
 echo "mml-train end to end: ok"

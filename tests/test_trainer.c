@@ -1,3 +1,4 @@
+#include <stddef.h>
 /* The staged trainer: stage equivalences, real freezing, early stopping,
  * restore-best, cancellation and determinism. */
 #include "internal.h"
@@ -669,6 +670,108 @@ START_TEST(each_expert_starts_from_a_fresh_optimiser)
 }
 END_TEST
 
+typedef struct warn_log {
+    int warnings;
+    char last[1024];
+} warn_log;
+
+static void collect_warnings(void *user, int level, const char *message)
+{
+    warn_log *w = user;
+    if (level == MML_LOG_WARN) {
+        w->warnings++;
+        snprintf(w->last, sizeof w->last, "%s", message);
+    }
+}
+
+START_TEST(a_diverging_stage_stops_and_keeps_its_best_weights)
+{
+    world w;
+    world_init(&w, 7);
+    warn_log wl = {0};
+    mml_ctx_destroy(w.ctx);
+    mml_ctx_options co;
+    mml_ctx_options_init(&co);
+    co.seed = 7;
+    co.log = collect_warnings;
+    co.log_user = &wl;
+    ck_assert_int_eq(mml_ctx_create(&w.ctx, &co), MML_OK);
+    mml_trainer_options o;
+    tiny_options(&o, MML_VARIANT_BASE);
+    o.lr = 50.0f; /* far too large: the weights run away in the first epoch */
+    mml_trainer *t = make_trainer(&w, &o);
+    snap start = take(mml_trainer_model(t));
+    ck_assert_int_eq(mml_trainer_run(t), MML_ENONFINITE);
+    ck_assert_ptr_nonnull(strstr(mml_ctx_last_error(w.ctx), "diverged"));
+    ck_assert_ptr_nonnull(strstr(mml_ctx_last_error(w.ctx), "learning rate"));
+    ck_assert_int_ge(wl.warnings, 1);
+    ck_assert_ptr_nonnull(strstr(wl.last, "diverged"));
+    mml_stage_report r;
+    ck_assert_int_eq(mml_trainer_n_stage_reports(t), 1);
+    ck_assert_int_eq(mml_trainer_stage_report(t, 0, &r), MML_OK);
+    ck_assert_uint_eq(r.flags & MML_STAGE_DIVERGED, MML_STAGE_DIVERGED);
+    /* No epoch validated before it ran away: the starting weights are back. */
+    ck_assert_int_eq(r.best_epoch, 0);
+    for (int64_t i = 0; i < start.n; i++)
+        ck_assert_msg(same(&start, mml_trainer_model(t), i), "parameter %lld", (long long)i);
+    drop(&start);
+    mml_trainer_destroy(t);
+    world_free(&w);
+}
+END_TEST
+
+START_TEST(undefined_validation_and_empty_domains_are_flagged)
+{
+    /* 12 rows over 8 domains: some domains have no validation rows of both
+     * classes, some no training rows at all. */
+    mml_ctx_options co;
+    mml_ctx_options_init(&co);
+    warn_log wl = {0};
+    co.log = collect_warnings;
+    co.log_user = &wl;
+    mml_ctx *ctx = NULL;
+    ck_assert_int_eq(mml_ctx_create(&ctx, &co), MML_OK);
+    mml_synthetic_options so;
+    mml_synthetic_options_init(&so);
+    so.n_rows = 12;
+    so.n_domains = 8;
+    mml_dataset *train = NULL, *val = NULL, *test = NULL;
+    ck_assert_int_eq(mml_synthetic_generate(ctx, &so, &train, &val, &test), MML_OK);
+    mml_trainer_options o;
+    tiny_options(&o, MML_VARIANT_MOE);
+    mml_trainer *t = NULL;
+    ck_assert_int_eq(mml_trainer_create(&t, ctx, &o, train, val), MML_OK);
+    ck_assert_int_eq(mml_trainer_run(t), MML_OK);
+    int empty = 0, unvalidated = 0;
+    for (int64_t i = 0; i < mml_trainer_n_stage_reports(t); i++) {
+        mml_stage_report r;
+        ck_assert_int_eq(mml_trainer_stage_report(t, i, &r), MML_OK);
+        if (r.stage != MML_STAGE_EXPERTS)
+            continue;
+        int no_rows = mml_dataset_domain_rows(train, r.domain) == 0;
+        ck_assert_int_eq(!!(r.flags & MML_STAGE_NO_TRAINING_ROWS), no_rows);
+        empty += no_rows;
+        unvalidated += !!(r.flags & MML_STAGE_UNVALIDATED);
+    }
+    ck_assert_int_gt(empty, 0);
+    ck_assert_int_gt(unvalidated, 0);
+    ck_assert_int_ge(wl.warnings, empty + unvalidated);
+    /* A caller built against 1.0 gets the report without the flags. */
+    mml_stage_report old;
+    memset(&old, 0xAB, sizeof old);
+    ck_assert_int_eq(mml_trainer_stage_report_sized(t, 0, &old,
+                                                    (uint32_t)offsetof(mml_stage_report, flags)),
+                     MML_OK);
+    ck_assert_uint_eq(old.struct_size, offsetof(mml_stage_report, flags));
+    ck_assert_uint_eq(old.flags, 0xABABABABu);
+    mml_trainer_destroy(t);
+    mml_dataset_destroy(train);
+    mml_dataset_destroy(val);
+    mml_dataset_destroy(test);
+    mml_ctx_destroy(ctx);
+}
+END_TEST
+
 static Suite *trainer_suite(void)
 {
     Suite *s = suite_create("trainer");
@@ -686,6 +789,8 @@ static Suite *trainer_suite(void)
     tcase_add_test(tc, stage_two_stops_on_its_domain_and_restores_the_best_epoch);
     tcase_add_test(tc, stage_three_restores_the_best_epoch);
     tcase_add_test(tc, each_expert_starts_from_a_fresh_optimiser);
+    tcase_add_test(tc, a_diverging_stage_stops_and_keeps_its_best_weights);
+    tcase_add_test(tc, undefined_validation_and_empty_domains_are_flagged);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -191,7 +191,27 @@ typedef struct mml_stage_report {
     double seconds;
     /** Median over epochs of rows / training-loop time. */
     double train_rows_per_s;
+    /** Since 1.1: what went wrong, as mml_stage_flag bits (0: nothing). */
+    uint32_t flags;
+    /** 0; reserved for later releases. */
+    int32_t reserved;
 } mml_stage_report;
+
+/** Bits of mml_stage_report.flags (since 1.1). Each is also announced once
+ *  through the log callback as an MML_LOG_WARN message. */
+typedef enum mml_stage_flag {
+    /** The validation score was undefined in some epoch (the validation rows
+     *  of the stage, or of the expert's domain, hold one class or none), so
+     *  early stopping could not work; best_val is then not a score. */
+    MML_STAGE_UNVALIDATED = 1,
+    /** The training loss became non-finite or exploded (mean over an epoch
+     *  above 4 ln 2, four times a coin flip's): the stage stopped and kept
+     *  its best weights (those it started from when no epoch validated);
+     *  mml_trainer_run_stage() returned MML_ENONFINITE. */
+    MML_STAGE_DIVERGED = 2,
+    /** Stage 2: the expert's domain has no training rows; it trained nothing. */
+    MML_STAGE_NO_TRAINING_ROWS = 4
+} mml_stage_flag;
 
 /** One epoch's summary; see mml_trainer_epoch_report(). */
 typedef struct mml_epoch_report {

@@ -38,7 +38,9 @@
 #define MML__OLDER_SIZES_mml_optimizer_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_pnn_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_progress ((const uint32_t[]){0})
-#define MML__OLDER_SIZES_mml_stage_report ((const uint32_t[]){0})
+/* 1.1 appended flags. */
+#define MML__OLDER_SIZES_mml_stage_report                                                        \
+    ((const uint32_t[]){offsetof(mml_stage_report, flags), 0})
 #define MML__OLDER_SIZES_mml_synthetic_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_tower_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_trainer_options ((const uint32_t[]){0})

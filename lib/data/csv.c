@@ -400,7 +400,8 @@ static int store_row(loader *L, const plan *p, mml_dataset *ds, int64_t r)
 {
     mml_ctx *ctx = L->ctx;
     mml__schema *s = L->schema;
-    int32_t *ids = ds->ids + r * ds->n_fields;
+    /* No categorical fields: ds->ids is NULL and no cell writes through ids. */
+    int32_t *ids = ds->ids ? ds->ids + r * ds->n_fields : NULL;
     if (!L->has_domain)
         ds->domain[r] = 0;
     for (int32_t c = 0; c < p->n_cols; c++) {

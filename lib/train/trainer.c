@@ -1,4 +1,5 @@
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -253,8 +254,9 @@ static int evaluate(mml_trainer *t, const mml_dataset *ds, int32_t mode, int32_t
 }
 
 static int validation_score(mml_trainer *t, int32_t stage, int32_t mode, int32_t expert,
-                            int32_t epoch, double *score)
+                            int32_t epoch, double *score, int *defined)
 {
+    *defined = 1;
     if (t->opt.validate) {
         int rc = t->opt.validate(t->opt.validate_user, stage, expert, epoch, score);
         if (rc < 0)
@@ -274,8 +276,10 @@ static int validation_score(mml_trainer *t, int32_t stage, int32_t mode, int32_t
         if ((rc = mml_metrics_domain(t->val_metrics, domain, &dm)) < 0)
             return rc;
         *score = dm.auc_defined ? dm.auc : 0.0;
+        *defined = dm.auc_defined;
     } else {
         *score = s.mean_auc;
+        *defined = s.n_domains_with_auc > 0;
     }
     return MML_OK;
 }
@@ -300,6 +304,32 @@ static uint64_t shuffle_seed(const mml_trainer *t, int32_t stage, int32_t expert
     uint64_t x = t->ctx->seed ^ (0x9E3779B97F4A7C15ull * (key * 65536u + (uint64_t)(expert + 1)));
     x = (x ^ (x >> 31)) * 0xBF58476D1CE4E5B9ull;
     return x ^ (x >> 29);
+}
+
+/* "the joint stage", "expert 3 (domain 1)", ... for messages. */
+static const char *who(const mml_trainer *t, int32_t stage, int32_t expert, char *buf, size_t size)
+{
+    static const char *const names[4] = {"the joint stage", "stage 1 (backbone)",
+                                         "stage 2 (experts)", "stage 3 (gate)"};
+    if (expert >= 0)
+        snprintf(buf, size, "stage 2, expert %d (domain %d)", (int)expert, (int)(expert % t->D));
+    else
+        snprintf(buf, size, "%s", stage >= 0 && stage < 4 ? names[stage] : "a stage");
+    return buf;
+}
+
+/* Copies the trainable values into buf (restore = 0) or back (restore = 1). */
+static void snapshot(mml_param **params, int64_t n, float *buf, int restore)
+{
+    size_t off = 0;
+    for (int64_t i = 0; i < n; i++) {
+        size_t size = (size_t)mml_param_size(params[i]);
+        if (restore)
+            memcpy(params[i]->value, buf + off, size * sizeof(float));
+        else
+            memcpy(buf + off, params[i]->value, size * sizeof(float));
+        off += size;
+    }
 }
 
 /* One early-stopped run over the trainable set of (stage, expert). */
@@ -342,7 +372,18 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
     }
     double best_score = -INFINITY;
     int32_t best_epoch = 0, epoch = 0, bad = 0;
-    int canceled = 0;
+    int canceled = 0, diverged = 0;
+    uint32_t flags = 0;
+    char tag[64];
+    /* The weights the stage starts from: what a divergence before the first
+     * validated epoch falls back to. */
+    if (rc >= 0)
+        snapshot(params, nt, best, 0);
+    if (rc >= 0 && mml_batcher_n_rows(bt) == 0) {
+        flags |= MML_STAGE_NO_TRAINING_ROWS;
+        mml__log(ctx, MML_LOG_WARN, "%s: the domain has no training rows: the expert stays "
+                 "as it was made", who(t, stage, expert, tag, sizeof tag));
+    }
     for (epoch = 1; rc >= 0 && epoch <= t->opt.max_epochs && !canceled; epoch++) {
         if ((rc = mml_batcher_start_epoch(bt, (uint64_t)epoch)) < 0)
             break;
@@ -357,8 +398,15 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
                                           t->dlogits)) < 0 ||
                 (rc = mml_model_backward(t->model, t->dlogits)) < 0 ||
                 (rc = mml_model_regularization(t->model, &penalty)) < 0 ||
-                (rc = mml_optimizer_step(opt)) < 0)
+                !isfinite(loss + penalty) ||
+                (rc = mml_optimizer_step(opt)) < 0) {
+                /* Overflowing weights surface as a non-finite logit or loss. */
+                if (rc == MML_ENONFINITE || (rc >= 0 && !isfinite(loss + penalty))) {
+                    diverged = 1;
+                    rc = MML_OK;
+                }
                 break;
+            }
             loss_sum += loss + penalty;
             rows += b.n_rows;
             step++;
@@ -375,52 +423,61 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
         }
         if (rc < 0 || canceled)
             break;
+        /* Four times a coin flip's loss on the training rows: the weights ran away. */
+        if (diverged || (step > 0 && loss_sum / (double)step > 4.0 * 0.69314718055994531)) {
+            diverged = 1;
+            mml__log(ctx, MML_LOG_WARN, "%s: the training loss diverged in epoch %d (mean %.4g)",
+                     who(t, stage, expert, tag, sizeof tag), (int)epoch,
+                     step ? loss_sum / (double)step : 0.0);
+            epoch++;
+            break;
+        }
         double train_s = now_s() - t0;
         double score = 0.0;
-        if ((rc = validation_score(t, stage, mode, expert, epoch, &score)) < 0)
+        int defined = 1;
+        if ((rc = validation_score(t, stage, mode, expert, epoch, &score, &defined)) < 0)
             break;
+        if (!defined && !(flags & MML_STAGE_UNVALIDATED)) {
+            flags |= MML_STAGE_UNVALIDATED;
+            mml__log(ctx, MML_LOG_WARN,
+                     "%s: %s, so the validation AUC is undefined and early stopping cannot work "
+                     "(epoch %d is kept)", who(t, stage, expert, tag, sizeof tag),
+                     expert >= 0 ? "the domain's validation rows hold one class or none"
+                                 : "no domain's validation rows hold both classes",
+                     best_epoch > 0 ? (int)best_epoch : (int)epoch);
+        }
         rates[epoch - 1] = train_s > 0 ? (double)rows / train_s : 0.0;
         if ((rc = grow_reports(t, (void **)&t->epochs, &t->cap_epochs, t->n_epochs, sizeof *t->epochs)) < 0)
             break;
         t->epochs[t->n_epochs++] = (mml_epoch_report){sizeof(mml_epoch_report), stage, expert, epoch,
                                                       step ? loss_sum / (double)step : 0.0, score,
                                                       train_s, rates[epoch - 1]};
-        mml__log(ctx, MML_LOG_INFO,
-                 "stage %d expert %d epoch %d: train loss %.5f, validation %.5f, %.0f rows/s",
-                 (int)stage, (int)expert, (int)epoch, step ? loss_sum / (double)step : 0.0, score,
+        mml__log(ctx, MML_LOG_INFO, "%s, epoch %d: train loss %.5f, validation %.5f, %.0f rows/s",
+                 who(t, stage, expert, tag, sizeof tag), (int)epoch, step ? loss_sum / (double)step : 0.0, score,
                  rates[epoch - 1]);
         if (score > best_score) {
             best_score = score;
             best_epoch = epoch;
             bad = 0;
-            size_t off = 0;
-            for (int64_t i = 0; i < nt; i++) {
-                size_t n = (size_t)mml_param_size(params[i]);
-                memcpy(best + off, params[i]->value, n * sizeof(float));
-                off += n;
-            }
+            snapshot(params, nt, best, 0);
         } else if (++bad >= t->opt.patience) {
             epoch++;
             break;
         }
     }
     int32_t epochs_run = epoch - 1;
-    if (best_epoch > 0) {
-        size_t off = 0;
-        for (int64_t i = 0; i < nt; i++) {
-            size_t n = (size_t)mml_param_size(params[i]);
-            memcpy(params[i]->value, best + off, n * sizeof(float));
-            off += n;
-        }
-    }
+    if (rc >= 0 && (best_epoch > 0 || diverged))
+        snapshot(params, nt, best, 1);
+    if (diverged)
+        flags |= MML_STAGE_DIVERGED;
     if (rc >= 0 && (rc = grow_reports(t, (void **)&t->stages, &t->cap_stages, t->n_stages,
                                       sizeof *t->stages)) >= 0) {
         t->stages[t->n_stages++] = (mml_stage_report){
             sizeof(mml_stage_report), stage, expert, expert >= 0 ? expert % t->D : -1, epochs_run, best_epoch,
             best_epoch > 0 ? best_score : 0.0, now_s() - t_start,
-            median(rates, epochs_run)};
-        mml__log(ctx, MML_LOG_INFO, "stage %d expert %d done: %d epochs, best epoch %d (%.5f)",
-                 (int)stage, (int)expert, (int)epochs_run, (int)best_epoch,
+            median(rates, epochs_run), flags, 0};
+        mml__log(ctx, MML_LOG_INFO, "%s done: %d epochs, best epoch %d (%.5f)",
+                 who(t, stage, expert, tag, sizeof tag), (int)epochs_run, (int)best_epoch,
                  best_epoch > 0 ? best_score : 0.0);
     }
     /* Leave nothing frozen behind: the next stage sets its own flags. */
@@ -433,6 +490,12 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
     mml__free(ctx, params, sizeof(mml_param *) * (size_t)np);
     if (rc >= 0 && canceled)
         rc = mml__error(ctx, MML_ECANCELED, "trainer: canceled by the progress callback");
+    if (rc >= 0 && diverged)
+        rc = mml__error(ctx, MML_ENONFINITE,
+                        "trainer: %s: the training loss diverged (non-finite, or a mean above "
+                        "4 ln 2 over an epoch), so it stopped and kept the weights of %s; try a "
+                        "lower learning rate", who(t, stage, expert, tag, sizeof tag),
+                        best_epoch > 0 ? "its best epoch" : "its start");
     return rc;
 }
 
