@@ -353,6 +353,7 @@ int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32
     if (!m)
         return MML_EINVAL;
     mml_ctx *ctx = m->ctx;
+    m->n = 0; /* a failed forward pass leaves nothing for backward */
     if (!logits)
         return mml__error(ctx, MML_EINVAL, "model_forward: NULL output");
     int rc = check_batch(m, b);
