@@ -650,7 +650,13 @@ START_TEST(bad_input_is_refused)
     fx.dense[3] = 0;
     mml_batch_view b = fx.batch;
     b.n_rows = 0;
+    ck_assert_int_eq(mml_model_forward(m, &fx.batch, MML_MIX_NONE, 0, 1, fx.logits), MML_OK);
     ck_assert_int_eq(mml_model_forward(m, &b, MML_MIX_NONE, 0, 1, fx.logits), MML_ESHAPE);
+    /* Also when the batch is refused before any work. */
+    ck_assert_int_eq(mml_model_backward(m, fx.dlogits), MML_ESTATE);
+    b.struct_size = 8; /* no release's size */
+    ck_assert_int_eq(mml_model_forward(m, &b, MML_MIX_NONE, 0, 1, fx.logits), MML_EVERSION);
+    b.struct_size = fx.batch.struct_size;
     b = fx.batch;
     b.n_fields = 2;
     ck_assert_int_eq(mml_model_forward(m, &b, MML_MIX_NONE, 0, 1, fx.logits), MML_ESHAPE);
