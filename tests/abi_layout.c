@@ -316,7 +316,7 @@ _Static_assert(offsetof(mml_trainer_options, gate_top_k) == L(108, 80), "mml_tra
 _Static_assert(offsetof(mml_trainer_options, l2_embedding) == L(112, 84), "mml_trainer_options.l2_embedding");
 _Static_assert(offsetof(mml_trainer_options, l2_dense) == L(116, 88), "mml_trainer_options.l2_dense");
 
-_Static_assert(sizeof(mml_stage_report) == L(48, 48), "size of mml_stage_report");
+_Static_assert(sizeof(mml_stage_report) == L(56, 56), "size of mml_stage_report");
 _Static_assert(offsetof(mml_stage_report, struct_size) == L(0, 0), "mml_stage_report.struct_size");
 _Static_assert(offsetof(mml_stage_report, stage) == L(4, 4), "mml_stage_report.stage");
 _Static_assert(offsetof(mml_stage_report, expert) == L(8, 8), "mml_stage_report.expert");
@@ -326,6 +326,8 @@ _Static_assert(offsetof(mml_stage_report, best_epoch) == L(20, 20), "mml_stage_r
 _Static_assert(offsetof(mml_stage_report, best_val) == L(24, 24), "mml_stage_report.best_val");
 _Static_assert(offsetof(mml_stage_report, seconds) == L(32, 32), "mml_stage_report.seconds");
 _Static_assert(offsetof(mml_stage_report, train_rows_per_s) == L(40, 40), "mml_stage_report.train_rows_per_s");
+_Static_assert(offsetof(mml_stage_report, flags) == L(48, 48), "mml_stage_report.flags");
+_Static_assert(offsetof(mml_stage_report, reserved) == L(52, 52), "mml_stage_report.reserved");
 
 _Static_assert(sizeof(mml_epoch_report) == L(48, 48), "size of mml_epoch_report");
 _Static_assert(offsetof(mml_epoch_report, struct_size) == L(0, 0), "mml_epoch_report.struct_size");
