@@ -170,7 +170,7 @@ MML_API int mml_ctx_set_seed(mml_ctx *ctx, uint64_t seed);
  *  @param size bytes to allocate; 0 gives NULL.
  *  @return a block aligned to 64 bytes, owned by the caller until
  *  mml_ctx_free() with the same ctx and size (before mml_ctx_destroy());
- *  NULL when the allocator fails, with no message recorded. */
+ *  NULL when the allocator fails (the message says so). */
 MML_API void *mml_ctx_alloc(mml_ctx *ctx, size_t size);
 /** Releases a block from mml_ctx_alloc(): a service for backbone plug-ins.
  *  @param ctx the context the block came from; NULL does nothing.

@@ -105,7 +105,10 @@ void *mml_ctx_alloc(mml_ctx *ctx, size_t size)
 {
     if (!ctx || size == 0)
         return NULL;
-    return mml__alloc(ctx, size);
+    void *p = mml__alloc(ctx, size);
+    if (!p)
+        mml__error(ctx, MML_ENOMEM, "mml_ctx_alloc: out of memory for %zu bytes", size);
+    return p;
 }
 
 void mml_ctx_free(mml_ctx *ctx, void *ptr, size_t size)
