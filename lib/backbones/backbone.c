@@ -2,7 +2,6 @@
 #include <string.h>
 
 #include "backbones/backbones.h"
-#include "nn/layers.h"
 
 #define TYPE_NAME_MAX 32
 
@@ -316,7 +315,7 @@ int mml_backbone_set_dropout_replay(mml_backbone *bb, int32_t replay)
     return callback_result(bb, bb->vt.set_dropout_replay(bb->self, replay), "set_dropout_replay");
 }
 
-/* ---- helpers shared by the built-in backbones ---- */
+/* ---- the checks every configuration passes, built-in or registered ---- */
 
 int mml__check_backbone_config(mml_ctx *ctx, const mml_backbone_config *c, const char *name)
 {
@@ -338,150 +337,4 @@ int mml__check_backbone_config(mml_ctx *ctx, const mml_backbone_config *c, const
         return mml__error(ctx, MML_EINVAL, "backbone '%s': dropout %g outside [0, 1)", name,
                           (double)c->dropout);
     return MML_OK;
-}
-
-int64_t mml__dnn_param_count(const mml_backbone_config *c, int32_t d_in)
-{
-    int64_t n = 0, prev = d_in;
-    for (int32_t i = 0; i < c->n_hidden; i++) {
-        int64_t w = c->hidden[i];
-        n += prev * w + w;
-        if (c->n_experts > 0) {
-            int64_t r = mml_lora_rank_for((int32_t)prev, (int32_t)w, c->alpha);
-            n += (int64_t)c->n_experts * (r * (prev + w) + w);
-        }
-        prev = w;
-    }
-    return n;
-}
-
-int mml__dnn_create(mml__dnn *d, mml_ctx *ctx, const mml_backbone_config *c, int32_t d_in)
-{
-    memset(d, 0, sizeof *d);
-    mml_tower_options to;
-    mml_tower_options_init(&to);
-    to.d_in = d_in;
-    to.n_layers = c->n_hidden;
-    to.hidden = c->hidden;
-    to.dropout = c->dropout;
-    to.stream = c->stream;
-    int rc = mml_tower_create(&d->tower, ctx, &to);
-    if (rc < 0)
-        return rc;
-    if (c->n_experts > 0) {
-        int32_t dims[65];
-        dims[0] = d_in;
-        for (int32_t i = 0; i < c->n_hidden; i++)
-            dims[i + 1] = c->hidden[i];
-        mml_lora_options lo;
-        mml_lora_options_init(&lo);
-        lo.n_layers = c->n_hidden;
-        lo.dims = dims;
-        lo.n_experts = c->n_experts;
-        lo.alpha = c->alpha;
-        lo.stream = c->stream;
-        rc = mml_lora_create(&d->lora, ctx, &lo);
-        if (rc < 0) {
-            mml__dnn_destroy(d);
-            return rc;
-        }
-    }
-    return MML_OK;
-}
-
-void mml__dnn_destroy(mml__dnn *d)
-{
-    mml_lora_destroy(d->lora);
-    mml_tower_destroy(d->tower);
-    d->lora = NULL;
-    d->tower = NULL;
-}
-
-int mml__dnn_forward(mml__dnn *d, const float *x, int64_t n, const mml_backbone_input *in,
-                     const float **out)
-{
-    return mml_tower_forward(d->tower, x, n, d->lora, in->mix, in->training, out);
-}
-
-int mml__dnn_backward(mml__dnn *d, const float *dout, float *dx, const mml_backbone_grads *g)
-{
-    return mml_tower_backward(d->tower, dout, dx, d->lora, g->d_weights);
-}
-
-int mml__dnn_head_backward(mml_ctx *ctx, mml__dnn *dnn, mml_param *head, const float *h, int64_t n,
-                           const float *dlogit, const mml_backbone_grads *g, int need_dx,
-                           int64_t width, float **dh, size_t *cap_dh, float **dx, size_t *cap_dx,
-                           float **dx_out)
-{
-    int64_t dout = head->rows;
-    *dx_out = NULL;
-    int rc = mml__ensure_floats(ctx, dh, cap_dh, (size_t)(n * dout));
-    if (rc < 0)
-        return rc;
-    const float *hw = head->value;
-    for (int64_t r = 0; r < n; r++)
-        for (int64_t j = 0; j < dout; j++)
-            (*dh)[r * dout + j] = dlogit[r] * hw[j];
-    if (!head->frozen)
-        for (int64_t r = 0; r < n; r++)
-            for (int64_t j = 0; j < dout; j++)
-                head->grad[j] += h[r * dout + j] * dlogit[r];
-    if (need_dx) {
-        if ((rc = mml__ensure_floats(ctx, dx, cap_dx, (size_t)(n * width))) < 0)
-            return rc;
-        memset(*dx, 0, sizeof(float) * (size_t)(n * width));
-    }
-    rc = mml__dnn_backward(dnn, *dh, need_dx ? *dx : NULL, g);
-    if (rc >= 0 && need_dx)
-        *dx_out = *dx;
-    return rc;
-}
-
-int64_t mml__dnn_n_params(const mml__dnn *d)
-{
-    return mml_tower_n_params(d->tower) + mml_lora_n_params(d->lora);
-}
-
-mml_param *mml__dnn_param(mml__dnn *d, int64_t i)
-{
-    int64_t nt = mml_tower_n_params(d->tower);
-    return i < nt ? mml_tower_param(d->tower, i) : mml_lora_param(d->lora, i - nt);
-}
-
-int32_t mml__dnn_d_out(const mml__dnn *d) { return mml_tower_d_out(d->tower); }
-
-mml_param *mml__dnn_then_side_param(mml__dnn *dnn, mml_param *side, int64_t n_side, int64_t i)
-{
-    int64_t nd = mml__dnn_n_params(dnn);
-    if (i < 0 || i >= nd + n_side)
-        return NULL;
-    return i < nd ? mml__dnn_param(dnn, i) : &side[i - nd];
-}
-
-int mml__head_init(mml_ctx *ctx, mml_param *p, const char *name, int64_t rows, uint64_t stream)
-{
-    memset(p, 0, sizeof *p);
-    p->rows = rows;
-    p->value = mml__alloc(ctx, sizeof(float) * (size_t)rows);
-    p->grad = mml__calloc(ctx, (size_t)rows, sizeof(float));
-    if (!p->value || !p->grad) {
-        mml__head_free(ctx, p);
-        return mml__error(ctx, MML_ENOMEM, "%s: out of memory", name);
-    }
-    p->name = name;
-    p->rows = rows;
-    p->cols = 1;
-    p->group = MML_GROUP_BACKBONE;
-    p->expert = -1;
-    mml_rng rng;
-    mml__rng_init(&rng, ctx->seed, MML_STREAM_BACKBONE + stream);
-    mml__glorot_uniform(&rng, p->value, rows, 1);
-    return MML_OK;
-}
-
-void mml__head_free(mml_ctx *ctx, mml_param *p)
-{
-    mml__free(ctx, p->value, sizeof(float) * (size_t)p->rows);
-    mml__free(ctx, p->grad, sizeof(float) * (size_t)p->rows);
-    p->value = p->grad = NULL;
 }

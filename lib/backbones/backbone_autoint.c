@@ -16,46 +16,36 @@
 #include "backbones/backbones.h"
 
 #define MAX_LAYERS 32
-#define MAX_PARAMS (4 * MAX_LAYERS + 1)
+_Static_assert(4 * MAX_LAYERS + 1 <= MML__MAX_PARAMS, "4 matrices a layer and head.w fit");
 
 typedef struct autoint {
-    mml_ctx *ctx;
-    int32_t F, k, n_dense, L, H, dh, A, res, per_layer;
-    mml__dnn dnn;
-    mml_param p[MAX_PARAMS]; /* per layer W_Q, W_K, W_V[, W_res]; head.w */
-    char names[MAX_PARAMS - 1][32];
-    int32_t np;
+    mml__deep base; /* p holds per layer W_Q, W_K, W_V[, W_res]; head.w */
+    int32_t L, H, dh, A, res, per_layer;
     /* Forward state: X holds x of every layer and the last output, QKV the
      * projections, P the attention weights (row, head, i, j). */
-    float *tx, *X, *QKV, *P;
-    size_t cap_tx, cap_X, cap_QKV, cap_P;
+    float *X, *QKV, *P;
+    size_t cap_X, cap_QKV, cap_P;
     /* Backward scratch. */
-    float *dh_buf, *dx, *dY, *dXn, *dQKV, *tmp;
-    size_t cap_dh, cap_dx, cap_dY, cap_dXn, cap_dQKV, cap_tmp;
-    const float *h; /* tower output of the last forward pass */
-    int64_t n;
+    float *dY, *dXn, *dQKV, *tmp;
+    size_t cap_dY, cap_dXn, cap_dQKV, cap_tmp;
 } autoint;
+
+static const mml_autoint_options defaults = {.struct_size = sizeof(mml_autoint_options),
+                                             .n_layers = 3,
+                                             .n_heads = 4,
+                                             .head_dim = 8,
+                                             .residual = 1};
 
 int mml_autoint_options_init_sized(mml_autoint_options *out, uint32_t struct_size)
 {
-    mml_autoint_options full, *opt = &full;
-    memset(opt, 0, sizeof *opt);
-    opt->struct_size = (uint32_t)sizeof *opt;
-    opt->n_layers = 3;
-    opt->n_heads = 4;
-    opt->head_dim = 8;
-    opt->residual = 1;
-    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_autoint_options);
+    return mml__init_versioned(out, &defaults, sizeof defaults, struct_size,
+                               MML__OLDER_SIZES_mml_autoint_options);
 }
 
-static int autoint_options(mml_ctx *ctx, const mml_backbone_config *c, mml_autoint_options *o)
+static int autoint_check(mml_ctx *ctx, const mml_backbone_config *c, const mml__opts *opts)
 {
-    mml_autoint_options_init(o);
-    if (c->options) {
-        int rc = MML__COPY_OPTIONS(ctx, o, c->options, mml_autoint_options, "autoint");
-        if (rc < 0)
-            return rc;
-    }
+    const mml_autoint_options *o = &opts->autoint;
+    (void)c;
     if (o->n_layers < 1 || o->n_layers > MAX_LAYERS)
         return mml__error(ctx, MML_EINVAL, "autoint: n_layers %d outside [1, %d]", o->n_layers,
                           MAX_LAYERS);
@@ -68,130 +58,86 @@ static int autoint_options(mml_ctx *ctx, const mml_backbone_config *c, mml_autoi
     return MML_OK;
 }
 
-static int32_t tower_width(const mml_backbone_config *c) { return c->n_fields * c->embed_dim + c->n_dense; }
-
-/* Invalid options report 0 values here; create refuses them with a message. */
-static int autoint_infer_shape(void *user, mml_ctx *ctx, const mml_backbone_config *c,
-                            int64_t *n_values)
+/* The interacting layers, and head.w's rows for their output. */
+static int64_t autoint_n_values(const mml_backbone_config *c, const mml__opts *opts)
 {
-    (void)user;
-    (void)ctx;
-    mml_autoint_options o;
-    *n_values = 0;
-    if (autoint_options(NULL, c, &o) < 0)
-        return MML_OK;
-    int64_t A = (int64_t)o.n_heads * o.head_dim, n = 0, din = c->embed_dim;
-    for (int32_t l = 0; l < o.n_layers; l++) {
-        n += (o.residual ? 4 : 3) * din * A;
+    const mml_autoint_options *o = &opts->autoint;
+    int64_t A = (int64_t)o->n_heads * o->head_dim, n = 0, din = c->embed_dim;
+    for (int32_t l = 0; l < o->n_layers; l++) {
+        n += (o->residual ? 4 : 3) * din * A;
         din = A;
     }
-    *n_values = mml__dnn_param_count(c, tower_width(c)) + n + c->n_fields * A +
-                c->hidden[c->n_hidden - 1];
-    return MML_OK;
+    return n + c->n_fields * A;
 }
 
-static void autoint_destroy(void *self)
+static int autoint_create(mml__deep *base, const mml_backbone_config *c, const mml__opts *opts)
 {
-    autoint *d = self;
-    if (!d)
-        return;
-    mml_ctx *ctx = d->ctx;
-    mml__dnn_destroy(&d->dnn);
-    for (int32_t i = 0; i < d->np; i++)
-        mml__side_param_free(ctx, &d->p[i]);
-    float **bufs[] = {&d->tx, &d->X, &d->QKV, &d->P, &d->dh_buf, &d->dx, &d->dY, &d->dXn, &d->dQKV, &d->tmp};
-    size_t caps[] = {d->cap_tx, d->cap_X, d->cap_QKV, d->cap_P, d->cap_dh,
-                     d->cap_dx, d->cap_dY, d->cap_dXn, d->cap_dQKV, d->cap_tmp};
-    for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++)
-        mml__free(ctx, *bufs[i], caps[i] * sizeof(float));
-    mml__free(ctx, d, sizeof *d);
-}
-
-static int autoint_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, void **self)
-{
-    (void)user;
-    mml_autoint_options o;
-    int rc = autoint_options(ctx, c, &o);
-    if (rc < 0)
-        return rc;
-    autoint *d = mml__calloc(ctx, 1, sizeof *d);
-    if (!d)
-        return mml__error(ctx, MML_ENOMEM, "autoint: out of memory");
-    d->ctx = ctx;
-    d->F = c->n_fields;
-    d->k = c->embed_dim;
-    d->n_dense = c->n_dense;
-    d->L = o.n_layers;
-    d->H = o.n_heads;
-    d->dh = o.head_dim;
-    d->A = o.n_heads * o.head_dim;
-    d->res = o.residual != 0;
+    autoint *d = (autoint *)base;
+    const mml_autoint_options *o = &opts->autoint;
+    d->L = o->n_layers;
+    d->H = o->n_heads;
+    d->dh = o->head_dim;
+    d->A = o->n_heads * o->head_dim;
+    d->res = o->residual != 0;
     d->per_layer = d->res ? 4 : 3;
-    rc = mml__dnn_create(&d->dnn, ctx, c, tower_width(c));
+    base->head_side = base->F * d->A;
     static const char *const kind[4] = {"W_Q", "W_K", "W_V", "W_res"};
+    int rc = MML_OK;
     for (int32_t l = 0; rc >= 0 && l < d->L; l++) {
-        int32_t din = l ? d->A : d->k;
+        int32_t din = l ? d->A : base->k;
         for (int32_t t = 0; rc >= 0 && t < d->per_layer; t++) {
-            char *name = d->names[d->np];
-            snprintf(name, sizeof d->names[0], "autoint.%d.%s", l, kind[t]);
+            char name[MML__PARAM_NAME_MAX];
+            snprintf(name, sizeof name, "autoint.%d.%s", l, kind[t]);
             /* Per-head matrices take one head's fans; W_res is one matrix. */
-            rc = mml__side_param_init(ctx, &d->p[d->np], name, din, d->A, din, t < 3 ? d->dh : d->A,
-                                      c->stream + 1 + (uint64_t)(4 * l + t));
-            if (rc >= 0)
-                d->np++;
+            rc = mml__deep_add_param(base, name, din, d->A, din, t < 3 ? d->dh : d->A,
+                                     c->stream + 1 + (uint64_t)(4 * l + t));
         }
     }
-    if (rc >= 0) {
-        rc = mml__head_init(ctx, &d->p[d->np], "head.w",
-                            (int64_t)d->F * d->A + mml__dnn_d_out(&d->dnn), c->stream);
-        if (rc >= 0)
-            d->np++;
-    }
-    if (rc < 0) {
-        autoint_destroy(d);
-        return rc;
-    }
-    *self = d;
-    return MML_OK;
+    return rc;
+}
+
+static void autoint_destroy(mml__deep *base)
+{
+    autoint *d = (autoint *)base;
+    float *const bufs[] = {d->X, d->QKV, d->P, d->dY, d->dXn, d->dQKV, d->tmp};
+    const size_t caps[] = {d->cap_X, d->cap_QKV, d->cap_P, d->cap_dY, d->cap_dXn, d->cap_dQKV,
+                           d->cap_tmp};
+    mml__free_floats(base->ctx, bufs, caps, sizeof caps / sizeof caps[0]);
 }
 
 /* Offsets of layer l's input in X, and of its projections in QKV. */
 static float *X_of(const autoint *d, int32_t l)
 {
-    int64_t nF = d->n * d->F;
-    return l == 0 ? d->X : d->X + nF * d->k + (int64_t)(l - 1) * nF * d->A;
+    int64_t nF = d->base.n * d->base.F;
+    return l == 0 ? d->X : d->X + nF * d->base.k + (int64_t)(l - 1) * nF * d->A;
 }
-static float *Q_of(const autoint *d, int32_t l) { return d->QKV + (int64_t)l * 3 * d->n * d->F * d->A; }
+static float *Q_of(const autoint *d, int32_t l)
+{
+    return d->QKV + (int64_t)l * 3 * d->base.n * d->base.F * d->A;
+}
 static float *P_of(const autoint *d, int32_t l)
 {
-    return d->P + (int64_t)l * d->n * d->H * d->F * d->F;
+    return d->P + (int64_t)l * d->base.n * d->H * d->base.F * d->base.F;
 }
-static mml_param *W_of(autoint *d, int32_t l, int32_t t) { return &d->p[l * d->per_layer + t]; }
-
-static int autoint_forward(void *self, const mml_backbone_input *in, float *logit)
+static mml_param *W_of(autoint *d, int32_t l, int32_t t)
 {
-    autoint *d = self;
-    mml_ctx *ctx = d->ctx;
-    int64_t n = in->n_rows, nF = n * d->F;
-    int32_t F = d->F, k = d->k, fk = F * k, tw = fk + d->n_dense, A = d->A, H = d->H, hd = d->dh;
-    d->n = 0;
-    if (d->n_dense && !in->dense)
-        return mml__error(ctx, MML_EINVAL, "autoint: numeric values missing");
+    return &d->base.p[l * d->per_layer + t];
+}
+
+static int autoint_forward(mml__deep *base, const mml_backbone_input *in)
+{
+    autoint *d = (autoint *)base;
+    mml_ctx *ctx = base->ctx;
+    int64_t n = in->n_rows, nF = n * base->F;
+    int32_t F = base->F, k = base->k, A = d->A, H = d->H, hd = d->dh;
     int rc;
-    if ((rc = mml__ensure_floats(ctx, &d->tx, &d->cap_tx, (size_t)(n * tw))) < 0 ||
+    if ((rc = mml__deep_flat_input(base, in)) < 0 ||
         (rc = mml__ensure_floats(ctx, &d->X, &d->cap_X, (size_t)(nF * (k + (int64_t)d->L * A)))) < 0 ||
         (rc = mml__ensure_floats(ctx, &d->QKV, &d->cap_QKV, (size_t)(3 * d->L * nF * A))) < 0 ||
-        (rc = mml__ensure_floats(ctx, &d->P, &d->cap_P, (size_t)(d->L * nF * H * F))) < 0)
+        (rc = mml__ensure_floats(ctx, &d->P, &d->cap_P, (size_t)(d->L * nF * H * F))) < 0 ||
+        (rc = mml__deep_tower_forward(base, in)) < 0)
         return rc;
-    for (int64_t r = 0; r < n; r++) {
-        memcpy(d->tx + r * tw, in->emb + r * fk, sizeof(float) * (size_t)fk);
-        if (d->n_dense)
-            memcpy(d->tx + r * tw + fk, in->dense + r * d->n_dense, sizeof(float) * (size_t)d->n_dense);
-    }
-    rc = mml__dnn_forward(&d->dnn, d->tx, n, in, &d->h);
-    if (rc < 0)
-        return rc;
-    d->n = n; /* the offsets below depend on it */
+    base->n = n; /* the offsets below depend on it */
     memcpy(d->X, in->emb, sizeof(float) * (size_t)(nF * k));
     for (int32_t l = 0; l < d->L; l++) {
         int32_t din = l ? A : k;
@@ -201,7 +147,7 @@ static int autoint_forward(void *self, const mml_backbone_input *in, float *logi
         if ((rc = mml__gemm_rm(ctx, 0, 0, nF, A, din, 1.0f, X, W_of(d, l, 0)->value, 0.0f, Q)) < 0 ||
             (rc = mml__gemm_rm(ctx, 0, 0, nF, A, din, 1.0f, X, W_of(d, l, 1)->value, 0.0f, K)) < 0 ||
             (rc = mml__gemm_rm(ctx, 0, 0, nF, A, din, 1.0f, X, W_of(d, l, 2)->value, 0.0f, V)) < 0)
-            goto fail;
+            return rc;
         for (int64_t r = 0; r < n; r++)
             for (int32_t h = 0; h < H; h++)
                 for (int32_t i = 0; i < F; i++) {
@@ -232,35 +178,21 @@ static int autoint_forward(void *self, const mml_backbone_input *in, float *logi
                 }
         if (d->res &&
             (rc = mml__gemm_rm(ctx, 0, 0, nF, A, din, 1.0f, X, W_of(d, l, 3)->value, 1.0f, Y)) < 0)
-            goto fail;
+            return rc;
         for (int64_t i = 0; i < nF * A; i++)
             Y[i] = Y[i] > 0.0f ? Y[i] : 0.0f;
     }
-    const mml_param *head = &d->p[d->np - 1];
-    int32_t dout = mml__dnn_d_out(&d->dnn), FA = F * A;
-    const float *Yl = X_of(d, d->L);
-    for (int64_t r = 0; r < n; r++) {
-        const float *y = Yl + r * FA, *h = d->h + r * dout;
-        float s = 0.0f;
-        for (int32_t j = 0; j < FA; j++)
-            s += y[j] * head->value[j];
-        for (int32_t j = 0; j < dout; j++)
-            s += h[j] * head->value[FA + j];
-        logit[r] = s;
-    }
+    base->z = X_of(d, d->L);
     return MML_OK;
-fail:
-    d->n = 0;
-    return rc;
 }
 
 /* Backward of interacting layer l: dY (n F x A) holds d loss / d y on entry
  * (overwritten); dX (n F x d_in) receives d loss / d x when not NULL. */
 static int layer_backward(autoint *d, int32_t l, float *dY, float *dX)
 {
-    mml_ctx *ctx = d->ctx;
-    int64_t n = d->n, nF = n * d->F;
-    int32_t F = d->F, A = d->A, H = d->H, hd = d->dh, din = l ? A : d->k;
+    mml_ctx *ctx = d->base.ctx;
+    int64_t n = d->base.n, nF = n * d->base.F;
+    int32_t F = d->base.F, A = d->A, H = d->H, hd = d->dh, din = l ? A : d->base.k;
     const float *X = X_of(d, l), *Y = X_of(d, l + 1), *P = P_of(d, l);
     const float *Q = Q_of(d, l), *K = Q + nF * A, *V = K + nF * A;
     float *dQ = d->dQKV, *dK = dQ + nF * A, *dV = dK + nF * A, *dP = d->tmp;
@@ -317,52 +249,18 @@ static int layer_backward(autoint *d, int32_t l, float *dY, float *dX)
     return MML_OK;
 }
 
-static int autoint_backward(void *self, const float *dlogit, const mml_backbone_grads *g)
+static int autoint_backward(mml__deep *base, const float *dlogit, const mml_backbone_grads *g,
+                            float *dx)
 {
-    autoint *d = self;
-    mml_ctx *ctx = d->ctx;
-    int64_t n = d->n, nF = n * d->F;
-    if (n < 1)
-        return mml__error(ctx, MML_ESTATE, "autoint: backward without a forward pass");
-    int32_t F = d->F, k = d->k, fk = F * k, tw = fk + d->n_dense, A = d->A, FA = F * A;
-    int32_t dout = mml__dnn_d_out(&d->dnn);
-    mml_param *head = &d->p[d->np - 1];
-    int rc = mml__ensure_floats(ctx, &d->dh_buf, &d->cap_dh, (size_t)(n * dout));
-    if (rc < 0)
-        return rc;
-    for (int64_t r = 0; r < n; r++)
-        for (int32_t j = 0; j < dout; j++)
-            d->dh_buf[r * dout + j] = dlogit[r] * head->value[FA + j];
-    const float *Yl = X_of(d, d->L);
-    if (!head->frozen)
-        for (int64_t r = 0; r < n; r++) {
-            for (int32_t j = 0; j < FA; j++)
-                head->grad[j] += Yl[r * FA + j] * dlogit[r];
-            for (int32_t j = 0; j < dout; j++)
-                head->grad[FA + j] += d->h[r * dout + j] * dlogit[r];
-        }
-    int need_dx = g->d_emb || (g->d_dense && d->n_dense);
-    if (need_dx) {
-        rc = mml__ensure_floats(ctx, &d->dx, &d->cap_dx, (size_t)(n * tw));
-        if (rc < 0)
-            return rc;
-        memset(d->dx, 0, sizeof(float) * (size_t)(n * tw));
-    }
-    rc = mml__dnn_backward(&d->dnn, d->dh_buf, need_dx ? d->dx : NULL, g);
-    if (rc < 0)
-        return rc;
-    if (need_dx)
-        for (int64_t r = 0; r < n; r++) {
-            const float *dx = d->dx + r * tw;
-            if (g->d_emb)
-                for (int32_t i = 0; i < fk; i++)
-                    g->d_emb[r * fk + i] += dx[i];
-            if (g->d_dense)
-                for (int32_t i = 0; i < d->n_dense; i++)
-                    g->d_dense[r * d->n_dense + i] += dx[fk + i];
-        }
+    autoint *d = (autoint *)base;
+    mml_ctx *ctx = base->ctx;
+    int64_t n = base->n, nF = n * base->F;
+    int32_t F = base->F, k = base->k, A = d->A, FA = F * A;
+    const mml_param *head = &base->p[base->np - 1];
+    int rc;
+    mml__deep_input_grad(base, g, dx, 1);
     /* The interacting layers, when something there needs a gradient. */
-    if (!g->d_emb && !mml__any_unfrozen(d->p, d->np - 1))
+    if (!g->d_emb && !mml__any_unfrozen(base->p, base->np - 1))
         return MML_OK;
     size_t wide = (size_t)(nF * (A > k ? A : k));
     if ((rc = mml__ensure_floats(ctx, &d->dY, &d->cap_dY, wide)) < 0 ||
@@ -388,35 +286,17 @@ static int autoint_backward(void *self, const float *dlogit, const mml_backbone_
     return MML_OK;
 }
 
-static int64_t autoint_n_params(void *self)
+static uint64_t autoint_pattern(const mml__deep *base, uint64_t h)
 {
-    autoint *d = self;
-    return mml__dnn_n_params(&d->dnn) + d->np;
+    const autoint *d = (const autoint *)base;
+    return mml__pattern_fold(h, X_of(d, 1), base->n * base->F * (int64_t)d->A * d->L);
 }
 
-static mml_param *autoint_param(void *self, int64_t i)
-{
-    autoint *d = self;
-    return mml__dnn_then_side_param(&d->dnn, d->p, d->np, i);
-}
+static const mml__side side = {.size = sizeof(autoint),
+                               MML__SIDE_OPTIONS(mml_autoint_options, defaults),
+                               .check = autoint_check, .n_values = autoint_n_values,
+                               .create = autoint_create, .destroy = autoint_destroy,
+                               .forward = autoint_forward, .backward = autoint_backward,
+                               .pattern = autoint_pattern};
 
-static mml_lora *autoint_experts(void *self) { return ((autoint *)self)->dnn.lora; }
-
-static uint64_t autoint_pattern(void *self)
-{
-    autoint *d = self;
-    uint64_t h = mml_tower_relu_pattern(d->dnn.tower);
-    if (d->n < 1)
-        return h;
-    return mml__pattern_fold(h, X_of(d, 1), d->n * d->F * (int64_t)d->A * d->L);
-}
-
-static int autoint_replay(void *self, int32_t replay)
-{
-    return mml_tower_set_dropout_replay(((autoint *)self)->dnn.tower, replay);
-}
-
-const mml_backbone_vtable mml__backbone_autoint = {
-    sizeof(mml_backbone_vtable), MML_BACKBONE_ABI_VERSION, "autoint", 1, 0, autoint_infer_shape,
-    autoint_create, autoint_destroy, autoint_forward, autoint_backward, autoint_n_params,
-    autoint_param, autoint_experts, autoint_pattern, autoint_replay, NULL, NULL};
+MML__BACKBONE_TABLE(autoint, 1, side);

@@ -11,43 +11,32 @@
 
 #include "backbones/backbones.h"
 
-enum { W1 = 0, W2 = 1, WB = 2, WS = 3, HEAD = 4, NP = 5 };
+enum { W1 = 0, W2 = 1, WB = 2, WS = 3, HEAD = 4 };
 
 typedef struct fibinet {
-    mml_ctx *ctx;
-    int32_t F, k, n_dense, R, P;
+    mml__deep base; /* x is [p_ij ..., q_ij ..., numeric]; p holds W1, W2, WB, WS, head.w */
+    int32_t R, P;
     int32_t *pi, *pj; /* the fields of each pair */
-    mml__dnn dnn;
-    mml_param p[NP];
-    float *E, *z, *a1, *a, *V, *T, *Ts, *x;
-    size_t cap_E, cap_z, cap_a1, cap_a, cap_V, cap_T, cap_Ts, cap_x;
-    float *dh, *dx, *dT, *dTs, *dV, *tmp;
-    size_t cap_dh, cap_dx, cap_dT, cap_dTs, cap_dV, cap_tmp;
-    const float *h; /* tower output of the last forward pass */
-    int64_t n;
+    float *E, *z, *a1, *a, *V, *T, *Ts;
+    size_t cap_E, cap_z, cap_a1, cap_a, cap_V, cap_T, cap_Ts;
+    float *dT, *dTs, *dV, *tmp;
+    size_t cap_dT, cap_dTs, cap_dV, cap_tmp;
 } fibinet;
+
+static const mml_fibinet_options defaults = {.struct_size = sizeof(mml_fibinet_options),
+                                             .reduction = 3};
 
 int mml_fibinet_options_init_sized(mml_fibinet_options *out, uint32_t struct_size)
 {
-    mml_fibinet_options full, *opt = &full;
-    memset(opt, 0, sizeof *opt);
-    opt->struct_size = (uint32_t)sizeof *opt;
-    opt->reduction = 3;
-    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_fibinet_options);
+    return mml__init_versioned(out, &defaults, sizeof defaults, struct_size,
+                               MML__OLDER_SIZES_mml_fibinet_options);
 }
 
-/* Checks the options; *R receives the SENET bottleneck width. */
-static int fibinet_options(mml_ctx *ctx, const mml_backbone_config *c, int32_t *R)
+static int fibinet_check(mml_ctx *ctx, const mml_backbone_config *c, const mml__opts *o)
 {
-    mml_fibinet_options o;
-    mml_fibinet_options_init(&o);
-    if (c->options) {
-        int rc = MML__COPY_OPTIONS(ctx, &o, c->options, mml_fibinet_options, "fibinet");
-        if (rc < 0)
-            return rc;
-    }
-    if (o.reduction < 1)
-        return mml__error(ctx, MML_EINVAL, "fibinet: reduction %d must be >= 1", o.reduction);
+    if (o->fibinet.reduction < 1)
+        return mml__error(ctx, MML_EINVAL, "fibinet: reduction %d must be >= 1",
+                          o->fibinet.reduction);
     if (c->n_fields < 2)
         return mml__error(ctx, MML_EINVAL, "fibinet: needs at least 2 fields, has %d", c->n_fields);
     int64_t width = (int64_t)c->n_fields * (c->n_fields - 1) * c->embed_dim + c->n_dense;
@@ -55,73 +44,37 @@ static int fibinet_options(mml_ctx *ctx, const mml_backbone_config *c, int32_t *
         return mml__error(ctx, MML_EINVAL,
                           "fibinet: %d fields of width %d give a tower input %lld wide (at most %d)",
                           c->n_fields, c->embed_dim, (long long)width, 1 << 20);
-    *R = c->n_fields / o.reduction;
-    if (*R < 1)
-        *R = 1;
     return MML_OK;
 }
 
-static int32_t n_pairs(const mml_backbone_config *c) { return c->n_fields * (c->n_fields - 1) / 2; }
-static int32_t tower_width(const mml_backbone_config *c)
+/* R, the SENET bottleneck width. */
+static int32_t senet_width(const mml_backbone_config *c, const mml__opts *o)
 {
-    return 2 * n_pairs(c) * c->embed_dim + c->n_dense;
+    int32_t R = c->n_fields / o->fibinet.reduction;
+    return R < 1 ? 1 : R;
 }
 
-/* Invalid options report 0 values here; create refuses them with a message. */
-static int fibinet_infer_shape(void *user, mml_ctx *ctx, const mml_backbone_config *c,
-                            int64_t *n_values)
+static int32_t fibinet_width(const mml_backbone_config *c)
 {
-    (void)user;
-    (void)ctx;
-    int32_t R = 0;
-    *n_values = 0;
-    if (fibinet_options(NULL, c, &R) < 0)
-        return MML_OK;
+    return 2 * mml__n_pairs(c->n_fields) * c->embed_dim + c->n_dense;
+}
+
+/* SENET's and the bilinear matrices. */
+static int64_t fibinet_n_values(const mml_backbone_config *c, const mml__opts *o)
+{
+    int32_t R = senet_width(c, o);
     int64_t k = c->embed_dim;
-    *n_values = mml__dnn_param_count(c, tower_width(c)) + 2 * (int64_t)c->n_fields * R +
-                2 * (int64_t)n_pairs(c) * k * k + c->hidden[c->n_hidden - 1];
-    return MML_OK;
+    return 2 * (int64_t)c->n_fields * R + 2 * (int64_t)mml__n_pairs(c->n_fields) * k * k;
 }
 
-static void fibinet_destroy(void *self)
+static int fibinet_create(mml__deep *base, const mml_backbone_config *c, const mml__opts *o)
 {
-    fibinet *d = self;
-    if (!d)
-        return;
-    mml_ctx *ctx = d->ctx;
-    mml__dnn_destroy(&d->dnn);
-    for (int32_t i = 0; i < NP; i++)
-        mml__side_param_free(ctx, &d->p[i]);
-    mml__free(ctx, d->pi, sizeof(int32_t) * 2 * (size_t)d->P);
-    float **bufs[] = {&d->E, &d->z, &d->a1, &d->a, &d->V, &d->T, &d->Ts,
-                      &d->x, &d->dh, &d->dx, &d->dT, &d->dTs, &d->dV, &d->tmp};
-    size_t caps[] = {d->cap_E, d->cap_z, d->cap_a1, d->cap_a, d->cap_V, d->cap_T, d->cap_Ts,
-                     d->cap_x, d->cap_dh, d->cap_dx, d->cap_dT, d->cap_dTs, d->cap_dV, d->cap_tmp};
-    for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++)
-        mml__free(ctx, *bufs[i], caps[i] * sizeof(float));
-    mml__free(ctx, d, sizeof *d);
-}
-
-static int fibinet_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, void **self)
-{
-    (void)user;
-    int32_t R = 0;
-    int rc = fibinet_options(ctx, c, &R);
-    if (rc < 0)
-        return rc;
-    fibinet *d = mml__calloc(ctx, 1, sizeof *d);
-    if (!d)
-        return mml__error(ctx, MML_ENOMEM, "fibinet: out of memory");
-    d->ctx = ctx;
-    int32_t F = d->F = c->n_fields, k = d->k = c->embed_dim;
-    d->n_dense = c->n_dense;
-    d->R = R;
-    d->P = n_pairs(c);
-    d->pi = mml__alloc(ctx, sizeof(int32_t) * 2 * (size_t)d->P);
-    if (!d->pi) {
-        fibinet_destroy(d);
-        return mml__error(ctx, MML_ENOMEM, "fibinet: out of memory");
-    }
+    fibinet *d = (fibinet *)base;
+    int32_t F = base->F, k = base->k, R = d->R = senet_width(c, o);
+    d->P = mml__n_pairs(F);
+    d->pi = mml__alloc(base->ctx, sizeof(int32_t) * 2 * (size_t)d->P);
+    if (!d->pi)
+        return mml__error(base->ctx, MML_ENOMEM, "fibinet: out of memory");
     d->pj = d->pi + d->P;
     for (int32_t i = 0, q = 0; i < F; i++)
         for (int32_t j = i + 1; j < F; j++, q++) {
@@ -129,31 +82,33 @@ static int fibinet_create(void *user, mml_ctx *ctx, const mml_backbone_config *c
             d->pj[q] = j;
         }
     int64_t Pk = (int64_t)d->P * k;
-    rc = mml__dnn_create(&d->dnn, ctx, c, tower_width(c));
+    int rc = mml__deep_add_param(base, "senet.W1", F, R, F, R, c->stream + 1);
     if (rc >= 0)
-        rc = mml__side_param_init(ctx, &d->p[W1], "senet.W1", F, R, F, R, c->stream + 1);
+        rc = mml__deep_add_param(base, "senet.W2", R, F, R, F, c->stream + 2);
     if (rc >= 0)
-        rc = mml__side_param_init(ctx, &d->p[W2], "senet.W2", R, F, R, F, c->stream + 2);
+        rc = mml__deep_add_param(base, "bilinear.W", Pk, k, k, k, c->stream + 3);
     if (rc >= 0)
-        rc = mml__side_param_init(ctx, &d->p[WB], "bilinear.W", Pk, k, k, k, c->stream + 3);
-    if (rc >= 0)
-        rc = mml__side_param_init(ctx, &d->p[WS], "bilinear.W_senet", Pk, k, k, k, c->stream + 4);
-    if (rc >= 0)
-        rc = mml__head_init(ctx, &d->p[HEAD], "head.w", mml__dnn_d_out(&d->dnn), c->stream);
-    if (rc < 0) {
-        fibinet_destroy(d);
-        return rc;
-    }
-    *self = d;
-    return MML_OK;
+        rc = mml__deep_add_param(base, "bilinear.W_senet", Pk, k, k, k, c->stream + 4);
+    return rc;
+}
+
+static void fibinet_destroy(mml__deep *base)
+{
+    fibinet *d = (fibinet *)base;
+    mml__free(base->ctx, d->pi, sizeof(int32_t) * 2 * (size_t)d->P);
+    float *const bufs[] = {d->E, d->z, d->a1, d->a, d->V, d->T,
+                           d->Ts, d->dT, d->dTs, d->dV, d->tmp};
+    const size_t caps[] = {d->cap_E, d->cap_z, d->cap_a1, d->cap_a, d->cap_V, d->cap_T,
+                           d->cap_Ts, d->cap_dT, d->cap_dTs, d->cap_dV, d->cap_tmp};
+    mml__free_floats(base->ctx, bufs, caps, sizeof caps / sizeof caps[0]);
 }
 
 /* Out (n x P k, pair p at columns [p k, (p + 1) k)) = X_i W_p for every pair. */
 static int pair_products(fibinet *d, const float *X, const float *W, float *out)
 {
-    int32_t k = d->k, fk = d->F * k, Pk = d->P * k;
+    int32_t k = d->base.k, fk = d->base.F * k, Pk = d->P * k;
     for (int32_t q = 0; q < d->P; q++) {
-        int rc = mml__gemm(d->ctx, 0, 0, d->n, k, k, 1.0f, X + d->pi[q] * k, fk, 1,
+        int rc = mml__gemm(d->base.ctx, 0, 0, d->base.n, k, k, 1.0f, X + d->pi[q] * k, fk, 1,
                            W + (int64_t)q * k * k, k, 1, 0.0f, out + q * k, Pk, 1);
         if (rc < 0)
             return rc;
@@ -161,15 +116,12 @@ static int pair_products(fibinet *d, const float *X, const float *W, float *out)
     return MML_OK;
 }
 
-static int fibinet_forward(void *self, const mml_backbone_input *in, float *logit)
+static int fibinet_forward(mml__deep *base, const mml_backbone_input *in)
 {
-    fibinet *d = self;
-    mml_ctx *ctx = d->ctx;
+    fibinet *d = (fibinet *)base;
+    mml_ctx *ctx = base->ctx;
     int64_t n = in->n_rows;
-    int32_t F = d->F, k = d->k, fk = F * k, R = d->R, Pk = d->P * k, tw = 2 * Pk + d->n_dense;
-    d->n = 0;
-    if (d->n_dense && !in->dense)
-        return mml__error(ctx, MML_EINVAL, "fibinet: numeric values missing");
+    int32_t F = base->F, k = base->k, fk = F * k, R = d->R, Pk = d->P * k, tw = base->width;
     int rc;
     if ((rc = mml__ensure_floats(ctx, &d->E, &d->cap_E, (size_t)(n * fk))) < 0 ||
         (rc = mml__ensure_floats(ctx, &d->z, &d->cap_z, (size_t)(n * F))) < 0 ||
@@ -178,11 +130,11 @@ static int fibinet_forward(void *self, const mml_backbone_input *in, float *logi
         (rc = mml__ensure_floats(ctx, &d->V, &d->cap_V, (size_t)(n * fk))) < 0 ||
         (rc = mml__ensure_floats(ctx, &d->T, &d->cap_T, (size_t)(n * Pk))) < 0 ||
         (rc = mml__ensure_floats(ctx, &d->Ts, &d->cap_Ts, (size_t)(n * Pk))) < 0 ||
-        (rc = mml__ensure_floats(ctx, &d->x, &d->cap_x, (size_t)(n * tw))) < 0)
+        (rc = mml__ensure_floats(ctx, &base->x, &base->cap_x, (size_t)(n * tw))) < 0)
         return rc;
-    d->n = n;
+    base->n = n;
     memcpy(d->E, in->emb, sizeof(float) * (size_t)(n * fk));
-    const float *w1 = d->p[W1].value, *w2 = d->p[W2].value;
+    const float *w1 = base->p[W1].value, *w2 = base->p[W2].value;
     for (int64_t r = 0; r < n; r++) {
         const float *e = d->E + r * fk;
         float *z = d->z + r * F, *a1 = d->a1 + r * R, *a = d->a + r * F, *v = d->V + r * fk;
@@ -207,11 +159,11 @@ static int fibinet_forward(void *self, const mml_backbone_input *in, float *logi
                 v[f * k + t] = a[f] * e[f * k + t];
         }
     }
-    if ((rc = pair_products(d, d->E, d->p[WB].value, d->T)) < 0 ||
-        (rc = pair_products(d, d->V, d->p[WS].value, d->Ts)) < 0)
-        goto fail;
+    if ((rc = pair_products(d, d->E, base->p[WB].value, d->T)) < 0 ||
+        (rc = pair_products(d, d->V, base->p[WS].value, d->Ts)) < 0)
+        return rc;
     for (int64_t r = 0; r < n; r++) {
-        float *x = d->x + r * tw;
+        float *x = base->x + r * tw;
         const float *e = d->E + r * fk, *v = d->V + r * fk;
         const float *T = d->T + r * Pk, *Ts = d->Ts + r * Pk;
         for (int32_t q = 0; q < d->P; q++) {
@@ -221,25 +173,10 @@ static int fibinet_forward(void *self, const mml_backbone_input *in, float *logi
                 x[Pk + q * k + t] = Ts[q * k + t] * vj[t];
             }
         }
-        if (d->n_dense)
-            memcpy(x + 2 * Pk, in->dense + r * d->n_dense, sizeof(float) * (size_t)d->n_dense);
+        if (base->n_dense)
+            memcpy(x + 2 * Pk, in->dense + r * base->n_dense, sizeof(float) * (size_t)base->n_dense);
     }
-    rc = mml__dnn_forward(&d->dnn, d->x, n, in, &d->h);
-    if (rc < 0)
-        goto fail;
-    const mml_param *head = &d->p[HEAD];
-    int32_t dout = (int32_t)head->rows;
-    for (int64_t r = 0; r < n; r++) {
-        const float *h = d->h + r * dout;
-        float s = 0.0f;
-        for (int32_t j = 0; j < dout; j++)
-            s += h[j] * head->value[j];
-        logit[r] = s;
-    }
-    return MML_OK;
-fail:
-    d->n = 0;
-    return rc;
+    return mml__deep_tower_forward(base, in);
 }
 
 /* d loss / d X_i (+=, into dX with row stride F k) and d loss / d W_p of the
@@ -247,57 +184,32 @@ fail:
 static int pair_products_backward(fibinet *d, const float *X, mml_param *W, const float *dOut,
                                   float *dX)
 {
-    int32_t k = d->k, fk = d->F * k, Pk = d->P * k;
+    int32_t k = d->base.k, fk = d->base.F * k, Pk = d->P * k;
     for (int32_t q = 0; q < d->P; q++) {
         const float *xi = X + d->pi[q] * k, *dq = dOut + q * k, *w = W->value + (int64_t)q * k * k;
         int rc;
         if (!W->frozen &&
-            (rc = mml__gemm(d->ctx, 1, 0, k, k, d->n, 1.0f, xi, fk, 1, dq, Pk, 1, 1.0f,
+            (rc = mml__gemm(d->base.ctx, 1, 0, k, k, d->base.n, 1.0f, xi, fk, 1, dq, Pk, 1, 1.0f,
                             W->grad + (int64_t)q * k * k, k, 1)) < 0)
             return rc;
-        if (dX && (rc = mml__gemm(d->ctx, 0, 1, d->n, k, k, 1.0f, dq, Pk, 1, w, k, 1, 1.0f,
+        if (dX && (rc = mml__gemm(d->base.ctx, 0, 1, d->base.n, k, k, 1.0f, dq, Pk, 1, w, k, 1, 1.0f,
                                   dX + d->pi[q] * k, fk, 1)) < 0)
             return rc;
     }
     return MML_OK;
 }
 
-static int fibinet_backward(void *self, const float *dlogit, const mml_backbone_grads *g)
+static int fibinet_backward(mml__deep *base, const float *dlogit, const mml_backbone_grads *g,
+                            float *dxs)
 {
-    fibinet *d = self;
-    mml_ctx *ctx = d->ctx;
-    int64_t n = d->n;
-    if (n < 1)
-        return mml__error(ctx, MML_ESTATE, "fibinet: backward without a forward pass");
-    int32_t F = d->F, k = d->k, fk = F * k, R = d->R, Pk = d->P * k, tw = 2 * Pk + d->n_dense;
-    mml_param *head = &d->p[HEAD];
-    int32_t dout = (int32_t)head->rows;
-    int rc = mml__ensure_floats(ctx, &d->dh, &d->cap_dh, (size_t)(n * dout));
-    if (rc < 0)
-        return rc;
-    for (int64_t r = 0; r < n; r++)
-        for (int32_t j = 0; j < dout; j++)
-            d->dh[r * dout + j] = dlogit[r] * head->value[j];
-    if (!head->frozen)
-        for (int64_t r = 0; r < n; r++)
-            for (int32_t j = 0; j < dout; j++)
-                head->grad[j] += d->h[r * dout + j] * dlogit[r];
-    int need_side = g->d_emb || mml__any_unfrozen(d->p, HEAD);
-    int need_dx = need_side || (g->d_dense && d->n_dense);
-    if (need_dx) {
-        rc = mml__ensure_floats(ctx, &d->dx, &d->cap_dx, (size_t)(n * tw));
-        if (rc < 0)
-            return rc;
-        memset(d->dx, 0, sizeof(float) * (size_t)(n * tw));
-    }
-    rc = mml__dnn_backward(&d->dnn, d->dh, need_dx ? d->dx : NULL, g);
-    if (rc < 0 || !need_dx)
-        return rc;
-    if (g->d_dense)
-        for (int64_t r = 0; r < n; r++)
-            for (int32_t i = 0; i < d->n_dense; i++)
-                g->d_dense[r * d->n_dense + i] += d->dx[r * tw + 2 * Pk + i];
-    if (!need_side)
+    fibinet *d = (fibinet *)base;
+    mml_ctx *ctx = base->ctx;
+    int64_t n = base->n;
+    int32_t F = base->F, k = base->k, fk = F * k, R = d->R, Pk = d->P * k, tw = base->width;
+    int rc;
+    (void)dlogit;
+    mml__deep_input_grad(base, g, dxs, 0);
+    if (!g->d_emb && !mml__any_unfrozen(base->p, HEAD))
         return MML_OK;
     if ((rc = mml__ensure_floats(ctx, &d->dT, &d->cap_dT, (size_t)(n * Pk))) < 0 ||
         (rc = mml__ensure_floats(ctx, &d->dTs, &d->cap_dTs, (size_t)(n * Pk))) < 0 ||
@@ -308,7 +220,7 @@ static int fibinet_backward(void *self, const float *dlogit, const mml_backbone_
     float *de_all = g->d_emb;
     /* Elementwise products: p = T o e_j, q = Ts o v_j. */
     for (int64_t r = 0; r < n; r++) {
-        const float *dx = d->dx + r * tw, *e = d->E + r * fk, *v = d->V + r * fk;
+        const float *dx = dxs + r * tw, *e = d->E + r * fk, *v = d->V + r * fk;
         const float *T = d->T + r * Pk, *Ts = d->Ts + r * Pk;
         float *dT = d->dT + r * Pk, *dTs = d->dTs + r * Pk, *dv = d->dV + r * fk;
         float *de = de_all ? de_all + r * fk : NULL;
@@ -325,11 +237,11 @@ static int fibinet_backward(void *self, const float *dlogit, const mml_backbone_
         }
     }
     /* The bilinear matrices. */
-    if ((rc = pair_products_backward(d, d->E, &d->p[WB], d->dT, de_all)) < 0 ||
-        (rc = pair_products_backward(d, d->V, &d->p[WS], d->dTs, d->dV)) < 0)
+    if ((rc = pair_products_backward(d, d->E, &base->p[WB], d->dT, de_all)) < 0 ||
+        (rc = pair_products_backward(d, d->V, &base->p[WS], d->dTs, d->dV)) < 0)
         return rc;
     /* SENET. */
-    mml_param *w1 = &d->p[W1], *w2 = &d->p[W2];
+    mml_param *w1 = &base->p[W1], *w2 = &base->p[W2];
     float *da = d->tmp, *dz = da + F, *da1 = dz + F;
     for (int64_t r = 0; r < n; r++) {
         const float *e = d->E + r * fk, *dv = d->dV + r * fk;
@@ -370,32 +282,18 @@ static int fibinet_backward(void *self, const float *dlogit, const mml_backbone_
     return MML_OK;
 }
 
-static int64_t fibinet_n_params(void *self) { return mml__dnn_n_params(&((fibinet *)self)->dnn) + NP; }
-
-static mml_param *fibinet_param(void *self, int64_t i)
+static uint64_t fibinet_pattern(const mml__deep *base, uint64_t h)
 {
-    fibinet *d = self;
-    return mml__dnn_then_side_param(&d->dnn, d->p, NP, i);
+    const fibinet *d = (const fibinet *)base;
+    h = mml__pattern_fold(h, d->a1, base->n * d->R);
+    return mml__pattern_fold(h, d->a, base->n * base->F);
 }
 
-static mml_lora *fibinet_experts(void *self) { return ((fibinet *)self)->dnn.lora; }
+static const mml__side side = {.size = sizeof(fibinet), .feeds_tower = 1,
+                               MML__SIDE_OPTIONS(mml_fibinet_options, defaults),
+                               .check = fibinet_check, .width = fibinet_width,
+                               .n_values = fibinet_n_values, .create = fibinet_create,
+                               .destroy = fibinet_destroy, .forward = fibinet_forward,
+                               .backward = fibinet_backward, .pattern = fibinet_pattern};
 
-static uint64_t fibinet_pattern(void *self)
-{
-    fibinet *d = self;
-    uint64_t h = mml_tower_relu_pattern(d->dnn.tower);
-    if (d->n < 1)
-        return h;
-    h = mml__pattern_fold(h, d->a1, d->n * d->R);
-    return mml__pattern_fold(h, d->a, d->n * d->F);
-}
-
-static int fibinet_replay(void *self, int32_t replay)
-{
-    return mml_tower_set_dropout_replay(((fibinet *)self)->dnn.tower, replay);
-}
-
-const mml_backbone_vtable mml__backbone_fibinet = {
-    sizeof(mml_backbone_vtable), MML_BACKBONE_ABI_VERSION, "fibinet", 1, 0, fibinet_infer_shape,
-    fibinet_create, fibinet_destroy, fibinet_forward, fibinet_backward, fibinet_n_params,
-    fibinet_param, fibinet_experts, fibinet_pattern, fibinet_replay, NULL, NULL};
+MML__BACKBONE_TABLE(fibinet, 1, side);

@@ -1,6 +1,6 @@
 /* Helpers for the side parts of the built-in backbones (cross network,
- * attention, CIN, SENET, bilinear layers): their parameters and kink
- * fingerprints. */
+ * attention, CIN, SENET, bilinear layers): their parameters, scratch and
+ * kink fingerprints. */
 #include <math.h>
 #include <string.h>
 
@@ -45,6 +45,12 @@ void mml__side_param_free(mml_ctx *ctx, mml_param *p)
     mml__free(ctx, p->grad, sizeof(float) * size);
     p->value = p->grad = NULL;
     p->rows = p->cols = 0;
+}
+
+void mml__free_floats(mml_ctx *ctx, float *const *bufs, const size_t *caps, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        mml__free(ctx, bufs[i], caps[i] * sizeof(float));
 }
 
 uint64_t mml__pattern_fold(uint64_t h, const float *v, int64_t n)

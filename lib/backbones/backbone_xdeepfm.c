@@ -19,38 +19,33 @@
 
 #define MAX_LAYERS 32
 #define MAX_MAPS 65536
+_Static_assert(MAX_LAYERS + 2 <= MML__MAX_PARAMS, "cin.l.W, cin.head.w and head.w fit");
 
 typedef struct xdeepfm {
-    mml_ctx *ctx;
-    int32_t F, k, n_dense, L, split;
+    mml__deep base; /* p holds cin.l.W ..., cin.head.w, head.w */
+    int32_t L, split;
     int32_t H[MAX_LAYERS], M[MAX_LAYERS], start[MAX_LAYERS], off[MAX_LAYERS], n_out;
     int64_t yoff[MAX_LAYERS];
     int32_t maxH, maxMF;
-    mml__dnn dnn;
-    mml_param p[MAX_LAYERS + 2]; /* cin.l.W ..., cin.head.w, head.w */
-    char names[MAX_LAYERS][24];
-    int32_t np;
-    float *tx, *X0, *Y, *Z, *pool;
-    size_t cap_tx, cap_X0, cap_Y, cap_Z, cap_pool;
-    float *dh, *dx, *dZ, *dYa, *dYb, *dX0;
-    size_t cap_dh, cap_dx, cap_dZ, cap_dYa, cap_dYb, cap_dX0;
-    const float *h; /* tower output of the last forward pass */
-    int64_t n;
+    float *X0, *Y, *Z, *pool;
+    size_t cap_X0, cap_Y, cap_Z, cap_pool;
+    float *dZ, *dYa, *dYb, *dX0;
+    size_t cap_dZ, cap_dYa, cap_dYb, cap_dX0;
 } xdeepfm;
 
 static const int32_t default_sizes[MAX_LAYERS] = {
     128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128,
     128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128};
 
+static const mml_xdeepfm_options defaults = {.struct_size = sizeof(mml_xdeepfm_options),
+                                             .n_layers = 2,
+                                             .split_half = 1,
+                                             .layer_sizes = default_sizes};
+
 int mml_xdeepfm_options_init_sized(mml_xdeepfm_options *out, uint32_t struct_size)
 {
-    mml_xdeepfm_options full, *opt = &full;
-    memset(opt, 0, sizeof *opt);
-    opt->struct_size = (uint32_t)sizeof *opt;
-    opt->n_layers = 2;
-    opt->layer_sizes = default_sizes;
-    opt->split_half = 1;
-    return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_xdeepfm_options);
+    return mml__init_versioned(out, &defaults, sizeof defaults, struct_size,
+                               MML__OLDER_SIZES_mml_xdeepfm_options);
 }
 
 /* The CIN's shape from the options. */
@@ -59,22 +54,16 @@ typedef struct cin_shape {
     int64_t n_weights; /* sum of M_l F H_l */
 } cin_shape;
 
-static int xdeepfm_shape(mml_ctx *ctx, const mml_backbone_config *c, cin_shape *s)
+static int cin_shape_of(mml_ctx *ctx, const mml_backbone_config *c, const mml_xdeepfm_options *o,
+                        cin_shape *s)
 {
-    mml_xdeepfm_options o;
-    mml_xdeepfm_options_init(&o);
-    if (c->options) {
-        int rc = MML__COPY_OPTIONS(ctx, &o, c->options, mml_xdeepfm_options, "xdeepfm");
-        if (rc < 0)
-            return rc;
-    }
-    if (o.n_layers < 1 || o.n_layers > MAX_LAYERS)
-        return mml__error(ctx, MML_EINVAL, "xdeepfm: n_layers %d outside [1, %d]", o.n_layers,
+    if (o->n_layers < 1 || o->n_layers > MAX_LAYERS)
+        return mml__error(ctx, MML_EINVAL, "xdeepfm: n_layers %d outside [1, %d]", o->n_layers,
                           MAX_LAYERS);
     memset(s, 0, sizeof *s);
-    s->L = o.n_layers;
-    s->split = o.split_half != 0;
-    const int32_t *sizes = o.layer_sizes ? o.layer_sizes : default_sizes;
+    s->L = o->n_layers;
+    s->split = o->split_half != 0;
+    const int32_t *sizes = o->layer_sizes ? o->layer_sizes : default_sizes;
     int32_t M = c->n_fields;
     for (int32_t l = 0; l < s->L; l++) {
         int32_t H = sizes[l];
@@ -98,99 +87,65 @@ static int xdeepfm_shape(mml_ctx *ctx, const mml_backbone_config *c, cin_shape *
     return MML_OK;
 }
 
-static int32_t tower_width(const mml_backbone_config *c) { return c->n_fields * c->embed_dim + c->n_dense; }
-
-/* Invalid options report 0 values here; create refuses them with a message. */
-static int xdeepfm_infer_shape(void *user, mml_ctx *ctx, const mml_backbone_config *c,
-                            int64_t *n_values)
+static int xdeepfm_check(mml_ctx *ctx, const mml_backbone_config *c, const mml__opts *o)
 {
-    (void)user;
-    (void)ctx;
     cin_shape s;
-    *n_values = 0;
-    if (xdeepfm_shape(NULL, c, &s) < 0)
-        return MML_OK;
-    *n_values = mml__dnn_param_count(c, tower_width(c)) + s.n_weights + s.n_out +
-                c->hidden[c->n_hidden - 1];
-    return MML_OK;
+    return cin_shape_of(ctx, c, &o->xdeepfm, &s);
 }
 
-static void xdeepfm_destroy(void *self)
+/* The CIN's weights and cin.head.w. */
+static int64_t xdeepfm_n_values(const mml_backbone_config *c, const mml__opts *o)
 {
-    xdeepfm *d = self;
-    if (!d)
-        return;
-    mml_ctx *ctx = d->ctx;
-    mml__dnn_destroy(&d->dnn);
-    for (int32_t i = 0; i < d->np; i++)
-        mml__side_param_free(ctx, &d->p[i]);
-    float **bufs[] = {&d->tx, &d->X0, &d->Y, &d->Z, &d->pool, &d->dh,
-                      &d->dx, &d->dZ, &d->dYa, &d->dYb, &d->dX0};
-    size_t caps[] = {d->cap_tx, d->cap_X0, d->cap_Y, d->cap_Z, d->cap_pool, d->cap_dh,
-                     d->cap_dx, d->cap_dZ, d->cap_dYa, d->cap_dYb, d->cap_dX0};
-    for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++)
-        mml__free(ctx, *bufs[i], caps[i] * sizeof(float));
-    mml__free(ctx, d, sizeof *d);
+    cin_shape s;
+    cin_shape_of(NULL, c, &o->xdeepfm, &s); /* checked before */
+    return s.n_weights + s.n_out;
 }
 
-static int xdeepfm_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, void **self)
+static int xdeepfm_create(mml__deep *base, const mml_backbone_config *c, const mml__opts *o)
 {
-    (void)user;
-    cin_shape s;
-    int rc = xdeepfm_shape(ctx, c, &s);
-    if (rc < 0)
-        return rc;
-    xdeepfm *d = mml__calloc(ctx, 1, sizeof *d);
-    if (!d)
-        return mml__error(ctx, MML_ENOMEM, "xdeepfm: out of memory");
-    d->ctx = ctx;
-    d->F = c->n_fields;
-    d->k = c->embed_dim;
-    d->n_dense = c->n_dense;
-    d->L = s.L;
-    d->split = s.split;
-    d->n_out = s.n_out;
-    for (int32_t l = 0; l < s.L; l++) {
-        d->H[l] = s.H[l];
-        d->M[l] = s.M[l];
-        d->start[l] = s.start[l];
-        d->off[l] = s.off[l];
+    xdeepfm *d = (xdeepfm *)base;
+    cin_shape shape, *s = &shape;
+    cin_shape_of(NULL, c, &o->xdeepfm, s); /* checked before */
+    d->L = s->L;
+    d->split = s->split;
+    d->n_out = s->n_out;
+    for (int32_t l = 0; l < s->L; l++) {
+        d->H[l] = s->H[l];
+        d->M[l] = s->M[l];
+        d->start[l] = s->start[l];
+        d->off[l] = s->off[l];
         d->yoff[l] = l ? d->yoff[l - 1] + d->H[l - 1] : 0;
         d->maxH = d->H[l] > d->maxH ? d->H[l] : d->maxH;
-        d->maxMF = d->M[l] * d->F > d->maxMF ? d->M[l] * d->F : d->maxMF;
+        d->maxMF = d->M[l] * base->F > d->maxMF ? d->M[l] * base->F : d->maxMF;
     }
-    rc = mml__dnn_create(&d->dnn, ctx, c, tower_width(c));
+    int rc = MML_OK;
     for (int32_t l = 0; rc >= 0 && l < d->L; l++) {
-        snprintf(d->names[l], sizeof d->names[0], "cin.%d.W", l);
-        int64_t fan_in = (int64_t)d->M[l] * d->F;
-        rc = mml__side_param_init(ctx, &d->p[d->np], d->names[l], fan_in, d->H[l], fan_in, d->H[l],
-                                  c->stream + 1 + (uint64_t)l);
-        if (rc >= 0)
-            d->np++;
+        char name[MML__PARAM_NAME_MAX];
+        snprintf(name, sizeof name, "cin.%d.W", l);
+        int64_t fan_in = (int64_t)d->M[l] * base->F;
+        rc = mml__deep_add_param(base, name, fan_in, d->H[l], fan_in, d->H[l],
+                                 c->stream + 1 + (uint64_t)l);
     }
-    if (rc >= 0) {
-        rc = mml__head_init(ctx, &d->p[d->np], "cin.head.w", d->n_out, c->stream + 1 + MAX_LAYERS);
-        if (rc >= 0)
-            d->np++;
-    }
-    if (rc >= 0) {
-        rc = mml__head_init(ctx, &d->p[d->np], "head.w", mml__dnn_d_out(&d->dnn), c->stream);
-        if (rc >= 0)
-            d->np++;
-    }
-    if (rc < 0) {
-        xdeepfm_destroy(d);
-        return rc;
-    }
-    *self = d;
-    return MML_OK;
+    if (rc >= 0)
+        rc = mml__deep_add_param(base, "cin.head.w", d->n_out, 1, d->n_out, 1,
+                                 c->stream + 1 + MAX_LAYERS);
+    return rc;
+}
+
+static void xdeepfm_destroy(mml__deep *base)
+{
+    xdeepfm *d = (xdeepfm *)base;
+    float *const bufs[] = {d->X0, d->Y, d->Z, d->pool, d->dZ, d->dYa, d->dYb, d->dX0};
+    const size_t caps[] = {d->cap_X0, d->cap_Y, d->cap_Z, d->cap_pool,
+                           d->cap_dZ, d->cap_dYa, d->cap_dYb, d->cap_dX0};
+    mml__free_floats(base->ctx, bufs, caps, sizeof caps / sizeof caps[0]);
 }
 
 /* Z (n k x M_l F) = the outer products X^{l-1}_i o X^0_j of layer l. */
 static void outer_products(const xdeepfm *d, int32_t l, float *Z)
 {
-    int64_t nk = d->n * d->k;
-    int32_t F = d->F, M = d->M[l], MF = M * F;
+    int64_t nk = d->base.n * d->base.k;
+    int32_t F = d->base.F, M = d->M[l], MF = M * F;
     const float *Xp = l ? d->Y + d->yoff[l - 1] * nk : d->X0;
     int32_t ld = l ? d->H[l - 1] : F;
     for (int64_t rt = 0; rt < nk; rt++) {
@@ -202,32 +157,22 @@ static void outer_products(const xdeepfm *d, int32_t l, float *Z)
     }
 }
 
-static int xdeepfm_forward(void *self, const mml_backbone_input *in, float *logit)
+static int xdeepfm_forward(mml__deep *base, const mml_backbone_input *in)
 {
-    xdeepfm *d = self;
-    mml_ctx *ctx = d->ctx;
-    int64_t n = in->n_rows, nk = n * d->k;
-    int32_t F = d->F, k = d->k, fk = F * k, tw = fk + d->n_dense;
-    d->n = 0;
-    if (d->n_dense && !in->dense)
-        return mml__error(ctx, MML_EINVAL, "xdeepfm: numeric values missing");
+    xdeepfm *d = (xdeepfm *)base;
+    mml_ctx *ctx = base->ctx;
+    int64_t n = in->n_rows, nk = n * base->k;
+    int32_t F = base->F, k = base->k;
     int64_t sumH = d->yoff[d->L - 1] + d->H[d->L - 1];
     int rc;
-    if ((rc = mml__ensure_floats(ctx, &d->tx, &d->cap_tx, (size_t)(n * tw))) < 0 ||
+    if ((rc = mml__deep_flat_input(base, in)) < 0 ||
         (rc = mml__ensure_floats(ctx, &d->X0, &d->cap_X0, (size_t)(nk * F))) < 0 ||
         (rc = mml__ensure_floats(ctx, &d->Y, &d->cap_Y, (size_t)(nk * sumH))) < 0 ||
         (rc = mml__ensure_floats(ctx, &d->Z, &d->cap_Z, (size_t)(nk * d->maxMF))) < 0 ||
-        (rc = mml__ensure_floats(ctx, &d->pool, &d->cap_pool, (size_t)(n * d->n_out))) < 0)
+        (rc = mml__ensure_floats(ctx, &d->pool, &d->cap_pool, (size_t)(n * d->n_out))) < 0 ||
+        (rc = mml__deep_tower_forward(base, in)) < 0)
         return rc;
-    for (int64_t r = 0; r < n; r++) {
-        memcpy(d->tx + r * tw, in->emb + r * fk, sizeof(float) * (size_t)fk);
-        if (d->n_dense)
-            memcpy(d->tx + r * tw + fk, in->dense + r * d->n_dense, sizeof(float) * (size_t)d->n_dense);
-    }
-    rc = mml__dnn_forward(&d->dnn, d->tx, n, in, &d->h);
-    if (rc < 0)
-        return rc;
-    d->n = n;
+    base->n = n;
     for (int64_t r = 0; r < n; r++)
         for (int32_t j = 0; j < F; j++)
             for (int32_t t = 0; t < k; t++)
@@ -237,11 +182,9 @@ static int xdeepfm_forward(void *self, const mml_backbone_input *in, float *logi
         int32_t H = d->H[l], MF = d->M[l] * F;
         float *Y = d->Y + d->yoff[l] * nk;
         outer_products(d, l, d->Z);
-        rc = mml__gemm_rm(ctx, 0, 0, nk, H, MF, 1.0f, d->Z, d->p[l].value, 0.0f, Y);
-        if (rc < 0) {
-            d->n = 0;
+        rc = mml__gemm_rm(ctx, 0, 0, nk, H, MF, 1.0f, d->Z, d->base.p[l].value, 0.0f, Y);
+        if (rc < 0)
             return rc;
-        }
         for (int64_t i = 0; i < nk * H; i++)
             Y[i] = Y[i] > 0.0f ? Y[i] : 0.0f;
         for (int64_t r = 0; r < n; r++) {
@@ -253,66 +196,39 @@ static int xdeepfm_forward(void *self, const mml_backbone_input *in, float *logi
             }
         }
     }
-    const mml_param *cin_head = &d->p[d->np - 2], *head = &d->p[d->np - 1];
-    int32_t dout = (int32_t)head->rows;
-    for (int64_t r = 0; r < n; r++) {
-        const float *h = d->h + r * dout, *pr = d->pool + r * d->n_out;
-        float s = 0.0f;
-        for (int32_t j = 0; j < dout; j++)
-            s += h[j] * head->value[j];
+    return MML_OK;
+}
+
+/* The pooled maps through cin.head.w, after the tower's part of the logit. */
+static void xdeepfm_logit(const mml__deep *base, float *logit)
+{
+    const xdeepfm *d = (const xdeepfm *)base;
+    const mml_param *cin_head = &base->p[base->np - 2];
+    for (int64_t r = 0; r < base->n; r++) {
+        const float *pr = d->pool + r * d->n_out;
+        float s = logit[r];
         for (int32_t j = 0; j < d->n_out; j++)
             s += pr[j] * cin_head->value[j];
         logit[r] = s;
     }
-    return MML_OK;
 }
 
-static int xdeepfm_backward(void *self, const float *dlogit, const mml_backbone_grads *g)
+static int xdeepfm_backward(mml__deep *base, const float *dlogit, const mml_backbone_grads *g,
+                            float *dx)
 {
-    xdeepfm *d = self;
-    mml_ctx *ctx = d->ctx;
-    int64_t n = d->n, nk = n * d->k;
-    if (n < 1)
-        return mml__error(ctx, MML_ESTATE, "xdeepfm: backward without a forward pass");
-    int32_t F = d->F, k = d->k, fk = F * k, tw = fk + d->n_dense;
-    mml_param *cin_head = &d->p[d->np - 2], *head = &d->p[d->np - 1];
-    int32_t dout = (int32_t)head->rows;
-    int rc = mml__ensure_floats(ctx, &d->dh, &d->cap_dh, (size_t)(n * dout));
-    if (rc < 0)
-        return rc;
-    for (int64_t r = 0; r < n; r++)
-        for (int32_t j = 0; j < dout; j++)
-            d->dh[r * dout + j] = dlogit[r] * head->value[j];
-    if (!head->frozen)
-        for (int64_t r = 0; r < n; r++)
-            for (int32_t j = 0; j < dout; j++)
-                head->grad[j] += d->h[r * dout + j] * dlogit[r];
+    xdeepfm *d = (xdeepfm *)base;
+    mml_ctx *ctx = base->ctx;
+    int64_t n = base->n, nk = n * base->k;
+    int32_t F = base->F, k = base->k;
+    mml_param *cin_head = &base->p[base->np - 2];
+    int rc;
     if (!cin_head->frozen)
         for (int64_t r = 0; r < n; r++)
             for (int32_t j = 0; j < d->n_out; j++)
                 cin_head->grad[j] += d->pool[r * d->n_out + j] * dlogit[r];
-    int need_dx = g->d_emb || (g->d_dense && d->n_dense);
-    if (need_dx) {
-        rc = mml__ensure_floats(ctx, &d->dx, &d->cap_dx, (size_t)(n * tw));
-        if (rc < 0)
-            return rc;
-        memset(d->dx, 0, sizeof(float) * (size_t)(n * tw));
-    }
-    rc = mml__dnn_backward(&d->dnn, d->dh, need_dx ? d->dx : NULL, g);
-    if (rc < 0)
-        return rc;
-    if (need_dx)
-        for (int64_t r = 0; r < n; r++) {
-            const float *dx = d->dx + r * tw;
-            if (g->d_emb)
-                for (int32_t i = 0; i < fk; i++)
-                    g->d_emb[r * fk + i] += dx[i];
-            if (g->d_dense)
-                for (int32_t i = 0; i < d->n_dense; i++)
-                    g->d_dense[r * d->n_dense + i] += dx[fk + i];
-        }
+    mml__deep_input_grad(base, g, dx, 1);
     /* The CIN, when something there needs a gradient. */
-    if (!g->d_emb && !mml__any_unfrozen(d->p, d->L))
+    if (!g->d_emb && !mml__any_unfrozen(base->p, d->L))
         return MML_OK;
     size_t wide = (size_t)(nk * d->maxH);
     if ((rc = mml__ensure_floats(ctx, &d->dYa, &d->cap_dYa, wide)) < 0 ||
@@ -342,7 +258,7 @@ static int xdeepfm_backward(void *self, const float *dlogit, const mml_backbone_
         }
         for (int64_t i = 0; i < nk * H; i++)
             dY[i] = Y[i] > 0.0f ? dY[i] : 0.0f;
-        mml_param *W = &d->p[l];
+        mml_param *W = &d->base.p[l];
         if (!W->frozen) {
             outer_products(d, l, d->Z);
             rc = mml__gemm_rm(ctx, 1, 0, MF, H, nk, 1.0f, d->Z, dY, 1.0f, W->grad);
@@ -385,35 +301,17 @@ static int xdeepfm_backward(void *self, const float *dlogit, const mml_backbone_
     return MML_OK;
 }
 
-static int64_t xdeepfm_n_params(void *self)
+static uint64_t xdeepfm_pattern(const mml__deep *base, uint64_t h)
 {
-    xdeepfm *d = self;
-    return mml__dnn_n_params(&d->dnn) + d->np;
+    const xdeepfm *d = (const xdeepfm *)base;
+    return mml__pattern_fold(h, d->Y, base->n * base->k * (d->yoff[d->L - 1] + d->H[d->L - 1]));
 }
 
-static mml_param *xdeepfm_param(void *self, int64_t i)
-{
-    xdeepfm *d = self;
-    return mml__dnn_then_side_param(&d->dnn, d->p, d->np, i);
-}
+static const mml__side side = {.size = sizeof(xdeepfm),
+                               MML__SIDE_OPTIONS(mml_xdeepfm_options, defaults),
+                               .check = xdeepfm_check, .n_values = xdeepfm_n_values,
+                               .create = xdeepfm_create, .destroy = xdeepfm_destroy,
+                               .forward = xdeepfm_forward, .logit = xdeepfm_logit,
+                               .backward = xdeepfm_backward, .pattern = xdeepfm_pattern};
 
-static mml_lora *xdeepfm_experts(void *self) { return ((xdeepfm *)self)->dnn.lora; }
-
-static uint64_t xdeepfm_pattern(void *self)
-{
-    xdeepfm *d = self;
-    uint64_t h = mml_tower_relu_pattern(d->dnn.tower);
-    if (d->n < 1)
-        return h;
-    return mml__pattern_fold(h, d->Y, d->n * d->k * (d->yoff[d->L - 1] + d->H[d->L - 1]));
-}
-
-static int xdeepfm_replay(void *self, int32_t replay)
-{
-    return mml_tower_set_dropout_replay(((xdeepfm *)self)->dnn.tower, replay);
-}
-
-const mml_backbone_vtable mml__backbone_xdeepfm = {
-    sizeof(mml_backbone_vtable), MML_BACKBONE_ABI_VERSION, "xdeepfm", 1, 0, xdeepfm_infer_shape,
-    xdeepfm_create, xdeepfm_destroy, xdeepfm_forward, xdeepfm_backward, xdeepfm_n_params,
-    xdeepfm_param, xdeepfm_experts, xdeepfm_pattern, xdeepfm_replay, NULL, NULL};
+MML__BACKBONE_TABLE(xdeepfm, 1, side);
