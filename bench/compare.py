@@ -236,8 +236,8 @@ def table(results, args):
         ])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    note = ("\nML-100K, backbone %s, data seed %s, training seeds %s, %s threads; "
-            "WAUC mean ± sample std over seeds; rows/s = median epoch of the joint stage "
+    note = ("\nML-100K, backbone %s, data seed %s, training seeds %s, %s threads, BLIS kernels %s "
+            "(BLIS_ARCH_TYPE=%s) on both sides; WAUC mean ± sample std over seeds; rows/s = median epoch of the joint stage "
             "(MoE: stage 1), averaged over seeds; wall = whole process per run.\n"
             % (args.backbone, "= training seed" if args.data_seed == "run" else args.data_seed,
                ",".join(args.seeds), args.threads, args.blis_name, os.environ["BLIS_ARCH_TYPE"]))
