@@ -709,25 +709,16 @@ int mml_csv_load(mml_ctx *ctx, const mml_csv_options *opt, const char *train_pat
                  const char *val_path, const char *test_path, mml_dataset **train,
                  mml_dataset **val, mml_dataset **test)
 {
-    if (train)
-        *train = NULL;
-    if (val)
-        *val = NULL;
-    if (test)
-        *test = NULL;
-    if (!ctx)
+    if (mml__loader_start(ctx, train, val, test) < 0)
         return MML_EINVAL;
     if (!train || !train_path || (val_path && !val) || (test_path && !test))
         return mml__error(ctx, MML_EINVAL,
                           "mml_csv_load: NULL train path or output (an output may be NULL only "
                           "when its path is)");
     mml_csv_options o;
-    mml_csv_options_init(&o);
-    if (opt) {
-        int vrc = mml__copy_options(ctx, &o, sizeof o, opt, MML__OLDER_SIZES_mml_csv_options, "mml_csv_load");
-        if (vrc < 0)
-            return vrc;
-    }
+    int vrc = MML__COPY_OPTIONS(ctx, &o, opt, mml_csv_options, "mml_csv_load");
+    if (vrc < 0)
+        return vrc;
     if (!o.label_column || !o.label_column[0])
         return mml__error(ctx, MML_EINVAL, "mml_csv_load: label_column is NULL or empty");
     if (o.delimiter == '\0' || o.delimiter == '"' || o.delimiter == '\n' || o.delimiter == '\r')

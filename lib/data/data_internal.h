@@ -13,6 +13,9 @@
 /* A copy of s (len bytes, NUL added) on the context allocator; free with mml__strfree. */
 char *mml__strndup(mml_ctx *ctx, const char *s, size_t len);
 char *mml__strdup(mml_ctx *ctx, const char *s);
+/* The start of every loader: the outputs (any may be NULL) set to NULL, then
+ * MML_EINVAL without a context. */
+int mml__loader_start(mml_ctx *ctx, mml_dataset **train, mml_dataset **val, mml_dataset **test);
 void mml__strfree(mml_ctx *ctx, char *s);
 
 /* Grows the array whose pointer is at pp (a T ** passed as void *; elements

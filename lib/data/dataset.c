@@ -418,6 +418,17 @@ int mml_dataset_multihot_row(const mml_dataset *ds, int32_t m, int64_t row, cons
     return MML_OK;
 }
 
+int mml__loader_start(mml_ctx *ctx, mml_dataset **train, mml_dataset **val, mml_dataset **test)
+{
+    if (train)
+        *train = NULL;
+    if (val)
+        *val = NULL;
+    if (test)
+        *test = NULL;
+    return ctx ? MML_OK : MML_EINVAL;
+}
+
 int mml_dataset_view_sized(const mml_dataset *ds, int64_t start, int64_t count,
                            mml_batch_view *user_out, uint32_t struct_size)
 {

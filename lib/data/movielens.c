@@ -550,20 +550,12 @@ static int ml_build(mml_ctx *ctx, const mml_movielens_options *o, ml_state *st, 
 int mml_movielens_load(mml_ctx *ctx, const mml_movielens_options *opt, mml_dataset **train,
                        mml_dataset **val, mml_dataset **test)
 {
-    if (train)
-        *train = NULL;
-    if (val)
-        *val = NULL;
-    if (test)
-        *test = NULL;
-    if (!ctx)
+    if (mml__loader_start(ctx, train, val, test) < 0)
         return MML_EINVAL;
     if (!train || !val || !test)
         return mml__error(ctx, MML_EINVAL, "mml_movielens_load: NULL output");
     mml_movielens_options o;
-    mml_movielens_options_init(&o);
-    int vrc = mml__copy_options(ctx, &o, sizeof o, opt, MML__OLDER_SIZES_mml_movielens_options,
-                                "mml_movielens_load");
+    int vrc = MML__COPY_OPTIONS(ctx, &o, opt, mml_movielens_options, "mml_movielens_load");
     if (vrc < 0)
         return vrc;
     if (!o.dir || !o.dir[0])

@@ -52,23 +52,14 @@ static void synth_free(mml_ctx *ctx, synth *m)
 int mml_synthetic_generate(mml_ctx *ctx, const mml_synthetic_options *opt, mml_dataset **train,
                            mml_dataset **val, mml_dataset **test)
 {
-    if (train)
-        *train = NULL;
-    if (val)
-        *val = NULL;
-    if (test)
-        *test = NULL;
-    if (!ctx)
+    if (mml__loader_start(ctx, train, val, test) < 0)
         return MML_EINVAL;
     if (!train || !val || !test)
         return mml__error(ctx, MML_EINVAL, "mml_synthetic_generate: NULL output");
     mml_synthetic_options o;
-    mml_synthetic_options_init(&o);
-    if (opt) {
-        int vrc = mml__copy_options(ctx, &o, sizeof o, opt, MML__OLDER_SIZES_mml_synthetic_options, "mml_synthetic_generate");
-        if (vrc < 0)
-            return vrc;
-    }
+    int vrc = MML__COPY_OPTIONS(ctx, &o, opt, mml_synthetic_options, "mml_synthetic_generate");
+    if (vrc < 0)
+        return vrc;
     if (o.n_rows < 1 || o.n_rows > ((int64_t)1 << 40) || o.n_domains < 1 || o.n_domains > 1024 ||
         o.n_users < 1 || o.n_items < 1 || o.n_factors < 1 || o.n_factors > 64)
         return mml__error(ctx, MML_EINVAL,

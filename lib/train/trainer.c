@@ -544,38 +544,32 @@ int mml_trainer_evaluate(mml_trainer *t, const mml_dataset *ds, int32_t mix_mode
 
 mml_model *mml_trainer_model(mml_trainer *t) { return t ? t->model : NULL; }
 int64_t mml_trainer_n_stage_reports(const mml_trainer *t) { return t ? t->n_stages : 0; }
-int mml_trainer_stage_report_sized(const mml_trainer *t, int64_t i, mml_stage_report *out,
-                                   uint32_t struct_size)
+/* Report i of n (each `size` bytes at base, struct_size first) into the
+ * caller's struct of struct_size bytes. */
+static int copy_report(const mml_trainer *t, const void *base, int64_t n, size_t size, int64_t i,
+                       void *out, uint32_t struct_size, const uint32_t *older, const char *what)
 {
     if (!t || !out)
         return MML_EINVAL;
-    if (i < 0 || i >= t->n_stages)
-        return mml__error(t->ctx, MML_ERANGE, "trainer_stage_report: index %lld not in 0..%lld",
-                          (long long)i, (long long)t->n_stages - 1);
-    mml_stage_report full = t->stages[i];
-    full.struct_size = (uint32_t)sizeof full;
-    int rc = mml__init_versioned(out, &full, sizeof full, struct_size,
-                                 MML__OLDER_SIZES_mml_stage_report);
-    return rc == MML_EVERSION ? mml__check_size(t->ctx, struct_size, sizeof full,
-                                                MML__OLDER_SIZES_mml_stage_report,
-                                                "mml_stage_report")
-                              : rc;
+    if (i < 0 || i >= n)
+        return mml__error(t->ctx, MML_ERANGE, "trainer: %s index %lld not in 0..%lld", what,
+                          (long long)i, (long long)n - 1);
+    int rc = mml__check_size(t->ctx, struct_size, size, older, what);
+    return rc < 0 ? rc
+                  : mml__init_versioned(out, (const char *)base + (size_t)i * size, size,
+                                        struct_size, older);
+}
+
+int mml_trainer_stage_report_sized(const mml_trainer *t, int64_t i, mml_stage_report *out,
+                                   uint32_t struct_size)
+{
+    return copy_report(t, t ? t->stages : NULL, t ? t->n_stages : 0, sizeof *out, i, out,
+                       struct_size, MML__OLDER_SIZES_mml_stage_report, "mml_stage_report");
 }
 int64_t mml_trainer_n_epoch_reports(const mml_trainer *t) { return t ? t->n_epochs : 0; }
 int mml_trainer_epoch_report_sized(const mml_trainer *t, int64_t i, mml_epoch_report *out,
                                    uint32_t struct_size)
 {
-    if (!t || !out)
-        return MML_EINVAL;
-    if (i < 0 || i >= t->n_epochs)
-        return mml__error(t->ctx, MML_ERANGE, "trainer_epoch_report: index %lld not in 0..%lld",
-                          (long long)i, (long long)t->n_epochs - 1);
-    mml_epoch_report full = t->epochs[i];
-    full.struct_size = (uint32_t)sizeof full;
-    int rc = mml__init_versioned(out, &full, sizeof full, struct_size,
-                                 MML__OLDER_SIZES_mml_epoch_report);
-    return rc == MML_EVERSION ? mml__check_size(t->ctx, struct_size, sizeof full,
-                                                MML__OLDER_SIZES_mml_epoch_report,
-                                                "mml_epoch_report")
-                              : rc;
+    return copy_report(t, t ? t->epochs : NULL, t ? t->n_epochs : 0, sizeof *out, i, out,
+                       struct_size, MML__OLDER_SIZES_mml_epoch_report, "mml_epoch_report");
 }
