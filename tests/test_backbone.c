@@ -790,7 +790,9 @@ static int toy_create(void *user, mml_ctx *ctx, const mml_backbone_config *c, vo
     (void)ctx;
     const toy_options *o = c->options;
     if (o && o->fail_create)
-        return o->fail_create;
+        return o->fail_create == MML_EUNSUPPORTED
+                   ? mml_ctx_set_error(ctx, MML_EUNSUPPORTED, "toy wants no numeric values")
+                   : o->fail_create;
     toy *t = calloc(1, sizeof *t);
     if (!t)
         return MML_ENOMEM;
@@ -1009,6 +1011,16 @@ START_TEST(callback_errors_surface)
     snprintf(expect, sizeof expect, "create callback returned %d", MML_EIO);
     ck_assert_msg(strstr(mml_ctx_last_error(ctx), expect), "%s", mml_ctx_last_error(ctx));
     ck_assert_ptr_nonnull(strstr(mml_ctx_last_error(ctx), "'toy'"));
+    /* What the plug-in said with mml_ctx_set_error stays in the message. */
+    o.fail_create = MML_EUNSUPPORTED;
+    ck_assert_int_eq(model_opts_create(&m, ctx, "toy", 0, 0, 0, 0.5f, &o), MML_ECALLBACK);
+    ck_assert_msg(strstr(mml_ctx_last_error(ctx), "create callback returned") &&
+                      strstr(mml_ctx_last_error(ctx), "toy wants no numeric values"),
+                  "%s", mml_ctx_last_error(ctx));
+    o.fail_create = 3; /* a positive return is an error too */
+    ck_assert_int_eq(model_opts_create(&m, ctx, "toy", 0, 0, 0, 0.5f, &o), MML_ECALLBACK);
+    ck_assert_ptr_nonnull(strstr(mml_ctx_last_error(ctx), "not 0 or a negative code"));
+    o.fail_create = MML_EIO;
     mml_backbone_config c;
     tiny_config(&c, 0, 0.5f);
     c.options = &o;

@@ -23,9 +23,10 @@
  *   receives (keep it in the instance), and report errors with
  *   mml_ctx_set_error(), which returns the code to pass back.
  * - Callbacks return 0 or a negative MML_E* code. A failure surfaces as
- *   MML_ECALLBACK from the library call; its message then names the callback
- *   and the code (and replaces the plug-in's own message, which the context's
- *   log callback still receives).
+ *   MML_ECALLBACK from the library call; its message then names the
+ *   backbone, the callback and the code, followed by what the plug-in said
+ *   with mml_ctx_set_error() during that call. A positive return is an error
+ *   too.
  * - backward accumulates (+=) into parameter gradients and into the gradient
  *   buffers it is given, any of which may be NULL when nobody needs them; a
  *   backward call follows the forward call of the same batch.

@@ -167,13 +167,23 @@ int mml_backbone_register(mml_ctx *ctx, const mml_backbone_vtable *table, void *
 
 
 /* A user's callback failed: keep its code visible, report MML_ECALLBACK. */
+/* A user callback's code as a library result: the message names the
+ * backbone and the callback and keeps what the plug-in said with
+ * mml_ctx_set_error (the buffer is cleared before each call, USER_CALL). */
 static int callback_result(mml_backbone *bb, int rc, const char *what)
 {
-    if (rc >= 0 || bb->builtin)
+    if (rc == 0 || bb->builtin)
         return rc;
-    return mml__error(bb->ctx, MML_ECALLBACK, "backbone '%s': %s callback returned %d (%s)",
-                      bb->name, what, rc, mml_status_str(rc));
+    char said[MML_ERRMSG_MAX];
+    snprintf(said, sizeof said, "%s", bb->ctx->last_error);
+    if (rc > 0)
+        return mml__error(bb->ctx, MML_ECALLBACK,
+                          "backbone '%s': %s callback returned %d, not 0 or a negative code%s%s",
+                          bb->name, what, rc, said[0] ? ": " : "", said);
+    return mml__error(bb->ctx, MML_ECALLBACK, "backbone '%s': %s callback returned %d (%s)%s%s",
+                      bb->name, what, rc, mml_status_str(rc), said[0] ? ": " : "", said);
 }
+#define USER_CALL(bb, call, what) (bb->ctx->last_error[0] = '\0', callback_result(bb, (call), what))
 
 /* The model, optimisers and checkpoints index a backbone's parameters without
  * further checks: a user's table must enumerate real ones. */
@@ -224,13 +234,13 @@ int mml_backbone_create(mml_backbone **out, mml_ctx *ctx, const char *type_name,
     bb->vt.type_name = bb->name; /* the registry's copy may move when it grows */
     if (vt->infer_shape) {
         int64_t n_values = 0;
-        rc = callback_result(bb, vt->infer_shape(user, ctx, &c, &n_values), "infer_shape");
+        rc = USER_CALL(bb, vt->infer_shape(user, ctx, &c, &n_values), "infer_shape");
         if (rc < 0) {
             mml__free(ctx, bb, sizeof *bb);
             return rc;
         }
     }
-    rc = callback_result(bb, vt->create(user, ctx, &c, &bb->self), "create");
+    rc = USER_CALL(bb, vt->create(user, ctx, &c, &bb->self), "create");
     if (rc < 0) {
         mml__free(ctx, bb, sizeof *bb);
         return rc;
@@ -266,7 +276,7 @@ int mml_backbone_forward(mml_backbone *bb, const mml_backbone_input *in, float *
     if (in->n_rows < 1)
         return mml__error(bb->ctx, MML_ESHAPE, "backbone_forward: batch of %lld rows",
                           (long long)in->n_rows);
-    int rc = callback_result(bb, bb->vt.forward(bb->self, in, logit), "forward");
+    int rc = USER_CALL(bb, bb->vt.forward(bb->self, in, logit), "forward");
     if (rc < 0)
         return rc;
     for (int64_t i = 0; i < in->n_rows; i++)
@@ -285,7 +295,7 @@ int mml_backbone_backward(mml_backbone *bb, const float *dlogit, const mml_backb
     int rc = MML__CHECK_SIZE(bb->ctx, grads, mml_backbone_grads, "backbone_backward: grads");
     if (rc < 0)
         return rc;
-    return callback_result(bb, bb->vt.backward(bb->self, dlogit, grads), "backward");
+    return USER_CALL(bb, bb->vt.backward(bb->self, dlogit, grads), "backward");
 }
 
 int64_t mml_backbone_n_params(mml_backbone *bb) { return bb ? bb->vt.n_params(bb->self) : 0; }
@@ -312,7 +322,7 @@ int mml_backbone_set_dropout_replay(mml_backbone *bb, int32_t replay)
         return MML_EINVAL;
     if (!bb->vt.set_dropout_replay)
         return MML_OK;
-    return callback_result(bb, bb->vt.set_dropout_replay(bb->self, replay), "set_dropout_replay");
+    return USER_CALL(bb, bb->vt.set_dropout_replay(bb->self, replay), "set_dropout_replay");
 }
 
 /* ---- the checks every configuration passes, built-in or registered ---- */
