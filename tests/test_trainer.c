@@ -684,19 +684,27 @@ static void collect_warnings(void *user, int level, const char *message)
     }
 }
 
+/* A context whose warnings land in *wl. */
+static mml_ctx *warning_ctx(warn_log *wl, uint64_t seed)
+{
+    mml_ctx_options co;
+    mml_ctx_options_init(&co);
+    co.seed = seed;
+    co.log = collect_warnings;
+    co.log_user = wl;
+    mml_ctx *ctx = NULL;
+    ck_assert_int_eq(mml_ctx_create(&ctx, &co), MML_OK);
+    return ctx;
+}
+
 START_TEST(a_diverging_stage_stops_and_keeps_its_best_weights)
 {
     world w;
     world_init(&w, 7);
     warn_log wl = {0};
     /* A second context with a log, for the trainer; the data stay with theirs. */
-    mml_ctx_options co;
-    mml_ctx_options_init(&co);
-    co.seed = 7;
-    co.log = collect_warnings;
-    co.log_user = &wl;
     mml_ctx *data_ctx = w.ctx;
-    ck_assert_int_eq(mml_ctx_create(&w.ctx, &co), MML_OK);
+    w.ctx = warning_ctx(&wl, 7);
     mml_trainer_options o;
     tiny_options(&o, MML_VARIANT_BASE);
     o.lr = 50.0f; /* far too large: the weights run away in the first epoch */
@@ -727,13 +735,8 @@ START_TEST(undefined_validation_and_empty_domains_are_flagged)
 {
     /* 12 rows over 8 domains: some domains have no validation rows of both
      * classes, some no training rows at all. */
-    mml_ctx_options co;
-    mml_ctx_options_init(&co);
     warn_log wl = {0};
-    co.log = collect_warnings;
-    co.log_user = &wl;
-    mml_ctx *ctx = NULL;
-    ck_assert_int_eq(mml_ctx_create(&ctx, &co), MML_OK);
+    mml_ctx *ctx = warning_ctx(&wl, 1);
     mml_synthetic_options so;
     mml_synthetic_options_init(&so);
     so.n_rows = 12;

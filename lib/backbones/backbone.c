@@ -39,7 +39,6 @@ int mml_backbone_config_init_sized(mml_backbone_config *out, uint32_t struct_siz
     mml_backbone_config full, *cfg = &full;
     static const int32_t hidden[3] = {256, 128, 64};
     memset(cfg, 0, sizeof *cfg);
-    cfg->struct_size = (uint32_t)sizeof *cfg;
     cfg->embed_dim = 8;
     cfg->n_domains = 1;
     cfg->alpha = 16;

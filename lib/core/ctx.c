@@ -8,7 +8,6 @@ int mml_ctx_options_init_sized(mml_ctx_options *out, uint32_t struct_size)
 {
     mml_ctx_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
-    opt->struct_size = (uint32_t)sizeof *opt;
     opt->n_threads = 1;
     opt->seed = 1;
     opt->log_level = MML_LOG_INFO;
@@ -21,14 +20,9 @@ int mml_ctx_create(mml_ctx **out, const mml_ctx_options *opt)
         return MML_EINVAL;
     *out = NULL;
     mml_ctx_options o;
-    mml_ctx_options_init(&o);
-    if (opt) {
-        /* No context yet for a message: the code says it all. */
-        if (!mml__size_known(opt->struct_size, sizeof o, MML__OLDER_SIZES_mml_ctx_options))
-            return MML_EVERSION;
-        memcpy(&o, opt, opt->struct_size);
-        o.struct_size = (uint32_t)sizeof o;
-    }
+    /* No context yet for a message: the code says it all. */
+    if (MML__COPY_OPTIONS(NULL, &o, opt, mml_ctx_options, "context") < 0)
+        return MML_EVERSION;
     if (o.n_threads < 1 || o.n_threads > 1024 || o.log_level < MML_LOG_INFO ||
         o.log_level > MML_LOG_ERROR)
         return MML_EINVAL;
@@ -209,6 +203,13 @@ int mml__copy_options(mml_ctx *ctx, void *dst, size_t dst_size, const void *src,
     uint32_t full = (uint32_t)dst_size;
     memcpy(dst, &full, sizeof full);
     return MML_OK;
+}
+
+int mml__write_versioned(mml_ctx *ctx, void *out, const void *full, size_t full_size,
+                         uint32_t size, const uint32_t *older, const char *what)
+{
+    int rc = mml__check_size(ctx, size, full_size, older, what);
+    return rc < 0 ? rc : mml__init_versioned(out, full, full_size, size, older);
 }
 
 int mml__init_versioned(void *out, const void *full, size_t full_size, uint32_t size,

@@ -80,6 +80,9 @@ int mml__copy_options(mml_ctx *ctx, void *dst, size_t dst_size, const void *src,
  * written) for a size that no release produced. */
 int mml__init_versioned(void *out, const void *full, size_t full_size, uint32_t size,
                         const uint32_t *older);
+/* mml__init_versioned, with a message naming `what` for an unknown size. */
+int mml__write_versioned(mml_ctx *ctx, void *out, const void *full, size_t full_size,
+                         uint32_t size, const uint32_t *older, const char *what);
 /* Checks the struct_size of a struct the caller filled in (a batch view, a
  * mixture, a backbone table): MML_EVERSION with a message naming `what`. */
 int mml__check_size(mml_ctx *ctx, uint32_t size, size_t current, const uint32_t *older,

@@ -2,6 +2,7 @@
  * translation unit that includes blis.h. */
 #include <blis.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,23 +51,27 @@ static const arch_entry known_archs[] = {
 };
 #define N_KNOWN (sizeof known_archs / sizeof known_archs[0])
 
-#ifdef MML_X86
+/* What the CPU can run; all 0 off x86, where BLIS decides alone. */
 typedef struct cpu_features {
-    int amd, ssse3, avx, avx2_fma, avx512_skx;
+    int x86, amd, ssse3, avx, avx2_fma, avx512_skx;
 } cpu_features;
 
+#ifdef MML_X86
 static uint64_t read_xcr0(void)
 {
     uint32_t lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return ((uint64_t)hi << 32) | lo;
 }
+#endif
 
 /* The same tests as BLIS's bli_cpuid.c: the instruction sets, and that the
  * operating system saves the wider registers (XCR0). */
 static cpu_features detect_cpu(void)
 {
     cpu_features f = {0};
+#ifdef MML_X86
+    f.x86 = 1;
     unsigned a, b, c, d;
     if (!__get_cpuid(0, &a, &b, &c, &d))
         return f;
@@ -87,6 +92,7 @@ static cpu_features detect_cpu(void)
         avx512vl = (b >> 31) & 1;
     f.avx2_fma = f.avx && avx2 && fma;
     f.avx512_skx = f.avx2_fma && os_zmm && avx512f && avx512dq && avx512bw && avx512vl;
+#endif
     return f;
 }
 
@@ -107,15 +113,6 @@ static int cpu_can_run(const cpu_features *f, enum cpu_need need)
     return 0;
 }
 
-static int contains_arch(arch_t id)
-{
-    for (size_t i = 0; i < N_KNOWN; i++)
-        if (known_archs[i].id == id)
-            return 1;
-    return 0;
-}
-#endif
-
 static const arch_entry *find_arch(arch_t id)
 {
     for (size_t i = 0; i < N_KNOWN; i++)
@@ -124,35 +121,52 @@ static const arch_entry *find_arch(arch_t id)
     return NULL;
 }
 
+/* Whether BLIS_ARCH_TYPE=id is safe here: MML_ENOTFOUND for a set this
+ * library cannot check or this build lacks, MML_EUNSUPPORTED for one the CPU
+ * cannot run. Off x86 any index BLIS knows is left to BLIS. */
+static int arch_usable(long id, const cpu_features *f)
+{
+    if (id < 0 || id >= BLIS_NUM_ARCHS)
+        return MML_ENOTFOUND;
+    if (!f->x86)
+        return MML_OK;
+    const arch_entry *e = find_arch((arch_t)id);
+    if (!e)
+        return MML_ENOTFOUND;
+    return cpu_can_run(f, e->need) ? MML_OK : MML_EUNSUPPORTED;
+}
+
 /* The best sub-configuration by BLIS's preference: AVX-512 skx, then zen3 on
  * AMD or haswell elsewhere, then generic. -1 off x86 (BLIS decides there). */
-static int best_arch_id(void)
+static int best_arch_id(const cpu_features *f)
 {
-#ifdef MML_X86
-    cpu_features f = detect_cpu();
-    if (f.avx512_skx && contains_arch(BLIS_ARCH_SKX))
+    if (!f->x86)
+        return -1;
+    if (f->avx512_skx && find_arch(BLIS_ARCH_SKX))
         return BLIS_ARCH_SKX;
-    if (f.avx2_fma) {
-        arch_t want = f.amd ? BLIS_ARCH_ZEN3 : BLIS_ARCH_HASWELL;
-        if (contains_arch(want))
+    if (f->avx2_fma) {
+        arch_t want = f->amd ? BLIS_ARCH_ZEN3 : BLIS_ARCH_HASWELL;
+        if (find_arch(want))
             return (int)want;
-        if (contains_arch(BLIS_ARCH_HASWELL))
+        if (find_arch(BLIS_ARCH_HASWELL))
             return BLIS_ARCH_HASWELL;
     }
     return BLIS_ARCH_GENERIC;
-#else
-    return -1;
-#endif
+}
+
+/* The name of best (from best_arch_id), or BLIS's own choice off x86. */
+static const char *best_name(int best)
+{
+    if (best >= 0)
+        return bli_arch_string((arch_t)best);
+    bli_init();
+    return bli_arch_string(bli_arch_query_id());
 }
 
 const char *mml_blis_arch_best(void)
 {
-    int id = best_arch_id();
-    if (id < 0) {
-        bli_init();
-        return bli_arch_string(bli_arch_query_id());
-    }
-    return bli_arch_string((arch_t)id);
+    cpu_features f = detect_cpu();
+    return best_name(best_arch_id(&f));
 }
 
 static int lookup_name(const char *name, arch_t *out)
@@ -175,25 +189,24 @@ int mml_blis_arch_select(const char *name, int32_t replace)
 {
     if (!replace && getenv("BLIS_ARCH_TYPE"))
         return MML_OK;
-    int id;
+    cpu_features f = detect_cpu();
+    long id;
     if (!name || !strcmp(name, "auto")) {
-        id = best_arch_id();
+        id = best_arch_id(&f);
         if (id < 0)
             return MML_OK; /* BLIS's own choice is the best we know */
     } else {
         arch_t a;
-        const arch_entry *e = lookup_name(name, &a) ? find_arch(a) : NULL;
-        if (!e)
+        if (!lookup_name(name, &a))
             return MML_ENOTFOUND;
-#ifdef MML_X86
-        cpu_features f = detect_cpu();
-        if (!cpu_can_run(&f, e->need))
-            return MML_EUNSUPPORTED;
-#endif
-        id = (int)a;
+        /* Off x86 only generic is known to be in every build. */
+        int rc = f.x86 ? arch_usable(a, &f) : find_arch(a) ? MML_OK : MML_ENOTFOUND;
+        if (rc < 0)
+            return rc;
+        id = (long)a;
     }
     char value[16];
-    snprintf(value, sizeof value, "%d", id);
+    snprintf(value, sizeof value, "%ld", id);
     if (setenv("BLIS_ARCH_TYPE", value, 1) != 0)
         return MML_EIO;
     return MML_OK;
@@ -201,7 +214,7 @@ int mml_blis_arch_select(const char *name, int32_t replace)
 
 /* BLIS aborts the process on an unknown or unconfigured BLIS_ARCH_TYPE, and
  * a CPU that lacks the instructions dies of SIGILL later: refuse both. */
-static int check_arch_env(mml_ctx *ctx)
+static int check_arch_env(mml_ctx *ctx, const cpu_features *f, const char *best)
 {
     const char *v = getenv("BLIS_ARCH_TYPE");
     if (!v)
@@ -213,35 +226,30 @@ static int check_arch_env(mml_ctx *ctx)
         return mml__error(ctx, MML_EUNSUPPORTED,
                           "BLIS_ARCH_TYPE=%s: expected the index of a BLIS sub-configuration "
                           "(for example %d for %s)",
-                          v, best_arch_id() < 0 ? BLIS_ARCH_GENERIC : best_arch_id(),
-                          mml_blis_arch_best());
-    const arch_entry *e = find_arch((arch_t)id);
-#ifdef MML_X86
-    if (!e)
+                          v, (int)mml_blis_arch_type(best), best);
+    int rc = arch_usable(id, f);
+    if (rc == MML_ENOTFOUND)
         return mml__error(ctx, MML_EUNSUPPORTED,
                           "BLIS_ARCH_TYPE=%s: sub-configuration '%s' is not one this library "
                           "can check or this BLIS build contains",
                           v, bli_arch_string((arch_t)id));
-    cpu_features f = detect_cpu();
-    if (!cpu_can_run(&f, e->need))
+    if (rc < 0)
         return mml__error(ctx, MML_EUNSUPPORTED,
                           "BLIS_ARCH_TYPE=%s: this CPU cannot run the '%s' kernels (best: %s)", v,
-                          bli_arch_string((arch_t)id), mml_blis_arch_best());
-#else
-    (void)e;
-#endif
+                          bli_arch_string((arch_t)id), best);
     return MML_OK;
 }
 
 int mml__blis_arch_init(mml_ctx *ctx)
 {
-    int rc = check_arch_env(ctx);
+    cpu_features f = detect_cpu();
+    int best = best_arch_id(&f);
+    int rc = check_arch_env(ctx, &f, best >= 0 ? bli_arch_string((arch_t)best) : "generic");
     if (rc < 0)
         return rc;
     bli_init();
     arch_t in_use = bli_arch_query_id();
     ctx->blis_arch = bli_arch_string(in_use);
-    int best = best_arch_id();
     ctx->blis_arch_best = best < 0 ? ctx->blis_arch : bli_arch_string((arch_t)best);
     if (in_use == BLIS_ARCH_GENERIC && best >= 0 && best != BLIS_ARCH_GENERIC)
         mml__log(ctx, MML_LOG_WARN,

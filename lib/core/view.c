@@ -8,7 +8,6 @@ int mml_batch_view_init_sized(mml_batch_view *out, uint32_t struct_size, int64_t
 {
     mml_batch_view view;
     memset(&view, 0, sizeof view);
-    view.struct_size = (uint32_t)sizeof view;
     view.n_rows = n_rows;
     view.n_fields = n_fields;
     view.n_dense = n_dense;

@@ -29,7 +29,6 @@ int mml_batcher_options_init_sized(mml_batcher_options *out, uint32_t struct_siz
 {
     mml_batcher_options full, *o = &full;
     memset(o, 0, sizeof *o);
-    o->struct_size = (uint32_t)sizeof *o;
     o->batch_size = 1024;
     o->shuffle = 1;
     o->domain = -1;
@@ -70,12 +69,9 @@ int mml_batcher_create(mml_batcher **out, mml_ctx *ctx, const mml_dataset *ds,
     if (!out || !ds)
         return mml__error(ctx, MML_EINVAL, "mml_batcher_create: NULL output or data set");
     mml_batcher_options o;
-    mml_batcher_options_init(&o);
-    if (opt) {
-        int vrc = mml__copy_options(ctx, &o, sizeof o, opt, MML__OLDER_SIZES_mml_batcher_options, "mml_batcher_create");
-        if (vrc < 0)
-            return vrc;
-    }
+    int vrc = MML__COPY_OPTIONS(ctx, &o, opt, mml_batcher_options, "mml_batcher_create");
+    if (vrc < 0)
+        return vrc;
     if (o.batch_size < 1 || o.batch_size > INT32_MAX)
         return mml__error(ctx, MML_EINVAL, "mml_batcher_create: batch_size %lld not in 1..2^31-1",
                           (long long)o.batch_size);

@@ -684,7 +684,6 @@ int mml_csv_options_init_sized(mml_csv_options *out, uint32_t struct_size)
 {
     mml_csv_options full, *o = &full;
     memset(o, 0, sizeof *o);
-    o->struct_size = (uint32_t)sizeof *o;
     o->label_column = "label";
     o->domain_column = "domain";
     o->multihot_separator = '|';

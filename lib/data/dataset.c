@@ -436,8 +436,6 @@ int mml_dataset_view_sized(const mml_dataset *ds, int64_t start, int64_t count,
         return MML_EINVAL;
     if (start < 0 || count < 0 || start > ds->n_rows || count > ds->n_rows - start)
         return MML_ERANGE;
-    if (!mml__size_known(struct_size, sizeof *user_out, MML__OLDER_SIZES_mml_batch_view))
-        return MML_EVERSION;
     mml_batch_view full, *out = &full;
     mml_batch_view_init(out, count, ds->n_fields, ds->ids ? ds->ids + start * ds->n_fields : NULL,
                         ds->n_dense, ds->dense ? ds->dense + start * ds->n_dense : NULL,

@@ -357,7 +357,6 @@ int mml_movielens_options_init_sized(mml_movielens_options *out, uint32_t struct
 {
     mml_movielens_options full, *o = &full;
     memset(o, 0, sizeof *o);
-    o->struct_size = (uint32_t)sizeof *o;
     o->domain_by = MML_DOMAIN_BY_GENDER;
     o->label_min = 5;
     o->split_seed = 123;

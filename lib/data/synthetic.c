@@ -8,7 +8,6 @@ int mml_synthetic_options_init_sized(mml_synthetic_options *out, uint32_t struct
 {
     mml_synthetic_options full, *o = &full;
     memset(o, 0, sizeof *o);
-    o->struct_size = (uint32_t)sizeof *o;
     o->n_rows = 24000;
     o->n_domains = 4;
     o->n_users = 80;

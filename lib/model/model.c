@@ -45,7 +45,6 @@ int mml_model_options_init_sized(mml_model_options *out, uint32_t struct_size)
     mml_model_options full, *opt = &full;
     static const int32_t hidden[3] = {256, 128, 64};
     memset(opt, 0, sizeof *opt);
-    opt->struct_size = (uint32_t)sizeof *opt;
     opt->backbone = "mlp";
     opt->embed_dim = 8;
     opt->embed_std = 0.01f;

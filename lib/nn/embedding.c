@@ -25,7 +25,6 @@ int mml_embedding_options_init_sized(mml_embedding_options *out, uint32_t struct
 {
     mml_embedding_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
-    opt->struct_size = (uint32_t)sizeof *opt;
     opt->dim = 8;
     opt->init = MML_INIT_NORMAL;
     opt->scale = 0.01f;

@@ -25,7 +25,6 @@ int mml_gate_options_init_sized(mml_gate_options *out, uint32_t struct_size)
 {
     mml_gate_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
-    opt->struct_size = (uint32_t)sizeof *opt;
     opt->embed_dim = 4;
     return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_gate_options);
 }

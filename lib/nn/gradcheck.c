@@ -30,7 +30,6 @@ int mml_gradcheck_options_init_sized(mml_gradcheck_options *out, uint32_t struct
 {
     mml_gradcheck_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
-    opt->struct_size = (uint32_t)sizeof *opt;
     opt->step = 1e-3;
     opt->rtol = 1e-2;
     opt->atol = 1e-5;
@@ -306,10 +305,8 @@ static int run(gc_run *g, mml_grad_fn grad)
 
 static void write_report(mml_gradcheck_report *out, uint32_t size, const mml_gradcheck_report *r)
 {
-    mml_gradcheck_report full = *r;
-    full.struct_size = (uint32_t)sizeof full;
     if (out)
-        mml__init_versioned(out, &full, sizeof full, size, MML__OLDER_SIZES_mml_gradcheck_report);
+        mml__init_versioned(out, r, sizeof *r, size, MML__OLDER_SIZES_mml_gradcheck_report);
 }
 
 int mml_gradcheck_sized(mml_ctx *ctx, const mml_gradcheck_options *opt, mml_param *const *params,
@@ -332,14 +329,10 @@ int mml_gradcheck_sized(mml_ctx *ctx, const mml_gradcheck_options *opt, mml_para
         return MML_EINVAL;
     gc_run g;
     memset(&g, 0, sizeof g);
-    if (opt) {
-        int rc = MML__COPY_OPTIONS(ctx, &g.o, opt, mml_gradcheck_options, "gradcheck");
-        if (rc < 0)
-            return rc;
-    } else {
-        mml_gradcheck_options_init(&g.o);
-    }
-    int rc = check_args(ctx, &g.o, params, n_params, grad, loss, &g.total);
+    int rc = MML__COPY_OPTIONS(ctx, &g.o, opt, mml_gradcheck_options, "gradcheck");
+    if (rc < 0)
+        return rc;
+    rc = check_args(ctx, &g.o, params, n_params, grad, loss, &g.total);
     if (rc < 0)
         return rc;
     g.ctx = ctx;

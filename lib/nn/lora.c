@@ -25,7 +25,6 @@ int mml_lora_options_init_sized(mml_lora_options *out, uint32_t struct_size)
 {
     mml_lora_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
-    opt->struct_size = (uint32_t)sizeof *opt;
     opt->n_experts = 1;
     opt->alpha = 16;
     return mml__init_versioned(out, opt, sizeof *opt, struct_size, MML__OLDER_SIZES_mml_lora_options);
@@ -191,7 +190,6 @@ int mml_mix_init_sized(mml_mix *out, uint32_t struct_size, int32_t mode, int64_t
 {
     mml_mix mix;
     memset(&mix, 0, sizeof mix);
-    mix.struct_size = (uint32_t)sizeof mix;
     mix.mode = mode;
     mix.n_rows = n_rows;
     return mml__init_versioned(out, &mix, sizeof mix, struct_size, MML__OLDER_SIZES_mml_mix);

@@ -44,7 +44,6 @@ int mml_optimizer_options_init_sized(mml_optimizer_options *out, uint32_t struct
 {
     mml_optimizer_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
-    opt->struct_size = (uint32_t)sizeof *opt;
     opt->kind = MML_OPT_ADAM;
     opt->lr = 1e-3f;
     opt->beta1 = 0.9f;
@@ -137,14 +136,10 @@ int mml_optimizer_create(mml_optimizer **out, mml_ctx *ctx, const mml_optimizer_
     if (!out || !ctx)
         return mml__error(ctx, MML_EINVAL, "optimizer_create: NULL %s", out ? "ctx" : "out");
     mml_optimizer_options o;
-    if (opt) {
-        int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_optimizer_options, "optimizer");
-        if (rc < 0)
-            return rc;
-    } else {
-        mml_optimizer_options_init(&o);
-    }
-    int rc = check_options(ctx, &o);
+    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_optimizer_options, "optimizer");
+    if (rc < 0)
+        return rc;
+    rc = check_options(ctx, &o);
     if (rc < 0)
         return rc;
     int64_t total = 0;

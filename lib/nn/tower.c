@@ -43,7 +43,6 @@ int mml_tower_options_init_sized(mml_tower_options *out, uint32_t struct_size)
 {
     mml_tower_options full, *opt = &full;
     memset(opt, 0, sizeof *opt);
-    opt->struct_size = (uint32_t)sizeof *opt;
     opt->n_layers = 3;
     opt->dropout = 0.5f;
     opt->name = "tower";

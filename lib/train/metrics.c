@@ -332,7 +332,6 @@ static int compute(mml_metrics *m, mml_metrics_summary *out)
 {
     mml_ctx *ctx = m->ctx;
     memset(out, 0, sizeof *out);
-    out->struct_size = (uint32_t)sizeof *out;
     int64_t total = 0;
     for (int32_t d = 0; d < m->D; d++)
         total += m->dom[d].n;
@@ -444,18 +443,12 @@ int mml_metrics_domain_sized(const mml_metrics *m, int32_t d, mml_domain_metrics
 {
     if (!m || !out)
         return MML_EINVAL;
-    int rc = mml__check_size(m->ctx, struct_size, sizeof *out,
-                             MML__OLDER_SIZES_mml_domain_metrics, "mml_domain_metrics");
-    if (rc < 0)
-        return rc;
     if (d < 0 || d >= m->D)
         return mml__error(m->ctx, MML_ERANGE, "mml_metrics_domain: domain %d not in 0..%d", (int)d,
                           (int)m->D - 1);
     if (!m->computed)
         return mml__error(m->ctx, MML_ESTATE,
                           "mml_metrics_domain: call mml_metrics_compute after the last add");
-    mml_domain_metrics full = m->res[d];
-    full.struct_size = (uint32_t)sizeof full;
-    return mml__init_versioned(out, &full, sizeof full, struct_size,
-                               MML__OLDER_SIZES_mml_domain_metrics);
+    return mml__write_versioned(m->ctx, out, &m->res[d], sizeof *out, struct_size,
+                                MML__OLDER_SIZES_mml_domain_metrics, "mml_domain_metrics");
 }

@@ -37,7 +37,6 @@ int mml_trainer_options_init_sized(mml_trainer_options *out, uint32_t struct_siz
     mml_trainer_options full, *opt = &full;
     static const int32_t hidden[3] = {256, 128, 64};
     memset(opt, 0, sizeof *opt);
-    opt->struct_size = (uint32_t)sizeof *opt;
     opt->variant = MML_VARIANT_MOE;
     opt->backbone = "mlp";
     opt->experts_per_domain = 1;
@@ -554,10 +553,8 @@ static int copy_report(const mml_trainer *t, const void *base, int64_t n, size_t
     if (i < 0 || i >= n)
         return mml__error(t->ctx, MML_ERANGE, "trainer: %s index %lld not in 0..%lld", what,
                           (long long)i, (long long)n - 1);
-    int rc = mml__check_size(t->ctx, struct_size, size, older, what);
-    return rc < 0 ? rc
-                  : mml__init_versioned(out, (const char *)base + (size_t)i * size, size,
-                                        struct_size, older);
+    return mml__write_versioned(t->ctx, out, (const char *)base + (size_t)i * size, size,
+                                struct_size, older, what);
 }
 
 int mml_trainer_stage_report_sized(const mml_trainer *t, int64_t i, mml_stage_report *out,
