@@ -47,20 +47,22 @@ typedef struct data {
 
 static const char *const variant_names[3] = {"base", "mlora", "moe"};
 
+/* Set while a context is being made: its errors reach only the log. */
+static int creating_ctx;
+
 /* The library's warnings go to stderr. Errors are printed where a call
- * fails, from mml_ctx_last_error(), except while a context is being made:
- * then the log is the only place the message reaches (*user is 1). */
+ * fails, from mml_ctx_last_error(), except while a context is being made. */
 static void print_log(void *user, int level, const char *message)
 {
     static char last_warning[1024]; /* each run's context warns again: print once */
-    const int *creating = user;
+    (void)user;
     if (level == MML_LOG_INFO) {
         fprintf(stderr, "mml-train: %s\n", message);
     } else if (level == MML_LOG_WARN) {
         if (strncmp(message, last_warning, sizeof last_warning - 1) != 0)
             fprintf(stderr, "mml-train: %s\n", message);
         snprintf(last_warning, sizeof last_warning, "%s", message);
-    } else if (level == MML_LOG_ERROR && creating && *creating) {
+    } else if (level == MML_LOG_ERROR && creating_ctx) {
         fprintf(stderr, "mml-train: %s\n", message);
     }
 }
@@ -496,7 +498,8 @@ static json_t *stages_json(mml_trainer *tr, json_t **experts)
     return stages;
 }
 
-static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed, int *rc)
+/* A context with the run's threads and seed, logging to stderr. */
+static int make_ctx(const args *a, uint64_t seed, mml_ctx **ctx)
 {
     mml_ctx_options co;
     mml_ctx_options_init(&co);
@@ -504,12 +507,16 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     co.n_threads = a->threads;
     co.log = print_log;
     co.log_level = a->verbose ? MML_LOG_INFO : MML_LOG_WARN;
-    int creating = 1;
-    co.log_user = &creating;
+    creating_ctx = 1;
+    int rc = mml_ctx_create(ctx, &co);
+    creating_ctx = 0;
+    return rc;
+}
+
+static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed, int *rc)
+{
     mml_ctx *ctx = NULL;
-    *rc = mml_ctx_create(&ctx, &co);
-    creating = 0;
-    if (*rc < 0)
+    if ((*rc = make_ctx(a, seed, &ctx)) < 0)
         return NULL;
     char tag[64];
     snprintf(tag, sizeof tag, "[%s seed %llu]", variant_names[variant], (unsigned long long)seed);
@@ -703,14 +710,6 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc;
-    mml_ctx_options co;
-    mml_ctx_options_init(&co);
-    co.seed = a.data_seed;
-    co.n_threads = a.threads;
-    co.log = print_log;
-    co.log_level = a.verbose ? MML_LOG_INFO : MML_LOG_WARN;
-    int creating = 1;
-    co.log_user = &creating;
     mml_ctx *ctx = NULL;
     data d = {0};
     /* Before the first context: BLIS fixes its kernels when it initialises. */
@@ -720,9 +719,7 @@ int main(int argc, char **argv)
                 mml_status_str(rc), mml_blis_arch_best());
         return 2;
     }
-    rc = mml_ctx_create(&ctx, &co);
-    creating = 0;
-    if (rc < 0)
+    if (make_ctx(&a, a.data_seed, &ctx) < 0)
         return 1; /* the log callback has printed why */
     if (a.print_blis_arch) {
         printf("%s BLIS_ARCH_TYPE=%d\n", mml_ctx_blis_arch(ctx),
