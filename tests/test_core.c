@@ -16,7 +16,7 @@ END_TEST
 START_TEST(status_strings_are_distinct)
 {
     ck_assert_str_eq(mml_status_str(MML_OK), "success");
-    for (int a = MML_EGRADIENT; a <= MML_OK; a++) {
+    for (int a = MML_ESECTION; a <= MML_OK; a++) {
         ck_assert_ptr_nonnull(mml_status_str(a));
         ck_assert_str_ne(mml_status_str(a), "unknown status");
         for (int b = a + 1; b <= MML_OK; b++)

@@ -46,12 +46,21 @@ typedef enum mml_status {
     MML_ECALLBACK = -13,
     /** Valid but not implemented for this configuration. */
     MML_EUNSUPPORTED = -14,
-    /** A binary file is corrupt or not of this format. Kept for the model
-     *  file format of a later release: no function of this release returns
-     *  it. */
+    /** Not a model file: the magic bytes are wrong (since 1.2; 1.0 and
+     *  1.1 returned nothing with this code). */
     MML_EFORMAT = -15,
     /** A gradient check found a mismatch. */
-    MML_EGRADIENT = -16
+    MML_EGRADIENT = -16,
+    /** Since 1.2: the input ends early (a truncated model file). */
+    MML_ETRUNCATED = -17,
+    /** Since 1.2: a checksum (CRC-32C of a model file section) does not match. */
+    MML_ECHECKSUM = -18,
+    /** Since 1.2: counts, sizes or offsets in a model file do not add up, or
+     *  exceed the file. */
+    MML_ECORRUPT = -19,
+    /** Since 1.2: a model file holds a required section this release does
+     *  not know. */
+    MML_ESECTION = -20
 } mml_status;
 
 MML_BEGIN_DECLS

@@ -18,8 +18,12 @@ const char *mml_status_str(int status)
     case MML_ECANCELED: return "canceled";
     case MML_ECALLBACK: return "callback failed";
     case MML_EUNSUPPORTED: return "not supported";
-    case MML_EFORMAT: return "corrupt or foreign file";
+    case MML_EFORMAT: return "not a model file";
     case MML_EGRADIENT: return "gradient mismatch";
+    case MML_ETRUNCATED: return "truncated input";
+    case MML_ECHECKSUM: return "checksum mismatch";
+    case MML_ECORRUPT: return "corrupt file";
+    case MML_ESECTION: return "unknown required section";
     default: return "unknown status";
     }
 }

@@ -7,38 +7,8 @@
 #include "moemlora/embedding.h"
 #include "moemlora/loss.h"
 #include "moemlora/model.h"
-
-#define NAME_LEN 32
-
-struct mml_model {
-    mml_ctx *ctx;
-    int32_t F, k, n_dense, D, E, linear;
-    float l2_emb, l2_dense;
-    mml_embedding **emb;   /* F tables */
-    mml_embedding **first; /* F first-order tables (n_rows x 1), with a linear term */
-    int32_t M, pool;       /* multi-hot fields and their pooling */
-    mml_embedding **mh;    /* M tables */
-    int64_t *mh_start;     /* M + 1: field m's ids of the last batch start at mh_idbuf[mh_start[m]] */
-    int64_t *mh_off;       /* M * (n + 1) offsets of the last batch, from 0 per field */
-    int32_t *mh_idbuf;
-    size_t cap_mhoff, cap_mhid;
-    mml_param dense_w;     /* 1 x n_dense, with a linear term and numeric values */
-    mml_param bias;
-    float bias_value, bias_grad;
-    mml_backbone *backbone;
-    mml_gate *gate;
-    char *names;
-    int64_t n_params;
-    mml_param **params;
-    /* Scratch of the last forward pass. */
-    int64_t n;
-    int32_t mode;
-    size_t cap_emb, cap_demb, cap_lin, cap_dense, cap_dw, cap_ids, cap_own;
-    float *embbuf, *demb, *lin, *dense, *dweights, *own;
-    float *idsbuf; /* ids and domains of the batch, as int32 in float-sized slots */
-    float *sortbuf; /* one field's ids of the batch, sorted (int32 in float slots) */
-    size_t cap_sort;
-};
+#include "model/model_internal.h"
+#include "data/data_internal.h"
 
 int mml_model_options_init_sized(mml_model_options *out, uint32_t struct_size)
 {
@@ -119,6 +89,10 @@ void mml_model_destroy(mml_model *m)
     mml__free(ctx, m->own, m->cap_own * sizeof(float));
     mml__free(ctx, m->idsbuf, m->cap_ids * sizeof(float));
     mml__free(ctx, m->sortbuf, m->cap_sort * sizeof(float));
+    mml__free(ctx, m->hidden, sizeof(int32_t) * (size_t)m->opt.n_hidden);
+    mml__free(ctx, m->field_sizes, sizeof(int64_t) * (size_t)m->F);
+    mml__free(ctx, m->mh_sizes, sizeof(int64_t) * (size_t)m->M);
+    mml__schema_release(ctx, m->schema);
     mml__free(ctx, m, sizeof *m);
 }
 
@@ -186,6 +160,10 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
         if (o.field_sizes[f] < 1 || o.field_sizes[f] > INT32_MAX)
             return mml__error(ctx, MML_EINVAL, "model: field %d has size %lld", f,
                               (long long)o.field_sizes[f]);
+    if (o.n_hidden < 1 || o.n_hidden > 64 || !o.hidden)
+        return mml__error(ctx, MML_EINVAL, "model: n_hidden %d must be 1..64, with widths", o.n_hidden);
+    if (strlen(o.backbone) >= 32)
+        return mml__error(ctx, MML_ENOTFOUND, "model: no backbone type named \"%.40s...\"", o.backbone);
     mml_model *m = mml__calloc(ctx, 1, sizeof *m);
     if (!m)
         return mml__error(ctx, MML_ENOMEM, "model: out of memory");
@@ -199,6 +177,23 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
     m->E = o.n_experts;
     m->l2_emb = o.l2_embedding;
     m->l2_dense = o.l2_dense;
+    m->opt = o;
+    m->opt.backbone = NULL;
+    m->opt.backbone_options = NULL;
+    m->final_mix = o.gate ? MML_MIX_GATED : o.n_experts >= o.n_domains ? MML_MIX_DOMAIN : MML_MIX_NONE;
+    size_t name_len = strlen(o.backbone);
+    m->hidden = mml__alloc(ctx, sizeof(int32_t) * (size_t)o.n_hidden);
+    m->field_sizes = mml__alloc(ctx, sizeof(int64_t) * (size_t)m->F);
+    m->mh_sizes = m->M > 0 ? mml__alloc(ctx, sizeof(int64_t) * (size_t)m->M) : NULL;
+    if (!m->hidden || !m->field_sizes || (m->M > 0 && !m->mh_sizes)) {
+        rc = mml__error(ctx, MML_ENOMEM, "model: out of memory");
+        goto fail;
+    }
+    memcpy(m->hidden, o.hidden, sizeof(int32_t) * (size_t)o.n_hidden);
+    memcpy(m->field_sizes, o.field_sizes, sizeof(int64_t) * (size_t)m->F);
+    if (m->M > 0)
+        memcpy(m->mh_sizes, o.multihot_sizes, sizeof(int64_t) * (size_t)m->M);
+    memcpy(m->backbone_name, o.backbone, name_len + 1);
     m->bias = (mml_param){"bias", &m->bias_value, &m->bias_grad, 1, 1, MML_GROUP_BACKBONE, -1, 0, 0};
     mml_backbone_config bc;
     mml_backbone_config_init(&bc);

@@ -1,0 +1,53 @@
+/* The composed model's state, shared by model.c, the model file and
+ * sessions (private). */
+#ifndef MML_MODEL_INTERNAL_H
+#define MML_MODEL_INTERNAL_H
+
+#include "core/internal.h"
+#include "moemlora/embedding.h"
+#include "moemlora/model.h"
+
+struct mml__schema;
+
+#define NAME_LEN 32
+
+struct mml_model {
+    mml_ctx *ctx;
+    int32_t F, k, n_dense, D, E, linear;
+    float l2_emb, l2_dense;
+    mml_embedding **emb;   /* F tables */
+    mml_embedding **first; /* F first-order tables (n_rows x 1), with a linear term */
+    int32_t M, pool;       /* multi-hot fields and their pooling */
+    mml_embedding **mh;    /* M tables */
+    int64_t *mh_start;     /* M + 1: field m's ids of the last batch start at mh_idbuf[mh_start[m]] */
+    int64_t *mh_off;       /* M * (n + 1) offsets of the last batch, from 0 per field */
+    int32_t *mh_idbuf;
+    size_t cap_mhoff, cap_mhid;
+    mml_param dense_w;     /* 1 x n_dense, with a linear term and numeric values */
+    mml_param bias;
+    float bias_value, bias_grad;
+    mml_backbone *backbone;
+    mml_gate *gate;
+    char *names;
+    int64_t n_params;
+    mml_param **params;
+    /* Scratch of the last forward pass. */
+    int64_t n;
+    int32_t mode;
+    size_t cap_emb, cap_demb, cap_lin, cap_dense, cap_dw, cap_ids, cap_own;
+    float *embbuf, *demb, *lin, *dense, *dweights, *own;
+    float *idsbuf; /* ids and domains of the batch, as int32 in float-sized slots */
+    float *sortbuf; /* one field's ids of the batch, sorted (int32 in float slots) */
+    size_t cap_sort;
+    /* What the model file saves: the creation options (arrays copied below,
+     * backbone options left to the backbone's save callback). */
+    mml_model_options opt;
+    char backbone_name[32];
+    int32_t *hidden;       /* opt.n_hidden */
+    int64_t *field_sizes;  /* F */
+    int64_t *mh_sizes;     /* M */
+    int32_t final_mix;     /* MML_MIX_* of the model's final prediction */
+    struct mml__schema *schema; /* raw values -> ids; NULL when unknown */
+};
+
+#endif
