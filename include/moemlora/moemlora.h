@@ -16,6 +16,7 @@
 #include "gate.h"
 #include "lora.h"
 #include "model.h"
+#include "model_file.h"
 #include "tower.h"
 #include "trainer.h"
 #include "export.h"

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "backbones/backbones.h"
+#include "backbones/backbone_io.h"
 
 #define TYPE_NAME_MAX 32
 
@@ -19,6 +20,8 @@ struct mml_backbone {
     void *self;
     int builtin;
     char name[TYPE_NAME_MAX];
+    int32_t n_words; /* a built-in's options, for the model file */
+    int32_t words[MML__BACKBONE_MAX_WORDS];
 };
 
 static const mml_backbone_vtable *const builtins[] = {
@@ -232,6 +235,11 @@ int mml_backbone_create(mml_backbone **out, mml_ctx *ctx, const char *type_name,
     bb->builtin = builtin;
     strcpy(bb->name, vt->type_name);
     bb->vt.type_name = bb->name; /* the registry's copy may move when it grows */
+    if (builtin && (rc = mml__backbone_options_encode(ctx, bb->name, c.options, bb->words,
+                                                      &bb->n_words)) < 0) {
+        mml__free(ctx, bb, sizeof *bb);
+        return rc;
+    }
     if (vt->infer_shape) {
         int64_t n_values = 0;
         rc = USER_CALL(bb, vt->infer_shape(user, ctx, &c, &n_values), "infer_shape");
@@ -348,3 +356,27 @@ int mml__check_backbone_config(mml_ctx *ctx, const mml_backbone_config *c, const
                           (double)c->dropout);
     return MML_OK;
 }
+
+int mml__backbone_is_builtin(const mml_backbone *bb) { return bb->builtin; }
+
+const int32_t *mml__backbone_option_words(const mml_backbone *bb, int32_t *n)
+{
+    *n = bb->n_words;
+    return bb->words;
+}
+
+int mml__backbone_save_state(mml_backbone *bb, mml_write_fn write, void *user)
+{
+    if (bb->builtin || !bb->vt.save)
+        return MML_OK;
+    return USER_CALL(bb, bb->vt.save(bb->self, write, user), "save");
+}
+
+int mml__backbone_load_state(mml_backbone *bb, mml_read_fn read, void *user)
+{
+    if (bb->builtin || !bb->vt.load)
+        return MML_OK;
+    return USER_CALL(bb, bb->vt.load(bb->self, read, user), "load");
+}
+
+int mml__backbone_has_load(const mml_backbone *bb) { return !bb->builtin && bb->vt.load != NULL; }
