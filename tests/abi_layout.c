@@ -292,7 +292,7 @@ _Static_assert(offsetof(mml_progress, rows_per_s) == L(40, 40), "mml_progress.ro
 _Static_assert(offsetof(mml_progress, loss) == L(48, 48), "mml_progress.loss");
 _Static_assert(offsetof(mml_progress, eta_s) == L(56, 56), "mml_progress.eta_s");
 
-_Static_assert(sizeof(mml_trainer_options) == L(120, 92), "size of mml_trainer_options");
+_Static_assert(sizeof(mml_trainer_options) == L(152, 112), "size of mml_trainer_options");
 _Static_assert(offsetof(mml_trainer_options, struct_size) == L(0, 0), "mml_trainer_options.struct_size");
 _Static_assert(offsetof(mml_trainer_options, variant) == L(4, 4), "mml_trainer_options.variant");
 _Static_assert(offsetof(mml_trainer_options, backbone) == L(8, 8), "mml_trainer_options.backbone");
@@ -315,6 +315,11 @@ _Static_assert(offsetof(mml_trainer_options, optimizer) == L(104, 76), "mml_trai
 _Static_assert(offsetof(mml_trainer_options, gate_top_k) == L(108, 80), "mml_trainer_options.gate_top_k");
 _Static_assert(offsetof(mml_trainer_options, l2_embedding) == L(112, 84), "mml_trainer_options.l2_embedding");
 _Static_assert(offsetof(mml_trainer_options, l2_dense) == L(116, 88), "mml_trainer_options.l2_dense");
+_Static_assert(offsetof(mml_trainer_options, init_model) == L(120, 92), "mml_trainer_options.init_model");
+_Static_assert(offsetof(mml_trainer_options, first_stage) == L(128, 96), "mml_trainer_options.first_stage");
+_Static_assert(offsetof(mml_trainer_options, reserved) == L(132, 100), "mml_trainer_options.reserved");
+_Static_assert(offsetof(mml_trainer_options, checkpoint) == L(136, 104), "mml_trainer_options.checkpoint");
+_Static_assert(offsetof(mml_trainer_options, checkpoint_user) == L(144, 108), "mml_trainer_options.checkpoint_user");
 
 _Static_assert(sizeof(mml_stage_report) == L(56, 56), "size of mml_stage_report");
 _Static_assert(offsetof(mml_stage_report, struct_size) == L(0, 0), "mml_stage_report.struct_size");

@@ -118,6 +118,22 @@ typedef int (*mml_progress_fn)(void *user, const mml_progress *progress);
  * @return >= 0 on success; a negative value fails the run with MML_ECALLBACK */
 typedef int (*mml_validate_fn)(void *user, int32_t stage, int32_t expert, int32_t epoch,
                                double *score);
+/** Checkpoint callback (mml_trainer_options.checkpoint, since 1.2): called
+ * after every completed epoch, once its validation and early-stopping
+ * bookkeeping are done, on the thread running the trainer. It may call
+ * mml_trainer_save() and the read-only functions (reports, mix mode,
+ * mml_trainer_model() to read weights), and nothing else on the trainer or
+ * its model.
+ * @param user mml_trainer_options.checkpoint_user
+ * @param trainer the trainer, between two epochs
+ * @param where the epoch just completed (step == steps, loss its mean
+ *              training loss); valid during the call only
+ * @return 0 to go on; nonzero to stop: the run fails with MML_ECANCELED and
+ *         the trainer stays exactly as it was during the call (the stage
+ *         paused, its best weights not restored), so that running the stage
+ *         again continues with the next epoch, as a trainer resumed from a
+ *         state saved in the call would */
+typedef int (*mml_checkpoint_fn)(void *user, mml_trainer *trainer, const mml_progress *where);
 
 /** Options of mml_trainer_create(); initialise with mml_trainer_options_init().
  * mml_trainer_create copies the struct and the hidden widths, and reads
@@ -168,6 +184,24 @@ typedef struct mml_trainer_options {
     float l2_embedding;
     /** Default 0; see mml_model_regularization. */
     float l2_dense;
+    /** Since 1.2: NULL (default) for fresh initial weights; else a model of
+     *  the same shape (same backbone, parameters in the same order with the
+     *  same names and shapes) whose weights are copied into the trainer's
+     *  new model at creation, parameter by parameter. Read during create
+     *  only. */
+    const mml_model *init_model;
+    /** Since 1.2: -1 (default) to start with the variant's first stage; else
+     *  an MML_STAGE_* of the variant to start with, the earlier ones counting
+     *  as done: MML_STAGE_EXPERTS or MML_STAGE_GATE re-runs the later stages
+     *  of a MoE-MLoRA model given as init_model; MML_STAGE_JOINT with
+     *  init_model fine-tunes a shared or MLoRA model (on new data). */
+    int32_t first_stage;
+    /** 0; reserved for later releases. */
+    int32_t reserved;
+    /** Since 1.2: checkpoint callback, or NULL (the default). */
+    mml_checkpoint_fn checkpoint;
+    /** Since 1.2: passed to checkpoint. */
+    void *checkpoint_user;
 } mml_trainer_options;
 
 /** One stage's (or, in stage 2, one expert's) summary; see
@@ -324,8 +358,23 @@ MML_API int mml_trainer_evaluate(mml_trainer *trainer, const mml_dataset *ds, in
  * @param trainer the trainer
  * @return a borrowed pointer, owned by the trainer and valid until
  *         mml_trainer_destroy() (never destroy it yourself); NULL for a NULL
- *         trainer */
+ *         trainer or once mml_trainer_take_model() handed the model over */
 MML_API mml_model *mml_trainer_model(mml_trainer *trainer);
+/** Hands the trained model over to the caller (since 1.2). The model then
+ * belongs to the caller: it outlives the trainer, needs neither the trainer
+ * nor the data sets, and its final mixture mode (what mml_model's
+ * predictions use) is set to mml_trainer_mix_mode(). Afterwards the trainer
+ * refuses to run, evaluate or save (MML_ESTATE), mml_trainer_model() returns
+ * NULL, and a paused stage is dropped; its reports stay readable and
+ * mml_trainer_destroy() releases the rest. The model still needs the
+ * trainer's context.
+ * @param trainer the trainer
+ * @param[out] out receives the model, owned by the caller (release with
+ *             mml_model_destroy()); NULL on failure
+ * @return MML_OK; MML_EINVAL for a NULL trainer (no message) or out;
+ *         MML_ESTATE when the model was already handed over, or when called
+ *         from a callback of the running trainer. */
+MML_API int mml_trainer_take_model(mml_trainer *trainer, mml_model **out);
 /** The number of stage reports so far (one per stage run, one per expert in
  * stage 2).
  * @param trainer the trainer

@@ -4,6 +4,7 @@
 
 #include "backbones/backbones.h"
 #include "backbones/backbone_io.h"
+#include "nn/layers.h"
 
 #define TYPE_NAME_MAX 32
 
@@ -324,6 +325,12 @@ uint64_t mml_backbone_kink_pattern(mml_backbone *bb)
 {
     return bb && bb->vt.kink_pattern ? bb->vt.kink_pattern(bb->self) : 0;
 }
+mml_rng *mml__backbone_dropout_rng(mml_backbone *bb)
+{
+    /* Every built-in's self is (or starts with) an mml__deep. */
+    return bb && bb->builtin ? mml__tower_dropout_rng(((mml__deep *)bb->self)->tower) : NULL;
+}
+
 int mml_backbone_set_dropout_replay(mml_backbone *bb, int32_t replay)
 {
     if (!bb)

@@ -175,4 +175,8 @@ int mml__any_unfrozen(const mml_param *p, int64_t n);
 /* The F (F - 1) / 2 field pairs (i, j), i < j. */
 static inline int32_t mml__n_pairs(int32_t F) { return F * (F - 1) / 2; }
 
+/* A built-in backbone's dropout stream (its tower's); NULL for a registered
+ * one, whose randomness is its own. */
+mml_rng *mml__backbone_dropout_rng(mml_backbone *bb);
+
 #endif

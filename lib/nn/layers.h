@@ -51,4 +51,9 @@ int mml__lora_layer_backward(mml_lora *lora, mml_ctx *ctx, int32_t layer, const 
 /* Glorot-uniform fill of a fan_in x fan_out matrix. */
 void mml__glorot_uniform(mml_rng *rng, float *w, int64_t fan_in, int64_t fan_out);
 
+/* The tower's dropout stream, for the trainer's checkpoints (its position is
+ * part of a run's state). */
+struct mml_tower;
+mml_rng *mml__tower_dropout_rng(struct mml_tower *t);
+
 #endif

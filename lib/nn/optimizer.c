@@ -4,6 +4,7 @@
 
 #include "core/internal.h"
 #include "moemlora/optimizer.h"
+#include "nn/optimizer_internal.h"
 
 /* The update loops stay out of line: inlined into the caller, GCC drops the
  * restrict qualifiers and guards the vector loop with alias checks. */
@@ -404,4 +405,111 @@ int64_t mml_optimizer_row_steps(const mml_optimizer *opt, int64_t param_index, i
     if (!s->row_t || row < 0 || row >= s->rows)
         return -1;
     return s->row_t[row];
+}
+
+/* Which arrays a slot has: what its state block in the checkpoint holds. */
+#define PART_M 1u
+#define PART_V 2u
+#define PART_ROWS 4u
+
+static uint32_t slot_parts(const opt_slot *s)
+{
+    return (s->m ? PART_M : 0u) | (s->v ? PART_V : 0u) | (s->row_t ? PART_ROWS : 0u);
+}
+
+void mml__optimizer_state_write(const mml_optimizer *opt, mml__wbuf *w)
+{
+    mml__wbuf_i32(w, opt->o.kind);
+    mml__wbuf_u32(w, 0);
+    mml__wbuf_i64(w, opt->n);
+    for (int64_t i = 0; i < opt->n; i++) {
+        const opt_slot *s = &opt->slots[i];
+        mml__wbuf_i64(w, s->size);
+        mml__wbuf_i64(w, s->t);
+        mml__wbuf_u32(w, slot_parts(s));
+        mml__wbuf_u32(w, 0);
+        if (s->m)
+            mml__wbuf_f32s(w, s->m, (size_t)s->size);
+        if (s->v)
+            mml__wbuf_f32s(w, s->v, (size_t)s->size);
+        if (s->row_t) {
+            mml__wbuf_i64(w, s->rows);
+            for (int64_t j = 0; j < s->rows; j++)
+                mml__wbuf_i64(w, s->row_t[j]);
+        }
+    }
+}
+
+int mml__optimizer_state_read(mml_optimizer *opt, mml__rbuf *r)
+{
+    int32_t kind = mml__rbuf_i32(r, "optimizer kind");
+    uint32_t reserved = mml__rbuf_u32(r, "optimizer reserved");
+    int64_t n = mml__rbuf_i64(r, "optimizer parameter count");
+    if (mml__rbuf_status(r) < 0)
+        return mml__rbuf_status(r);
+    if (kind != opt->o.kind || reserved != 0 || n != opt->n)
+        return mml__rbuf_fail(r, MML_ECORRUPT,
+                              "optimizer kind %d (reserved %u) over %lld parameters, expected "
+                              "kind %d over %lld",
+                              (int)kind, (unsigned)reserved, (long long)n, (int)opt->o.kind,
+                              (long long)opt->n);
+    for (int64_t i = 0; i < opt->n; i++) {
+        opt_slot *s = &opt->slots[i];
+        int64_t size = mml__rbuf_i64(r, "optimizer parameter size");
+        int64_t t = mml__rbuf_i64(r, "optimizer step count");
+        uint32_t parts = mml__rbuf_u32(r, "optimizer parts");
+        reserved = mml__rbuf_u32(r, "optimizer reserved");
+        if (mml__rbuf_status(r) < 0)
+            return mml__rbuf_status(r);
+        if (size != s->size || parts != slot_parts(s) || reserved != 0)
+            return mml__rbuf_fail(r, MML_ECORRUPT,
+                                  "optimizer parameter %lld '%s': size %lld and parts %u, "
+                                  "expected %lld and %u",
+                                  (long long)i, pname(s->p), (long long)size, (unsigned)parts,
+                                  (long long)s->size, (unsigned)slot_parts(s));
+        if (t < 0)
+            return mml__rbuf_fail(r, MML_ECORRUPT, "optimizer parameter %lld '%s': step count %lld",
+                                  (long long)i, pname(s->p), (long long)t);
+        s->t = t;
+        if (s->m && mml__rbuf_f32s(r, s->m, (size_t)s->size, "optimizer first moment") < 0)
+            return mml__rbuf_status(r);
+        if (s->v && mml__rbuf_f32s(r, s->v, (size_t)s->size, "optimizer second moment") < 0)
+            return mml__rbuf_status(r);
+        /* A negative or non-finite second moment (or Adagrad sum) would turn
+         * the next step's square root into NaN. */
+        for (int64_t j = 0; j < (s->m ? s->size : 0); j++)
+            if (!isfinite(s->m[j]))
+                return mml__rbuf_fail(r, MML_ECORRUPT,
+                                      "optimizer parameter %lld '%s': first moment %lld is %g",
+                                      (long long)i, pname(s->p), (long long)j, (double)s->m[j]);
+        for (int64_t j = 0; j < (s->v ? s->size : 0); j++)
+            if (!(s->v[j] >= 0.0f && s->v[j] <= FLT_MAX))
+                return mml__rbuf_fail(r, MML_ECORRUPT,
+                                      "optimizer parameter %lld '%s': second moment %lld is %g",
+                                      (long long)i, pname(s->p), (long long)j, (double)s->v[j]);
+        if (s->row_t) {
+            int64_t rows = mml__rbuf_i64(r, "optimizer row count");
+            if (mml__rbuf_status(r) < 0)
+                return mml__rbuf_status(r);
+            if (rows != s->rows)
+                return mml__rbuf_fail(r, MML_ECORRUPT,
+                                      "optimizer parameter %lld '%s': %lld row counts, expected %lld",
+                                      (long long)i, pname(s->p), (long long)rows,
+                                      (long long)s->rows);
+            for (int64_t j = 0; j < s->rows; j++) {
+                int64_t rt = mml__rbuf_i64(r, "optimizer row step count");
+                if (mml__rbuf_status(r) < 0)
+                    return mml__rbuf_status(r);
+                /* A row steps at most once per step of its parameter. */
+                if (rt < 0 || rt > t)
+                    return mml__rbuf_fail(r, MML_ECORRUPT,
+                                          "optimizer parameter %lld '%s': row %lld step count "
+                                          "%lld outside 0..%lld",
+                                          (long long)i, pname(s->p), (long long)j, (long long)rt,
+                                          (long long)t);
+                s->row_t[j] = rt;
+            }
+        }
+    }
+    return MML_OK;
 }

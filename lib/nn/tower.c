@@ -372,6 +372,8 @@ int mml_tower_backward(mml_tower *t, const float *dout, float *dx, mml_lora *lor
     return MML_OK;
 }
 
+mml_rng *mml__tower_dropout_rng(mml_tower *t) { return t ? &t->dropout_rng : NULL; }
+
 int mml_tower_set_dropout_replay(mml_tower *t, int32_t replay)
 {
     if (!t)
