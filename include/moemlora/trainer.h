@@ -26,6 +26,17 @@
  * The shared model and MoE-MLoRA's stage 1 are the same computation for the
  * same seed, so their weights after that stage are identical.
  *
+ * Since 1.2: mml_trainer_take_model() hands the trained model over to the
+ * caller (it outlives the trainer). mml_trainer_options.init_model starts
+ * from a given model's weights and first_stage from a later stage (re-run
+ * MoE-MLoRA's stage 2 or 3, or fine-tune with MML_STAGE_JOINT).
+ * A checkpoint callback runs after every epoch; it may save the trainer
+ * (mml_trainer_save()), or stop the run, which pauses the stage: running it
+ * again continues with the next epoch. mml_trainer_resume() makes a trainer
+ * from a saved checkpoint; a run killed after a checkpoint and resumed from
+ * it ends bitwise identical to one never interrupted (same seed, thread
+ * count, data and options; built-in backbones).
+ *
  * A trainer and its model are used by one thread at a time, like their
  * context; the callbacks run on the thread that runs the trainer. Fallible
  * functions return 0 (MML_OK) or a negative MML_E* code with a message in
@@ -360,6 +371,51 @@ MML_API int mml_trainer_evaluate(mml_trainer *trainer, const mml_dataset *ds, in
  *         mml_trainer_destroy() (never destroy it yourself); NULL for a NULL
  *         trainer or once mml_trainer_take_model() handed the model over */
 MML_API mml_model *mml_trainer_model(mml_trainer *trainer);
+/** Saves a checkpoint (since 1.2): the model file of mml_model_save() (the
+ * model's current weights; during a stage, those of its last epoch rather
+ * than its best) with the trainer's state as an optional section, so that
+ * mml_model_load() reads it as a plain model and mml_trainer_resume()
+ * continues the run. The file is replaced atomically. Call it between
+ * stages, after a run, or from the checkpoint callback (between two epochs).
+ * The state: the next stage; the running stage's (or expert's) epoch,
+ * early-stopping state (best score and epoch, epochs without improvement,
+ * the best epoch's weights), optimiser moments and step counts; the built-in
+ * backbones' dropout stream; every stage and epoch report so far. A
+ * registered backbone's own random state is not saved.
+ * @param trainer the trainer
+ * @param path the file; its directory must be writable
+ * @return MML_OK; MML_EINVAL for a NULL trainer (no message) or path;
+ *         MML_ESTATE once the model was handed over; MML_EIO when the file
+ *         cannot be written (an older file of that name is kept); MML_ENOMEM;
+ *         MML_ECALLBACK from a registered backbone's save callback. */
+MML_API int mml_trainer_save(const mml_trainer *trainer, const char *path);
+/** Makes a trainer from a checkpoint of mml_trainer_save() (since 1.2): its
+ * model's weights and the saved state, so that running it continues where
+ * the saved trainer was and, with the same context seed and thread count,
+ * data and options, ends bitwise identical to a run never interrupted. The
+ * options must describe the saved configuration; init_model and first_stage
+ * are ignored. The callbacks, lr, patience, dropout and max_epochs (at least
+ * the epochs the running stage has done) may differ, at the cost of that
+ * identity.
+ * @param[out] out receives the trainer (release with mml_trainer_destroy());
+ *             NULL on failure
+ * @param ctx the context (with the registered backbones the file needs)
+ * @param opt the options, or NULL for the defaults
+ * @param path the checkpoint
+ * @param train the training split, as for mml_trainer_create()
+ * @param val the validation split
+ * @return MML_OK; MML_EINVAL for a NULL out, ctx (no message) or path, or as
+ *         mml_trainer_create(); MML_ENOTFOUND for a model file without
+ *         trainer state; MML_ESTATE naming the option that differs from the
+ *         saved model or state (variant, backbone, embed_dim, alpha, hidden,
+ *         experts_per_domain, optimizer, batch_size, gate_top_k, max_epochs);
+ *         MML_ESHAPE when the data sets do not fit the model; the codes of
+ *         mml_model_load() for a damaged file (MML_ECORRUPT naming the field
+ *         of the trainer state, MML_ETRUNCATED, MML_ECHECKSUM, ...);
+ *         MML_ENOMEM. */
+MML_API int mml_trainer_resume(mml_trainer **out, mml_ctx *ctx, const mml_trainer_options *opt,
+                               const char *path, const mml_dataset *train,
+                               const mml_dataset *val);
 /** Hands the trained model over to the caller (since 1.2). The model then
  * belongs to the caller: it outlives the trainer, needs neither the trainer
  * nor the data sets, and its final mixture mode (what mml_model's

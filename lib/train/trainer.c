@@ -6,6 +6,7 @@
 #include "backbones/backbones.h"
 #include "core/bytes.h"
 #include "core/internal.h"
+#include "model/model_file.h"
 #include "model/model_internal.h"
 #include "moemlora/loss.h"
 #include "moemlora/optimizer.h"
@@ -222,6 +223,9 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
     mml__free(ctx, mh_sizes, sizeof(int64_t) * (size_t)(M > 0 ? M : 0));
     if (rc >= 0 && o.init_model)
         rc = copy_weights(ctx, t->model, o.init_model);
+    /* What a checkpoint's model predicts with when loaded alone. */
+    if (rc >= 0)
+        t->model->final_mix = mml_trainer_mix_mode(t);
     if (rc >= 0)
         rc = mml_metrics_create(&t->val_metrics, ctx, D);
     if (rc >= 0)
@@ -1104,5 +1108,107 @@ int mml__trainer_state_read(mml_trainer *t, mml__rbuf *r)
     t->next_stage = next_stage;
     if (rng)
         *rng = saved;
+    return MML_OK;
+}
+
+/* ---- Checkpoint files: the model file plus the trainer section ---- */
+
+int mml_trainer_save(const mml_trainer *t, const char *path)
+{
+    if (!t)
+        return MML_EINVAL;
+    if (!path)
+        return mml__error(t->ctx, MML_EINVAL, "trainer_save: NULL path");
+    if (!t->model)
+        return mml__error(t->ctx, MML_ESTATE, "trainer_save: the model was handed over "
+                          "(mml_trainer_take_model)");
+    mml__wbuf w;
+    mml__wbuf_init(&w, t->ctx);
+    int rc = mml__trainer_state_write(t, &w);
+    if (rc >= 0) {
+        /* Optional: a reader that only wants the model skips it. */
+        mml__section_out sec = {MML__SECTION_TRAINER, 0, w.data, w.len};
+        mml__io io;
+        memset(&io, 0, sizeof io);
+        io.path = path;
+        rc = mml__model_save_io(t->model, &sec, 1, &io);
+    }
+    mml__wbuf_free(&w);
+    return rc;
+}
+
+/* The options against the saved model, before a trainer is made from them. */
+static int resume_check_model(mml_ctx *ctx, const mml_trainer_options *o, const mml_model *m,
+                              const char *path)
+{
+    int32_t variant = m->E == 0 ? MML_VARIANT_BASE : m->gate ? MML_VARIANT_MOE : MML_VARIANT_MLORA;
+    const char *bad = NULL;
+    if (o->variant != variant)
+        bad = "variant";
+    else if (!o->backbone || strcmp(o->backbone, m->backbone_name) != 0)
+        bad = "backbone";
+    else if (o->embed_dim != m->opt.embed_dim)
+        bad = "embed_dim";
+    else if (o->alpha != m->opt.alpha && variant != MML_VARIANT_BASE)
+        bad = "alpha";
+    else if (o->n_hidden != m->opt.n_hidden ||
+             (o->hidden && memcmp(o->hidden, m->hidden, sizeof(int32_t) * (size_t)o->n_hidden)))
+        bad = "n_hidden or hidden";
+    else if (variant == MML_VARIANT_MOE && o->experts_per_domain * m->D != m->E)
+        bad = "experts_per_domain";
+    if (bad)
+        return mml__error(ctx, MML_ESTATE, "trainer_resume: option %s differs from the model "
+                          "saved in '%s' (variant %d, backbone '%s', embed_dim %d, alpha %d, %d "
+                          "hidden layers, %d experts over %d domains)", bad, path, (int)variant,
+                          m->backbone_name, (int)m->opt.embed_dim, (int)m->opt.alpha,
+                          (int)m->opt.n_hidden, (int)m->E, (int)m->D);
+    return MML_OK;
+}
+
+int mml_trainer_resume(mml_trainer **out, mml_ctx *ctx, const mml_trainer_options *opt,
+                       const char *path, const mml_dataset *train, const mml_dataset *val)
+{
+    if (out)
+        *out = NULL;
+    if (!out || !ctx || !path)
+        return mml__error(ctx, MML_EINVAL, "trainer_resume: NULL argument");
+    mml_trainer_options o;
+    int rc = MML__COPY_OPTIONS(ctx, &o, opt, mml_trainer_options, "trainer");
+    if (rc < 0)
+        return rc;
+    if (o.n_hidden < 1 || o.n_hidden > 64)
+        return mml__error(ctx, MML_EINVAL, "trainer_resume: %d hidden layers", o.n_hidden);
+    mml__io io;
+    memset(&io, 0, sizeof io);
+    io.path = path;
+    mml_model *m = NULL;
+    void *payload = NULL;
+    size_t size = 0;
+    if ((rc = mml__model_load_io(&m, ctx, &io, MML__SECTION_TRAINER, &payload, &size)) < 0)
+        return rc;
+    if (!payload)
+        rc = mml__error(ctx, MML_ENOTFOUND, "trainer_resume: '%s' holds a model but no trainer "
+                        "state (not a checkpoint of mml_trainer_save)", path);
+    if (rc >= 0)
+        rc = resume_check_model(ctx, &o, m, path);
+    mml_trainer *t = NULL;
+    if (rc >= 0) {
+        /* The stage comes from the state, the weights from the file. */
+        o.init_model = m;
+        o.first_stage = -1;
+        rc = mml_trainer_create(&t, ctx, &o, train, val);
+    }
+    if (rc >= 0) {
+        mml__rbuf r;
+        mml__rbuf_init(&r, ctx, payload, size, 0, "trainer state");
+        rc = mml__trainer_state_read(t, &r);
+    }
+    mml__free(ctx, payload, size);
+    mml_model_destroy(m);
+    if (rc < 0) {
+        mml_trainer_destroy(t);
+        return rc;
+    }
+    *out = t;
     return MML_OK;
 }
