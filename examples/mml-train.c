@@ -36,6 +36,9 @@ typedef struct args {
     uint64_t data_seed;
     uint32_t threads;
     const char *json, *write_splits;
+    const char *save, *checkpoint, *resume, *init; /* model and checkpoint files */
+    int32_t first_stage;                            /* --stage; -1: the variant's first */
+    int stop_after;                                 /* --stop-after N epochs; 0: never */
     const char *blis_arch; /* NULL: auto unless BLIS_ARCH_TYPE is set */
     int print_blis_arch;
     int verbose;
@@ -85,7 +88,15 @@ static void usage(FILE *f)
             "  unless BLIS_ARCH_TYPE is set)  --print-blis-arch (print the\n"
             "  kernels it would use and exit)\n"
             "  --verbose (the trainer's line per epoch on stderr)\n"
-            "output: --json FILE  --write-splits DIR (write train/val/test CSV and exit)\n");
+            "output: --json FILE  --write-splits DIR (write train/val/test CSV and exit)\n"
+            "model files (one variant and seed):\n"
+            "  --save FILE (the trained model)  --checkpoint FILE (the model and the trainer's\n"
+            "  state after every epoch, replaced atomically)  --resume FILE (continue a\n"
+            "  checkpoint; give the options and seed it was made with)\n"
+            "  --init FILE (start from a saved model: fine-tune it)  --stage\n"
+            "  joint|backbone|experts|gate (start with that stage; with --init, e.g. re-run\n"
+            "  stage 2 and 3 of a MoE model)  --stop-after N (stop after N epochs, after\n"
+            "  their checkpoint, exit status 3)\n");
 }
 
 static int parse_int(const char *s, long long lo, long long hi, long long *out)
@@ -158,6 +169,7 @@ static int parse_args(int argc, char **argv, args *a)
     a->seeds[0] = 1;
     a->n_seeds = 1;
     a->data_seed = 123;
+    a->first_stage = -1;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     a->threads = cpus > 0 ? (uint32_t)cpus : 1;
     for (int i = 1; i < argc; i++) {
@@ -296,6 +308,23 @@ static int parse_args(int argc, char **argv, args *a)
             a->json = v;
         } else if (!strcmp(o, "--write-splits")) {
             a->write_splits = v;
+        } else if (!strcmp(o, "--save")) {
+            a->save = v;
+        } else if (!strcmp(o, "--checkpoint")) {
+            a->checkpoint = v;
+        } else if (!strcmp(o, "--resume")) {
+            a->resume = v;
+        } else if (!strcmp(o, "--init")) {
+            a->init = v;
+        } else if (!strcmp(o, "--stage")) {
+            static const char *const stages[4] = {"joint", "backbone", "experts", "gate"};
+            int k = 0;
+            while (k < 4 && strcmp(v, stages[k])) k++;
+            if (k == 4) return bad_value(o, v);
+            a->first_stage = k; /* MML_STAGE_JOINT .. MML_STAGE_GATE */
+        } else if (!strcmp(o, "--stop-after")) {
+            if (parse_int(v, 1, 1 << 30, &n) < 0) return bad_value(o, v);
+            a->stop_after = (int)n;
         } else {
             fprintf(stderr, "mml-train: unknown option %s\n", o);
             usage(stderr);
@@ -317,6 +346,17 @@ static int parse_args(int argc, char **argv, args *a)
     }
     if (sources == 0)
         a->synthetic = 1;
+    int files = a->save || a->checkpoint || a->resume || a->init || a->first_stage >= 0 ||
+                a->stop_after;
+    if (files && (a->n_variants != 1 || a->n_seeds != 1)) {
+        fprintf(stderr, "mml-train: --save, --checkpoint, --resume, --init, --stage and "
+                        "--stop-after need one variant and one seed\n");
+        return 2;
+    }
+    if (a->resume && (a->init || a->first_stage >= 0)) {
+        fprintf(stderr, "mml-train: --resume continues where the checkpoint was: no --init or --stage\n");
+        return 2;
+    }
     return 0;
 }
 
@@ -447,6 +487,7 @@ static json_t *stages_json(mml_trainer *tr, json_t **experts)
     int n_rates = 0, n_exp = 0, n_exp_val = 0;
     double exp_val = 0, exp_sec = 0;
     long exp_epochs = 0;
+    size_t exp_pos = 0;
     for (int64_t i = 0; i < mml_trainer_n_stage_reports(tr); i++) {
         mml_stage_report r;
         mml_trainer_stage_report(tr, i, &r);
@@ -475,9 +516,11 @@ static json_t *stages_json(mml_trainer *tr, json_t **experts)
         exp_val += defined ? r.best_val : 0.0;
         exp_sec += r.seconds;
         exp_epochs += r.epochs;
-        /* Experts' stage rows go in position: after the backbone row. */
-        if (n_exp == 1)
+        /* The experts' stage row goes in position: after the backbone row (if any). */
+        if (n_exp == 1) {
+            exp_pos = json_array_size(stages);
             json_array_append_new(stages, json_object());
+        }
     }
     for (int64_t i = 0; i < mml_trainer_n_epoch_reports(tr) && n_rates < 4096; i++) {
         mml_epoch_report er;
@@ -488,7 +531,7 @@ static json_t *stages_json(mml_trainer *tr, json_t **experts)
     if (n_exp) {
         qsort(rates, (size_t)n_rates, sizeof rates[0], cmp_double);
         double med = n_rates % 2 ? rates[n_rates / 2] : 0.5 * (rates[n_rates / 2 - 1] + rates[n_rates / 2]);
-        json_t *s = json_array_get(stages, 1);
+        json_t *s = json_array_get(stages, exp_pos);
         json_object_set_new(s, "name", json_string("experts"));
         json_object_set_new(s, "epochs", json_integer(exp_epochs));
         json_object_set_new(s, "best_val", n_exp_val ? json_real(exp_val / n_exp_val) : json_null());
@@ -496,6 +539,34 @@ static json_t *stages_json(mml_trainer *tr, json_t **experts)
         json_object_set_new(s, "train_rows_per_s", json_real(med));
     }
     return stages;
+}
+
+/* After every epoch: the checkpoint file, and --stop-after. */
+typedef struct checkpointing {
+    mml_ctx *ctx;
+    const args *a;
+    const char *tag;
+    int epochs;
+    int stopped; /* by --stop-after */
+    int failed;  /* the save failed (its message is printed) */
+} checkpointing;
+
+static int on_checkpoint(void *user, mml_trainer *tr, const mml_progress *where)
+{
+    checkpointing *c = user;
+    (void)where;
+    if (c->a->checkpoint && mml_trainer_save(tr, c->a->checkpoint) < 0) {
+        /* The context's message names the failure; the run's own would only say "stopped". */
+        fprintf(stderr, "mml-train: %s: --checkpoint %s: %s\n", c->tag, c->a->checkpoint,
+                mml_ctx_last_error(c->ctx));
+        c->failed = 1;
+        return 1;
+    }
+    if (c->a->stop_after && ++c->epochs >= c->a->stop_after) {
+        c->stopped = 1;
+        return 1;
+    }
+    return 0;
 }
 
 /* A context with the run's threads and seed, logging to stderr. */
@@ -513,7 +584,22 @@ static int make_ctx(const args *a, uint64_t seed, mml_ctx **ctx)
     return rc;
 }
 
-static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed, int *rc)
+/* Whether stage 3 has trained an epoch (in this process or before a resume). */
+static int gate_started(const mml_trainer *tr)
+{
+    for (int64_t i = 0; i < mml_trainer_n_epoch_reports(tr); i++) {
+        mml_epoch_report er;
+        if (mml_trainer_epoch_report(tr, i, &er) == MML_OK && er.stage == MML_STAGE_GATE)
+            return 1;
+    }
+    return 0;
+}
+
+/* Exit status 3: --stop-after stopped the run as planned. */
+#define STOPPED 3
+
+static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed, int *rc,
+                       int *stopped)
 {
     mml_ctx *ctx = NULL;
     if ((*rc = make_ctx(a, seed, &ctx)) < 0)
@@ -542,19 +628,41 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
         to.progress = show_progress;
         to.progress_user = tag;
     }
+    checkpointing cp = {ctx, a, tag, 0, 0, 0};
+    if (a->checkpoint || a->stop_after) {
+        to.checkpoint = on_checkpoint;
+        to.checkpoint_user = &cp;
+    }
+    to.first_stage = a->first_stage;
     mml_trainer *tr = NULL;
+    mml_model *init = NULL;
     json_t *run = NULL, *after_backbone = NULL, *own = NULL, *gate_init = NULL;
-    if ((*rc = mml_trainer_create(&tr, ctx, &to, d->train, d->val)) < 0)
+    if (a->init) {
+        if ((*rc = mml_model_load(&init, ctx, a->init)) < 0)
+            goto done;
+        to.init_model = init;
+    }
+    *rc = a->resume ? mml_trainer_resume(&tr, ctx, &to, a->resume, d->train, d->val)
+                    : mml_trainer_create(&tr, ctx, &to, d->train, d->val);
+    mml_model_destroy(init); /* its weights are copied */
+    if (*rc < 0)
         goto done;
     if (variant == MML_VARIANT_MOE) {
-        if ((*rc = mml_trainer_run_stage(tr, MML_STAGE_BACKBONE)) < 0 ||
-            !(after_backbone = evaluate_json(ctx, tr, d, MML_MIX_NONE, 0, rc)) ||
-            (*rc = mml_trainer_run_stage(tr, MML_STAGE_EXPERTS)) < 0 ||
-            !(own = evaluate_json(ctx, tr, d, MML_MIX_OWN, 0, rc)))
+        /* A resumed or re-run model reports only on the stages it ran here. */
+        if (mml_trainer_next_stage(tr) == MML_STAGE_BACKBONE &&
+            ((*rc = mml_trainer_run_stage(tr, MML_STAGE_BACKBONE)) < 0 ||
+             !(after_backbone = evaluate_json(ctx, tr, d, MML_MIX_NONE, 0, rc))))
             goto done;
-        gate_init = gate_json(mml_trainer_model(tr));
-        if ((*rc = mml_trainer_run_stage(tr, MML_STAGE_GATE)) < 0)
+        if (mml_trainer_next_stage(tr) == MML_STAGE_EXPERTS &&
+            ((*rc = mml_trainer_run_stage(tr, MML_STAGE_EXPERTS)) < 0 ||
+             !(own = evaluate_json(ctx, tr, d, MML_MIX_OWN, 0, rc))))
             goto done;
+        if (mml_trainer_next_stage(tr) == MML_STAGE_GATE) {
+            if (!gate_started(tr)) /* a resumed stage 3 has moved it already */
+                gate_init = gate_json(mml_trainer_model(tr));
+            if ((*rc = mml_trainer_run_stage(tr, MML_STAGE_GATE)) < 0)
+                goto done;
+        }
     } else if ((*rc = mml_trainer_run(tr)) < 0) {
         goto done;
     }
@@ -577,11 +685,28 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     } else {
         json_decref(experts);
     }
+    if (a->save) {
+        /* The model is ours now: it outlives the trainer. */
+        mml_model *m = NULL;
+        if ((*rc = mml_trainer_take_model(tr, &m)) >= 0)
+            *rc = mml_model_save(m, a->save);
+        mml_model_destroy(m);
+        if (*rc < 0) {
+            json_decref(run);
+            run = NULL;
+        }
+    }
 done:
     if (isatty(STDERR_FILENO) && to.progress)
         fprintf(stderr, "\r%*s\r", 100, "");
-    if (*rc < 0)
+    if (*rc == MML_ECANCELED && cp.stopped) {
+        *stopped = 1;
+        fprintf(stderr, "mml-train: %s: stopped after %d epochs (--stop-after)%s%s\n", tag,
+                cp.epochs, a->checkpoint ? "; continue with --resume " : "",
+                a->checkpoint ? a->checkpoint : "");
+    } else if (*rc < 0 && !cp.failed) {
         fprintf(stderr, "mml-train: %s: %s\n", tag, mml_ctx_last_error(ctx));
+    }
     json_decref(after_backbone);
     json_decref(own);
     json_decref(gate_init);
@@ -753,10 +878,10 @@ int main(int argc, char **argv)
         json_t *runs = json_array();
         for (int v = 0; v < a.n_variants && status == 0; v++)
             for (int s = 0; s < a.n_seeds && status == 0; s++) {
-                int run_rc = 0;
-                json_t *run = run_one(&a, &d, a.variants[v], a.seeds[s], &run_rc);
+                int run_rc = 0, stopped = 0;
+                json_t *run = run_one(&a, &d, a.variants[v], a.seeds[s], &run_rc, &stopped);
                 if (!run) {
-                    status = 1;
+                    status = stopped ? STOPPED : 1;
                     break;
                 }
                 print_run(run);

@@ -90,3 +90,71 @@ if "$exe" --synthetic-rows 2000 --variant base --lr 10 >"$tmp/lr.out" 2>&1; then
 fi
 grep -q "diverged" "$tmp/lr.out" || { cat "$tmp/lr.out"; echo "no divergence message"; exit 1; }
 echo "mml-train end to end: ok"
+
+# Model files. A run killed after a checkpoint and resumed from it gives the
+# same numbers as a run never interrupted: once inside stage 2, once inside stage 3.
+# shellcheck disable=SC2086
+"$exe" $small --variant moe --seed 4 --json "$tmp/ref.json" --save "$tmp/moe.mml" >/dev/null 2>"$tmp/err" ||
+  { cat "$tmp/err"; fail "reference run failed"; }
+[ -s "$tmp/moe.mml" ] || fail "--save wrote no model"
+for stop in 3 9; do
+  rm -f "$tmp/ck.mml"
+  # shellcheck disable=SC2086
+  "$exe" $small --variant moe --seed 4 --checkpoint "$tmp/ck.mml" --stop-after $stop \
+    --json "$tmp/stopped.json" >/dev/null 2>"$tmp/err"
+  [ $? -eq 3 ] || { cat "$tmp/err"; fail "--stop-after $stop must exit 3"; }
+  grep -q "resume" "$tmp/err" || fail "no hint to resume"
+  [ ! -e "$tmp/stopped.json" ] || fail "JSON written by a stopped run"
+  [ -s "$tmp/ck.mml" ] || fail "no checkpoint"
+  # shellcheck disable=SC2086
+  "$exe" $small --variant moe --seed 4 --resume "$tmp/ck.mml" --checkpoint "$tmp/ck.mml" \
+    --json "$tmp/resumed$stop.json" >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "resume after $stop epochs failed"; }
+done
+# The atomic saves (a temporary file renamed over the name) leave nothing behind.
+left=$(ls -a "$tmp" | grep -e '\.mml.')
+[ -z "$left" ] || fail "files left behind: $left"
+# Re-run stages 2 and 3 of the saved model; fine-tune a saved shared model.
+# shellcheck disable=SC2086
+"$exe" $small --variant moe --seed 5 --init "$tmp/moe.mml" --stage experts --json "$tmp/rerun.json" \
+  >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "--init --stage experts failed"; }
+# shellcheck disable=SC2086
+"$exe" $small --variant base --seed 4 --save "$tmp/base.mml" >/dev/null 2>&1 || fail "base --save failed"
+# shellcheck disable=SC2086
+"$exe" $small --variant base --seed 4 --init "$tmp/base.mml" --json "$tmp/tuned.json" >/dev/null 2>"$tmp/err" ||
+  { cat "$tmp/err"; fail "fine-tuning failed"; }
+# Refusals.
+# shellcheck disable=SC2086
+"$exe" $small --variant moe --seed 4 --resume "$tmp/moe.mml" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] || fail "--resume of a plain model must exit 1"
+grep -q "no trainer state" "$tmp/err" || { cat "$tmp/err"; fail "no message for a model without state"; }
+# shellcheck disable=SC2086
+"$exe" $small --batch 128 --variant moe --seed 4 --resume "$tmp/ck.mml" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] || fail "--resume with another batch size must exit 1"
+grep -q "batch_size" "$tmp/err" || { cat "$tmp/err"; fail "the refused option is not named"; }
+# shellcheck disable=SC2086
+"$exe" $small --variant mlora --seed 4 --init "$tmp/moe.mml" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] || fail "--init of another variant's model must exit 1"
+"$exe" --variant all --save "$tmp/x.mml" >/dev/null 2>&1; [ $? -eq 2 ] || fail "--save with all variants must exit 2"
+"$exe" --stage nope >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad --stage must exit 2"
+"$exe" --resume "$tmp/ck.mml" --stage gate >/dev/null 2>&1; [ $? -eq 2 ] || fail "--resume with --stage must exit 2"
+
+python3 - "$tmp/ref.json" "$tmp/resumed3.json" "$tmp/resumed9.json" "$tmp/rerun.json" "$tmp/tuned.json" <<'PY' || fail "resumed JSON"
+import json, sys
+ref = json.load(open(sys.argv[1]))
+for path in sys.argv[2:4]:
+    r = json.load(open(path))
+    for k in ["mean_auc", "wauc", "logloss", "gate"]:
+        assert r[k] == ref[k], (path, k, r[k], ref[k])
+    assert [(d["auc"], d["logloss"]) for d in r["domains"]] == \
+           [(d["auc"], d["logloss"]) for d in ref["domains"]], path
+    assert [(s["name"], s["epochs"], s["best_val"]) for s in r["stages"]] == \
+           [(s["name"], s["epochs"], s["best_val"]) for s in ref["stages"]], path
+    assert [(e["epochs"], e["best_val"]) for e in r["experts"]] == \
+           [(e["epochs"], e["best_val"]) for e in ref["experts"]], path
+rerun = json.load(open(sys.argv[4]))
+assert [s["name"] for s in rerun["stages"]] == ["experts", "gate"], rerun["stages"]
+assert "after_backbone" not in rerun and "own_experts" in rerun
+tuned = json.load(open(sys.argv[5]))
+assert [s["name"] for s in tuned["stages"]] == ["joint"]
+PY
+exit 0

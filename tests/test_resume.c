@@ -353,6 +353,11 @@ START_TEST(resume_from_a_file_is_bitwise)
     ck_assert_int_eq(mml_trainer_resume(&t, w.ctx, &bad, path, w.train, w.val), MML_ESTATE);
     ck_assert_ptr_nonnull(strstr(mml_ctx_last_error(w.ctx), "max_epochs"));
     ck_assert_ptr_null(t);
+    /* Another seed would shuffle the remaining epochs differently. */
+    mml_ctx *other_seed = plain_ctx(1, 777);
+    ck_assert_int_eq(mml_trainer_resume(&t, other_seed, &o, path, w.train, w.val), MML_ESTATE);
+    ck_assert_ptr_nonnull(strstr(mml_ctx_last_error(other_seed), "seed"));
+    mml_ctx_destroy(other_seed);
     /* A model file without trainer state. */
     ck_assert_int_eq(mml_model_save(m, path), MML_OK);
     ck_assert_int_eq(mml_trainer_resume(&t, w.ctx, &o, path, w.train, w.val), MML_ENOTFOUND);
@@ -536,8 +541,10 @@ START_TEST(first_stage_reruns_stage_two_only)
     o.first_stage = MML_STAGE_EXPERTS;
     o.lr = 1e-2f; /* so the experts surely move */
     mml_trainer *b = make_trainer(&w, &o);
+    ck_assert_int_eq(mml_trainer_next_stage(b), MML_STAGE_EXPERTS);
     ck_assert_int_eq(mml_trainer_run_stage(b, MML_STAGE_BACKBONE), MML_ESTATE);
     ck_assert_int_eq(mml_trainer_run_stage(b, MML_STAGE_EXPERTS), MML_OK);
+    ck_assert_int_eq(mml_trainer_next_stage(b), MML_STAGE_GATE);
     mml_model *mb = mml_trainer_model(b);
     int experts_moved = 0;
     for (int64_t i = 0; i < mml_model_n_params(mb); i++) {
@@ -557,6 +564,8 @@ START_TEST(first_stage_reruns_stage_two_only)
         ck_assert_int_eq(r.stage, MML_STAGE_EXPERTS);
     }
     ck_assert_int_eq(mml_trainer_run(b), MML_OK);
+    ck_assert_int_eq(mml_trainer_next_stage(b), -1);
+    ck_assert_int_eq(mml_trainer_next_stage(NULL), -1);
     ck_assert_int_eq(mml_trainer_n_stage_reports(b), 4);
     mml_trainer_destroy(b);
     mml_trainer_destroy(a);
@@ -621,7 +630,7 @@ static int read_bytes(mml_trainer *t, mml_ctx *ctx, const uint8_t *data, size_t 
 
 /* Offset of the next-stage field: after the magic, version, reserved and
  * the configuration (docs/TRAINER_STATE.md). */
-static size_t next_stage_offset(void) { return 16 + 6 * 4 + 8 + 3 * 4 + 2 * 4 + 4 + 3 + 8; }
+static size_t next_stage_offset(void) { return 16 + 6 * 4 + 8 + 3 * 4 + 2 * 4 + 4 + 3 + 8 + 8; }
 
 START_TEST(damaged_states_are_refused)
 {

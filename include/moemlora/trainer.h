@@ -305,11 +305,13 @@ MML_API int mml_trainer_options_init_sized(mml_trainer_options *opt, uint32_t st
  * @param val the validation split (>= 1 row)
  * @return MML_OK; MML_EINVAL for a NULL out, ctx (no message), train or
  *         val, a bad option (variant, experts_per_domain, batch_size,
- *         patience, max_epochs, lr, n_hidden, hidden, optimizer, or one the
- *         model refuses), an empty split or more than 4096 fields;
+ *         patience, max_epochs, lr, n_hidden, hidden, optimizer, first_stage,
+ *         or one the model refuses), an empty split or more than 4096 fields;
  *         MML_EVERSION for an opt->struct_size (or a backbone options
  *         struct_size) that no release produced; MML_ESHAPE when val has
- *         another number of fields, domains, numeric or multi-hot fields;
+ *         another number of fields, domains, numeric or multi-hot fields,
+ *         or when init_model has another backbone or a parameter of another
+ *         name or shape (the message names the first);
  *         MML_ENOTFOUND for a backbone that is neither built in nor
  *         registered; MML_ECALLBACK when a registered backbone's callback
  *         fails; MML_ENOMEM. */
@@ -324,14 +326,18 @@ MML_API void mml_trainer_destroy(mml_trainer *trainer);
  * stages in order (stage 2 trains every expert in turn). Appends stage and
  * epoch reports. On failure the interrupted run keeps its best weights so
  * far and the stage stays the next one: running it again trains it again
- * from the current weights (stage 2: from the first expert).
+ * from the current weights (stage 2: from the first expert). Stopped by the
+ * checkpoint callback, the stage is paused instead: running it again
+ * continues with its next epoch (stage 2: with the same expert).
  * @param trainer the trainer
  * @param stage an MML_STAGE_* value: the variant's next stage
  * @return MML_OK; MML_EINVAL for a NULL trainer (no message); MML_ESTATE
  *         when stage is not the next stage (out of order, unknown, or
- *         already run) or has nothing to train; MML_ECANCELED if the
- *         progress callback asked to stop (the stage's best weights so far
- *         are restored); MML_ECALLBACK when the validation callback returned
+ *         already run) or has nothing to train, once the model was handed
+ *         over (mml_trainer_take_model()), or when called from a callback;
+ *         MML_ECANCELED if the progress callback asked to stop (the stage's
+ *         best weights so far are restored) or the checkpoint callback did
+ *         (the stage is paused); MML_ECALLBACK when the validation callback returned
  *         a negative value (or a registered backbone's callback failed);
  *         MML_ENONFINITE when a logit becomes NaN or infinite (diverged
  *         training); MML_ENOMEM; or another code from the model's passes. */
@@ -339,7 +345,8 @@ MML_API int mml_trainer_run_stage(mml_trainer *trainer, int32_t stage);
 /** Runs every stage of the variant that has not run yet, in order.
  * @param trainer the trainer
  * @return MML_OK (also when no stage is left); MML_EINVAL for a NULL
- *         trainer (no message); else the code of the first failing
+ *         trainer (no message); MML_ESTATE once the model was handed over or
+ *         from a callback; else the code of the first failing
  *         mml_trainer_run_stage(). */
 MML_API int mml_trainer_run(mml_trainer *trainer);
 
@@ -358,7 +365,8 @@ MML_API int32_t mml_trainer_mix_mode(const mml_trainer *trainer);
  * @return MML_OK; MML_EINVAL for a NULL trainer (no message), a NULL ds or
  *         metrics, or an unknown mix_mode; MML_ESHAPE when metrics or ds
  *         has another D, or ds another number of fields, numeric or
- *         multi-hot fields; MML_ESTATE for a mix_mode the model cannot run;
+ *         multi-hot fields; MML_ESTATE for a mix_mode the model cannot run,
+ *         once the model was handed over, or from a callback;
  *         MML_ENONFINITE for a NaN or infinite logit; MML_ENOMEM; or another
  *         code from the model's forward pass. On failure metrics keeps the
  *         batches added before the failing one. */
@@ -431,6 +439,12 @@ MML_API int mml_trainer_resume(mml_trainer **out, mml_ctx *ctx, const mml_traine
  *         MML_ESTATE when the model was already handed over, or when called
  *         from a callback of the running trainer. */
 MML_API int mml_trainer_take_model(mml_trainer *trainer, mml_model **out);
+/** The stage that runs next (since 1.2): what mml_trainer_run_stage()
+ * accepts, e.g. to evaluate between the stages of a resumed run. Read-only.
+ * @param trainer the trainer
+ * @return an MML_STAGE_* value; -1 when every stage has run, and for a NULL
+ *         trainer */
+MML_API int32_t mml_trainer_next_stage(const mml_trainer *trainer);
 /** The number of stage reports so far (one per stage run, one per expert in
  * stage 2).
  * @param trainer the trainer

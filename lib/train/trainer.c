@@ -721,6 +721,7 @@ int mml_trainer_evaluate(mml_trainer *t, const mml_dataset *ds, int32_t mix_mode
 }
 
 mml_model *mml_trainer_model(mml_trainer *t) { return t ? t->model : NULL; }
+int32_t mml_trainer_next_stage(const mml_trainer *t) { return t ? t->next_stage : -1; }
 int64_t mml_trainer_n_stage_reports(const mml_trainer *t) { return t ? t->n_stages : 0; }
 /* Report i of n (each `size` bytes at base, struct_size first) into the
  * caller's struct of struct_size bytes. */
@@ -785,6 +786,7 @@ int mml__trainer_state_write(const mml_trainer *t, mml__wbuf *w)
         mml__wbuf_i32(w, t->hidden[i]);
     mml__wbuf_str(w, state_backbone(t));
     mml__wbuf_i64(w, mml_model_n_params(t->model));
+    mml__wbuf_u64(w, t->ctx->seed);
     /* Progress. */
     mml__wbuf_i32(w, t->next_stage);
     mml__wbuf_u32(w, 0);
@@ -893,6 +895,14 @@ static int state_config(mml_trainer *t, mml__rbuf *r)
         return mml__rbuf_fail(r, MML_ESTATE, "the state was saved for a model of %lld "
                               "parameters, the options make %lld", (long long)np,
                               (long long)mml_model_n_params(t->model));
+    /* The shuffles of the remaining epochs derive from it. */
+    uint64_t seed = mml__rbuf_u64(r, "seed");
+    if (mml__rbuf_status(r) < 0)
+        return mml__rbuf_status(r);
+    if (seed != t->ctx->seed)
+        return mml__rbuf_fail(r, MML_ESTATE, "the state was saved with the context's seed %llu, "
+                              "the trainer's context has %llu", (unsigned long long)seed,
+                              (unsigned long long)t->ctx->seed);
     return MML_OK;
 }
 
