@@ -426,8 +426,9 @@ START_TEST(take_model_outlives_the_trainer)
     mml_trainer_destroy(t);
     forward_all(m, w.test, MML_MIX_DOMAIN, after, n);
     ck_assert_int_eq(memcmp(before, after, sizeof before), 0);
-    ck_assert_int_eq(mml_trainer_take_model(NULL, &m), MML_EINVAL);
     mml_model_destroy(m);
+    ck_assert_int_eq(mml_trainer_take_model(NULL, &again), MML_EINVAL);
+    ck_assert_ptr_null(again);
     world_free(&w);
 }
 END_TEST
