@@ -179,7 +179,7 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
     t->E = o.variant == MML_VARIANT_BASE ? 0 : o.variant == MML_VARIANT_MLORA ? D : o.experts_per_domain * D;
     t->next_stage = o.first_stage != -1 ? o.first_stage
                     : o.variant == MML_VARIANT_MOE ? MML_STAGE_BACKBONE : MML_STAGE_JOINT;
-    /* Kept for nothing beyond create: the model may go away. */
+    /* Read during create only: the caller may destroy it afterwards. */
     t->opt.init_model = NULL;
     int64_t sizes[4096];
     if (F > 4096) {
