@@ -226,6 +226,9 @@ static int read_domains(mml__rbuf *r, mml__schema *s)
         const char *p = get_raw(r, &len, w);
         if (!p)
             return r->status;
+        /* Only a vocabulary keeps the bytes after a NUL (the writer's source). */
+        if (!s->domain_vocab && memchr(p, '\0', len))
+            return mml__rbuf_fail(r, MML_ECORRUPT, "%s holds a NUL byte", w);
         if (!(s->domain_names[d] = mml__strndup(r->ctx, p, len)))
             return nomem(r);
         if (!s->domain_vocab)
