@@ -132,6 +132,8 @@ MML_API int64_t mml_dataset_skipped_rows(const mml_dataset *ds);
  * decimal strings) to their ranks and have no out-of-vocabulary id. The field
  * that carries the domain id has no vocabulary: its ids are the domain ids
  * (names from mml_dataset_domain_name). Synthetic fields have no vocabulary.
+ * Hashed CSV fields (mml_csv_options.hashed_columns) have none either: a
+ * value's id is mml_hash_string(value, len, hash_seed, field size).
  * @param ds the data set
  * @param field the field index, 0 .. n_fields - 1
  * @param id the id
