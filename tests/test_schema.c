@@ -529,33 +529,28 @@ END_TEST
 
 /* ------------------------------------------------------------ untrusted bytes */
 
-START_TEST(schema_truncation_and_corruption)
+/* Every truncation fails as such; every single-byte corruption is an error
+ * with a message, or a schema that writes back exactly the bytes it read. */
+static void check_untrusted(mml_ctx *ctx, const bytes *a)
 {
-    mml_ctx *ctx = plain_ctx(1, 1);
-    mml_dataset *tr = load_full(ctx);
-    bytes a = serialise(ctx, mml__dataset_schema(tr));
-    mml_dataset_destroy(tr);
     mml__schema *t;
-    /* Every truncation. */
-    for (size_t n = 0; n < a.n; n++) {
-        ck_assert_int_eq(parse(ctx, a.p, n, &t, NULL), MML_ETRUNCATED);
+    for (size_t n = 0; n < a->n; n++) {
+        ck_assert_int_eq(parse(ctx, a->p, n, &t, NULL), MML_ETRUNCATED);
         ck_assert_ptr_null(t);
         ck_assert_msg(has(mml_ctx_last_error(ctx), "schema at byte"), "%s",
                       mml_ctx_last_error(ctx));
     }
-    /* Every single-byte corruption: an error with a message, or a schema
-     * that writes back exactly the bytes it was read from. */
-    uint8_t *c = malloc(a.n);
+    uint8_t *c = malloc(a->n);
     ck_assert_ptr_nonnull(c);
     long accepted = 0;
-    for (size_t i = 0; i < a.n; i++) {
+    for (size_t i = 0; i < a->n; i++) {
         for (int v = 0; v < 256; v++) {
-            if (v == a.p[i])
+            if (v == a->p[i])
                 continue;
-            memcpy(c, a.p, a.n);
+            memcpy(c, a->p, a->n);
             c[i] = (uint8_t)v;
             size_t used = 0;
-            int rc = parse(ctx, c, a.n, &t, &used);
+            int rc = parse(ctx, c, a->n, &t, &used);
             if (rc < 0) {
                 ck_assert_ptr_null(t);
                 ck_assert_msg(rc == MML_ETRUNCATED || rc == MML_ECORRUPT || rc == MML_EVERSION,
@@ -570,8 +565,50 @@ START_TEST(schema_truncation_and_corruption)
             mml__schema_release(ctx, t);
         }
     }
-    ck_assert_int_gt(accepted, 0); /* e.g. the bytes of names and the seed */
+    ck_assert_int_gt(accepted, 0); /* e.g. the bytes of names */
     free(c);
+}
+
+START_TEST(schema_truncation_and_corruption)
+{
+    mml_ctx *ctx = plain_ctx(1, 1);
+    /* Every field kind and domain mode: CSV (vocabulary, hashed, domain
+     * field, ids mode), TSV with string domains (names mode, a NUL byte in
+     * a value), synthetic (ids fields), MovieLens (vocabularies without
+     * out-of-vocabulary id, rating labels). */
+    mml_dataset *tr = load_full(ctx);
+    bytes a = serialise(ctx, mml__dataset_schema(tr));
+    mml_dataset_destroy(tr);
+    check_untrusted(ctx, &a);
+    free(a.p);
+    static const char tsv[] = "y\tg\tuser\n1\tM\tu1\n0\tF\tu\0x\n";
+    char p[512];
+    tpath(p, sizeof p, "corrupt.tsv");
+    FILE *f = fopen(p, "wb");
+    ck_assert_ptr_nonnull(f);
+    fwrite(tsv, 1, sizeof tsv - 1, f);
+    fclose(f);
+    mml_csv_options o;
+    mml_csv_options_init(&o);
+    o.label_column = "y";
+    o.domain_column = "g";
+    o.delimiter = '\t';
+    ck_assert_int_eq(load3(ctx, &o, "corrupt.tsv", NULL, NULL, &tr, NULL, NULL), MML_OK);
+    ck_assert_int_eq(mml__dataset_schema(tr)->domain_mode, MML__DOMAIN_NAMES);
+    a = serialise(ctx, mml__dataset_schema(tr));
+    mml_dataset_destroy(tr);
+    check_untrusted(ctx, &a);
+    free(a.p);
+    mml_dataset *d[3];
+    load_synth(ctx, d);
+    a = serialise(ctx, mml__dataset_schema(d[0]));
+    destroy3(d);
+    check_untrusted(ctx, &a);
+    free(a.p);
+    load_ml(ctx, MML_DOMAIN_BY_GENDER, d);
+    a = serialise(ctx, mml__dataset_schema(d[0]));
+    destroy3(d);
+    check_untrusted(ctx, &a);
     free(a.p);
     mml_ctx_destroy(ctx);
 }
@@ -824,6 +861,13 @@ START_TEST(map_row_equals_csv_reader)
     mml__schema *s2;
     bytes g = serialise(ctx, mml__dataset_schema(te));
     ck_assert_int_eq(parse(ctx, g.p, g.n, &s2, NULL), MML_OK);
+    mml__rbuf r;
+    mml__rbuf_init(&r, ctx, g.p, g.n, 0, "schema");
+    mml_ctx *other = plain_ctx(1, 1);
+    mml__schema *s3 = (mml__schema *)1;
+    ck_assert_int_eq(mml__schema_read(other, &r, &s3), MML_EINVAL);
+    ck_assert_ptr_null(s3);
+    mml_ctx_destroy(other);
     free(g.p);
     mml__binding *b;
     ck_assert_int_eq(mml__schema_bind(ctx, s2, 7, full_test.header, &b), MML_OK);
@@ -873,6 +917,9 @@ START_TEST(map_row_equals_csv_reader)
     ck_assert_int_eq(mml__schema_map_row(s2, b, row, NULL, ids, dense, &dom, &label, off, mh, 8,
                                          &bad), MML_EPARSE);
     ck_assert_int_eq(bad, 6);
+    /* Without a label output the label column is not read. */
+    ck_assert_int_eq(mml__schema_map_row(s2, b, row, NULL, ids, dense, &dom, NULL, off, mh, 8,
+                                         &bad), MML_OK);
     row[6] = "1";
     row[4] = NULL;
     ck_assert_int_eq(mml__schema_map_row(s2, b, row, NULL, ids, dense, &dom, &label, off, mh, 8,

@@ -141,8 +141,10 @@ int mml__schema_set_roles(mml_ctx *ctx, mml__schema *s, int32_t source, const ch
 /* Serialisation (docs/SCHEMA_FORMAT.md). The writer's failures are sticky
  * in w. The reader treats the bytes as untrusted: MML_ETRUNCATED when they
  * end early, MML_ECORRUPT (message naming the field) for a bad count,
- * size, kind, duplicate or inconsistency, MML_ENOMEM; *out is NULL on
- * failure, else a new schema with one reference. */
+ * size, kind, duplicate or inconsistency, MML_EVERSION for a schema
+ * version other than 1, MML_ENOMEM, MML_EINVAL for NULL arguments or
+ * r->ctx != ctx; *out is NULL on failure, else a new schema with one
+ * reference. Reads on from r's position; r->pos is after the schema. */
 void mml__schema_write(mml__wbuf *w, const mml__schema *s);
 int mml__schema_read(mml_ctx *ctx, mml__rbuf *r, mml__schema **out);
 
@@ -174,7 +176,8 @@ void mml__binding_destroy(mml_ctx *ctx, mml__binding *b);
  * values[c] (lens[c] bytes; lens NULL: NUL-terminated) for the bound columns
  * c (others are not read and may be NULL). Outputs (caller memory):
  *   ids[n_fields], dense[n_dense] (each may be NULL when its count is 0),
- *   *domain, *label (may be NULL; written only when the label is bound),
+ *   *domain, *label (may be NULL: the label column is then not read;
+ *   written only when the label column is bound),
  *   multi-hot lists as CSR: mh_off[n_multihot + 1] (from 0) and mh_ids
  *   with room for mh_cap ids (NULLs allowed without multi-hot fields; the
  *   sum over multi-hot cells of len + 1 always suffices).

@@ -141,7 +141,8 @@ static int64_t get_vocab_count(mml__rbuf *r, int64_t expect, const char *what)
 {
     char w[160];
     snprintf(w, sizeof w, "%s value count", what);
-    int64_t n = get_count(r, 0, INT32_MAX - 3, MIN_STR, w);
+    /* mml__vocab_intern holds at most INT32_MAX - 2 values. */
+    int64_t n = get_count(r, 0, INT32_MAX - 2, MIN_STR, w);
     if (n >= 0 && n != expect) {
         mml__rbuf_fail(r, MML_ECORRUPT, "%s = %lld, the size says %lld", w, (long long)n,
                        (long long)expect);
@@ -432,7 +433,13 @@ static int slots_build(mml_ctx *ctx, const mml__schema *s, column_slots *c, cons
 
 int mml__schema_read(mml_ctx *ctx, mml__rbuf *r, mml__schema **out)
 {
-    *out = NULL;
+    if (out)
+        *out = NULL;
+    if (!ctx)
+        return MML_EINVAL;
+    if (!r || !out || r->ctx != ctx)
+        return mml__error(ctx, MML_EINVAL, "schema read: NULL reader or output, or a reader of "
+                          "another context");
     mml__schema *s;
     if (mml__schema_create(ctx, &s, 0, 0, 0, 0) < 0)
         return nomem(r);
@@ -597,6 +604,8 @@ int mml__schema_map_row(const mml__schema *s, const mml__binding *b, const char 
         int64_t x;
         switch (role) {
         case MML__BIND_LABEL:
+            if (!label) /* the caller does not want it: its value cannot fail the row */
+                break;
             if (s->label_kind == MML__LABEL_01) {
                 if (len != 1 || (v[0] != '0' && v[0] != '1'))
                     return bad(bad_column, c, MML_EPARSE);
@@ -606,8 +615,7 @@ int mml__schema_map_row(const mml__schema *s, const mml__binding *b, const char 
                     return bad(bad_column, c, MML_EPARSE);
                 x = x >= s->label_min;
             }
-            if (label)
-                *label = x ? 1.0f : 0.0f;
+            *label = x ? 1.0f : 0.0f;
             break;
         case MML__BIND_DOMAIN:
             if (s->domain_mode == MML__DOMAIN_IDS) {
