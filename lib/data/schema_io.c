@@ -374,28 +374,28 @@ typedef struct column_slots {
     mml__vocab *names; /* id = slot */
 } column_slots;
 
-static void slots_free(mml_ctx *ctx, column_slots *c, int32_t cap)
+static void slots_free(mml_ctx *ctx, column_slots *c, int64_t cap)
 {
     mml__free(ctx, c->role, (size_t)cap * sizeof *c->role);
     mml__free(ctx, c->target, (size_t)cap * sizeof *c->target);
     mml__vocab_destroy(ctx, c->names);
 }
 
-static int32_t slots_cap(const mml__schema *s)
+static int64_t slots_cap(const mml__schema *s)
 {
-    return 2 + s->n_fields + s->n_dense + s->n_multihot;
+    return 2 + (int64_t)s->n_fields + s->n_dense + s->n_multihot;
 }
 
 /* MML_ENOMEM, or MML_EEXIST with *dup naming a column of two roles. */
 static int slots_build(mml_ctx *ctx, const mml__schema *s, column_slots *c, const char **dup)
 {
     memset(c, 0, sizeof *c);
-    int32_t cap = slots_cap(s);
+    int64_t cap = slots_cap(s);
     c->role = mml__alloc(ctx, (size_t)cap * sizeof *c->role);
     c->target = mml__alloc(ctx, (size_t)cap * sizeof *c->target);
     if (!c->role || !c->target || mml__vocab_create(ctx, &c->names) < 0)
         return MML_ENOMEM;
-    for (int32_t k = -2; k < s->n_fields + s->n_dense + s->n_multihot; k++) {
+    for (int64_t k = -2; k < cap - 2; k++) {
         const char *nm;
         int32_t role, t;
         if (k == -2) {
@@ -409,12 +409,12 @@ static int slots_build(mml_ctx *ctx, const mml__schema *s, column_slots *c, cons
         } else if (k < s->n_fields) {
             if (s->field_kind[k] == MML__FIELD_DOMAIN)
                 continue;
-            nm = s->field_names[k], role = MML__BIND_FIELD, t = k;
-        } else if (k < s->n_fields + s->n_dense) {
-            t = k - s->n_fields;
+            nm = s->field_names[k], role = MML__BIND_FIELD, t = (int32_t)k;
+        } else if (k < (int64_t)s->n_fields + s->n_dense) {
+            t = (int32_t)(k - s->n_fields);
             nm = s->dense_names[t], role = MML__BIND_DENSE;
         } else {
-            t = k - s->n_fields - s->n_dense;
+            t = (int32_t)(k - s->n_fields - s->n_dense);
             nm = s->mh_names[t], role = MML__BIND_MH;
         }
         int32_t id;
@@ -514,7 +514,7 @@ int mml__schema_bind(mml_ctx *ctx, const mml__schema *s, int32_t n_columns,
     column_slots sl;
     const char *dup = NULL;
     int rc = b ? slots_build(ctx, s, &sl, &dup) : MML_ENOMEM;
-    int32_t cap = slots_cap(s);
+    int64_t cap = slots_cap(s);
     int32_t *slot_col = NULL;
     if (rc == MML_EEXIST)
         rc = mml__error(ctx, MML_EINVAL, "schema bind: the schema gives column '%s' two roles",
