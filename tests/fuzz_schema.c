@@ -1,9 +1,10 @@
 /* libFuzzer target for the schema reader (the model file's schema section).
  *
  * Input: the schema bytes (docs/SCHEMA_FORMAT.md); the seeds in
- * tests/corpus/schema are the schemas of a few CSV and synthetic loads. A schema that reads must
- * write back exactly the bytes it consumed, bind its own column names, and
- * map a row of its own values to ids inside the field sizes.
+ * tests/corpus/schema are the schemas of a few CSV and synthetic loads. A
+ * schema that reads must write back exactly the bytes it consumed, bind its
+ * own column names, and map a row of its own values to ids inside the field
+ * sizes.
  *
  * Built with -DMML_FUZZ_REPLAY it is a plain program that runs every file of
  * the directories given as arguments through the same function. */
