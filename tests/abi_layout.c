@@ -154,7 +154,7 @@ _Static_assert(offsetof(mml_batch_view, weights) == L(72, 56), "mml_batch_view.w
 _Static_assert(offsetof(mml_batch_view, multihot_offsets) == L(80, 60), "mml_batch_view.multihot_offsets");
 _Static_assert(offsetof(mml_batch_view, multihot_ids) == L(88, 64), "mml_batch_view.multihot_ids");
 
-_Static_assert(sizeof(mml_csv_options) == L(88, 64), "size of mml_csv_options");
+_Static_assert(sizeof(mml_csv_options) == L(120, 88), "size of mml_csv_options");
 _Static_assert(offsetof(mml_csv_options, struct_size) == L(0, 0), "mml_csv_options.struct_size");
 _Static_assert(offsetof(mml_csv_options, n_field_columns) == L(4, 4), "mml_csv_options.n_field_columns");
 _Static_assert(offsetof(mml_csv_options, label_column) == L(8, 8), "mml_csv_options.label_column");
@@ -172,6 +172,11 @@ _Static_assert(offsetof(mml_csv_options, multihot_separator) == L(76, 52), "mml_
 _Static_assert(offsetof(mml_csv_options, delimiter) == L(77, 53), "mml_csv_options.delimiter");
 _Static_assert(offsetof(mml_csv_options, reserved) == L(78, 54), "mml_csv_options.reserved");
 _Static_assert(offsetof(mml_csv_options, max_line_bytes) == L(80, 56), "mml_csv_options.max_line_bytes");
+_Static_assert(offsetof(mml_csv_options, hashed_columns) == L(88, 64), "mml_csv_options.hashed_columns");
+_Static_assert(offsetof(mml_csv_options, hashed_buckets) == L(96, 68), "mml_csv_options.hashed_buckets");
+_Static_assert(offsetof(mml_csv_options, n_hashed_columns) == L(104, 72), "mml_csv_options.n_hashed_columns");
+_Static_assert(offsetof(mml_csv_options, reserved2) == L(108, 76), "mml_csv_options.reserved2");
+_Static_assert(offsetof(mml_csv_options, hash_seed) == L(112, 80), "mml_csv_options.hash_seed");
 
 _Static_assert(sizeof(mml_movielens_options) == L(32, 28), "size of mml_movielens_options");
 _Static_assert(offsetof(mml_movielens_options, struct_size) == L(0, 0), "mml_movielens_options.struct_size");

@@ -3,7 +3,9 @@
  * Input: one flag byte, then up to three files (train, validation, test)
  * separated by NUL bytes. Flags: bit 0 skip bad rows, bit 1 TSV, bit 2 column
  * "n" numeric, bit 3 column "m" multi-hot, bit 4 no domain column, bit 5 a
- * 16-byte line limit, bit 6 field_columns {"domain", "f"}.
+ * 16-byte line limit, bit 6 field_columns {"domain", "f"}, bit 7 column "f"
+ * hashed into 16 buckets. A loaded schema must survive its own
+ * serialisation: read back, it writes the same bytes.
  *
  * Built with -DMML_FUZZ_REPLAY it is a plain program that runs every file of
  * the directories given as arguments through the same function (the seed
@@ -56,6 +58,35 @@ static void exercise(mml_ctx *ctx, const mml_dataset *ds)
     }
 }
 
+static void schema_round_trip(mml_ctx *ctx, const mml_dataset *ds)
+{
+    if (!ds)
+        return;
+    mml__wbuf w;
+    mml__wbuf_init(&w, ctx);
+    mml__schema_write(&w, mml__dataset_schema(ds));
+    if (mml__wbuf_status(&w) != MML_OK) {
+        mml__wbuf_free(&w);
+        return;
+    }
+    mml__rbuf r;
+    mml__rbuf_init(&r, ctx, w.data, w.len, 0, "schema");
+    mml__schema *s = NULL;
+    int rc = mml__schema_read(ctx, &r, &s);
+    if (rc == MML_OK) {
+        mml__wbuf w2;
+        mml__wbuf_init(&w2, ctx);
+        mml__schema_write(&w2, s);
+        if (r.pos != w.len || w2.len != w.len || memcmp(w2.data, w.data, w.len) != 0)
+            __builtin_trap();
+        mml__wbuf_free(&w2);
+        mml__schema_release(ctx, s);
+    } else if (rc != MML_ENOMEM) {
+        __builtin_trap(); /* a schema the loader built always reads back */
+    }
+    mml__wbuf_free(&w);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -104,6 +135,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         o.field_columns = fields;
         o.n_field_columns = 2;
     }
+    static const char *const hashed[] = {"f"};
+    static const int64_t buckets[] = {16};
+    if (flags & 128) {
+        o.hashed_columns = hashed;
+        o.hashed_buckets = buckets;
+        o.n_hashed_columns = 1;
+        o.hash_seed = 3;
+    }
     mml_dataset *tr = NULL, *va = NULL, *te = NULL;
     int rc = mml__csv_load_sources(ctx, &o, &src[0], nsrc > 1 ? &src[1] : NULL,
                                    nsrc > 2 ? &src[2] : NULL, &tr, &va, &te);
@@ -111,6 +150,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         exercise(ctx, tr);
         exercise(ctx, va);
         exercise(ctx, te);
+        schema_round_trip(ctx, tr);
     } else if (tr || va || te || mml_ctx_last_error(ctx)[0] == '\0') {
         __builtin_trap(); /* a failure leaves no output and always says why */
     }

@@ -132,6 +132,8 @@ MML_API int64_t mml_dataset_skipped_rows(const mml_dataset *ds);
  * decimal strings) to their ranks and have no out-of-vocabulary id. The field
  * that carries the domain id has no vocabulary: its ids are the domain ids
  * (names from mml_dataset_domain_name). Synthetic fields have no vocabulary.
+ * Hashed CSV fields (mml_csv_options.hashed_columns) have none either: a
+ * value's id is mml_hash_string(value, len, hash_seed, field size).
  * @param ds the data set
  * @param field the field index, 0 .. n_fields - 1
  * @param id the id
@@ -266,6 +268,11 @@ MML_API int mml_dataset_write_csv(const mml_dataset *ds, mml_ctx *ctx, const cha
  *     every row is in domain 0 ("all").
  *   - categorical: any value, mapped through the field's vocabulary (built on
  *     the training split, unseen values -> the out-of-vocabulary id)
+ *   - hashed categorical (hashed_columns): a categorical field without
+ *     vocabulary whose value (the cell's bytes after unquoting) maps to
+ *     mml_hash_string(value, len, hash_seed, buckets), so the field size is
+ *     the column's bucket count and every value has an id (no
+ *     out-of-vocabulary id); it keeps its place in field order
  *   - numeric: a finite decimal number (strtod syntax, C locale)
  *   - multi-hot: values separated by multihot_separator ("" = no value)
  *   - ignored
@@ -324,6 +331,21 @@ typedef struct mml_csv_options {
     char reserved[2];
     /** The longest line, in bytes; default MML_CSV_MAX_LINE_DEFAULT; 1 .. MML_CSV_MAX_LINE_LIMIT. */
     int64_t max_line_bytes;
+    /** (1.2) Categorical columns to hash instead of building a vocabulary
+     * (n_hashed_columns entries; default none). Each must be a categorical
+     * column: listed in field_columns when that is given, else a column
+     * without another role; not the domain column. */
+    const char *const *hashed_columns;
+    /** (1.2) The bucket count of each hashed column (n_hashed_columns
+     * entries), 1 .. 2^31 - 1: its field size. */
+    const int64_t *hashed_buckets;
+    /** (1.2) Entries in hashed_columns and hashed_buckets; default 0. */
+    int32_t n_hashed_columns;
+    /** 0; reserved for later releases. */
+    int32_t reserved2;
+    /** (1.2) The seed of every hashed column; default 0. A value s maps to
+     * mml_hash_string(s, len, hash_seed, buckets). */
+    uint64_t hash_seed;
 } mml_csv_options;
 
 /* ---------------------------------------------------------------- MovieLens */
@@ -498,7 +520,8 @@ MML_API int mml_csv_options_init_sized(mml_csv_options *o, uint32_t struct_size)
  *         a NULL output whose path is given, or a bad option (empty
  *         label_column, a bad delimiter or multihot_separator,
  *         max_line_bytes out of range, a bad column list, a column given two
- *         roles or listed twice); MML_EVERSION for an o->struct_size that no release
+ *         roles or listed twice, a hashed column that is not a categorical
+ *         column or a bucket count out of range); MML_EVERSION for an o->struct_size that no release
  *         produced; MML_EIO when a file cannot be opened or read;
  *         MML_ENOTFOUND for a column missing from a header; MML_EPARSE for an
  *         empty file, a bad header (quoting, duplicate names), a bad row

@@ -27,10 +27,26 @@
  * choose B well above the number of ids that matter, and change the seed to
  * get an independent assignment. Keep the seed with the model (the saved
  * model's schema carries it) so training and serving agree.
+ *
+ * mml_hash_string maps a string (its bytes, no terminator, no encoding or
+ * case folding) to a bucket: the 64-bit XXH3 hash with seed 0 (xxHash 0.8,
+ * XXH3_64bits(s, len); the function's output is fixed by the XXH3
+ * specification), then mml_hash_id with the caller's seed:
+ *
+ *     bucket = mml_hash_id(XXH3_64bits(s, len), seed, n_buckets)
+ *
+ * In Python, with the xxhash package: mml_hash_id(xxhash.xxh3_64_intdigest(s),
+ * seed, n_buckets). XXH3_64bits of "", "a", "abc" and "hello" is
+ * 0x2D06800538D394C2, 0xE6C632B61E964E1F, 0x78AF5F94892F3950 and
+ * 0x9555E8555C62DCFD (the values other XXH3 implementations publish; the
+ * library's test checks them), so for example mml_hash_string("abc", 3, 0,
+ * 1000) = mml_hash_id(0x78AF5F94892F3950, 0, 1000) = 464. Hashed CSV
+ * columns (mml_csv_options.hashed_columns) use this function.
  */
 #ifndef MOEMLORA_HASHING_H
 #define MOEMLORA_HASHING_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "export.h"
@@ -57,6 +73,16 @@ MML_API uint32_t mml_hash_id(uint64_t raw_id, uint64_t seed, uint32_t n_buckets)
  *  n > 0. Nothing is written on failure. No context: no error message. */
 MML_API int mml_hash_ids(const uint64_t *raw, int64_t n, uint64_t seed, uint32_t n_buckets,
                          int32_t *out);
+
+/** The bucket of a string: mml_hash_id(XXH3_64bits(s, len), seed,
+ *  n_buckets), as in the file description. Pure function: thread-safe.
+ *  @param s the string's bytes (read during the call; no NUL needed); may
+ *         be NULL when len is 0.
+ *  @param len the number of bytes.
+ *  @param seed the hashing seed (keep it with the model).
+ *  @param n_buckets the number of buckets; 0 gives 0.
+ *  @return the bucket, in [0, n_buckets) (0 when n_buckets is 0). */
+MML_API uint32_t mml_hash_string(const char *s, size_t len, uint64_t seed, uint32_t n_buckets);
 
 MML_END_DECLS
 

@@ -17,7 +17,9 @@
 #define MML__OLDER_SIZES_mml_backbone_vtable ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_batch_view ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_batcher_options ((const uint32_t[]){0})
-#define MML__OLDER_SIZES_mml_csv_options ((const uint32_t[]){0})
+/* 1.2 appended hashed_columns .. hash_seed. */
+#define MML__OLDER_SIZES_mml_csv_options                                                         \
+    ((const uint32_t[]){offsetof(mml_csv_options, hashed_columns), 0})
 /* 1.1 appended log_level. */
 #define MML__OLDER_SIZES_mml_ctx_options                                                         \
     ((const uint32_t[]){offsetof(mml_ctx_options, log_level), 0})

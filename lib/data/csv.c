@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "data/data_internal.h"
+#include "moemlora/hashing.h"
 
 enum { ROLE_UNUSED = 0, ROLE_LABEL, ROLE_DOMAIN, ROLE_FIELD, ROLE_DENSE, ROLE_MH };
 
@@ -288,6 +289,28 @@ static int plan_train(loader *L, plan *p)
     if (rc < 0)
         return mml__error(ctx, rc, "out of memory reading %s", L->name);
     mml__schema *s = L->schema;
+    for (int32_t c = 0; c < p->n_cols; c++)
+        if (p->role[c] == ROLE_FIELD)
+            s->field_kind[p->target[c]] = MML__FIELD_VOCAB_OOV;
+    for (int32_t k = 0; k < o->n_hashed_columns; k++) {
+        const char *name = o->hashed_columns[k];
+        int32_t col;
+        if ((rc = need_col(L, p, name, &col)) < 0)
+            return rc;
+        if (col == dcol)
+            return mml__error(ctx, MML_EINVAL, "hashed column '%s' is the domain column", name);
+        if (p->role[col] != ROLE_FIELD)
+            return mml__error(ctx, MML_EINVAL,
+                              "hashed column '%s' is not a categorical column (it has another "
+                              "role%s)",
+                              name, o->field_columns ? " or is not in field_columns" : "");
+        int32_t t = p->target[col];
+        if (s->field_kind[t] == MML__FIELD_HASHED)
+            return mml__error(ctx, MML_EINVAL, "column '%s' listed twice in hashed_columns", name);
+        s->field_kind[t] = MML__FIELD_HASHED;
+        s->field_sizes[t] = (int32_t)o->hashed_buckets[k];
+        s->field_seed[t] = o->hash_seed;
+    }
     for (int32_t c = 0; c < p->n_cols; c++) {
         const char *name = mml__vocab_str(p->names, c);
         int32_t t = p->target[c];
@@ -302,7 +325,8 @@ static int plan_train(loader *L, plan *p)
             slot = &s->field_names[L->domain_slot];
         if (slot && !(*slot = mml__strdup(ctx, name)))
             return mml__error(ctx, MML_ENOMEM, "out of memory reading %s", L->name);
-        if (p->role[c] == ROLE_FIELD && mml__vocab_create(ctx, &s->field_vocab[t]) < 0)
+        if (p->role[c] == ROLE_FIELD && s->field_kind[t] == MML__FIELD_VOCAB_OOV &&
+            mml__vocab_create(ctx, &s->field_vocab[t]) < 0)
             return mml__error(ctx, MML_ENOMEM, "out of memory reading %s", L->name);
         if (p->role[c] == ROLE_MH && mml__vocab_create(ctx, &s->mh_vocab[t]) < 0)
             return mml__error(ctx, MML_ENOMEM, "out of memory reading %s", L->name);
@@ -337,20 +361,7 @@ static int plan_other(loader *L, plan *p)
 
 /* ------------------------------------------------------------ rows */
 
-static int parse_number(const cell *c, float *out)
-{
-    char buf[64];
-    if (c->len == 0 || c->len >= sizeof buf)
-        return 0;
-    memcpy(buf, c->p, c->len);
-    buf[c->len] = '\0';
-    char *end;
-    double v = strtod(buf, &end);
-    if (end != buf + c->len || !isfinite(v) || fabs(v) > FLT_MAX)
-        return 0;
-    *out = (float)v;
-    return 1;
-}
+static int parse_number(const cell *c, float *out) { return mml__parse_float(c->p, c->len, out); }
 
 /* Checks one row (count, label, numbers, known domain); on success stores
  * the label, dense values and (outside training) the domain id. */
@@ -410,7 +421,10 @@ static int store_row(loader *L, const plan *p, mml_dataset *ds, int64_t r)
         int rc;
         switch (p->role[c]) {
         case ROLE_FIELD:
-            if (L->training) {
+            if (s->field_kind[t] == MML__FIELD_HASHED) {
+                id = (int32_t)mml_hash_string(v->p, v->len, s->field_seed[t],
+                                              (uint32_t)s->field_sizes[t]);
+            } else if (L->training) {
                 if ((rc = mml__vocab_intern(ctx, s->field_vocab[t], v->p, v->len, &id)) < 0)
                     return rc;
             } else {
@@ -600,7 +614,19 @@ static int finish_train(loader *L, mml_dataset *ds)
             ds->ids[r * ds->n_fields + slot] = ds->domain[r];
         s->domain_field = slot;
         s->field_sizes[slot] = D;
+        s->field_kind[slot] = MML__FIELD_DOMAIN;
     }
+    /* Validation and test domains are looked up in domain_vocab, the
+     * training values in sorted order: with values exactly 0 .. D-1 that is
+     * the same as reading them as ids. The schema takes the vocabulary in
+     * the other case, for serving. */
+    int32_t mode = !L->has_domain ? MML__DOMAIN_ONE : is_range ? MML__DOMAIN_IDS : MML__DOMAIN_NAMES;
+    if (mode == MML__DOMAIN_NAMES)
+        s->domain_vocab = L->domain_vocab;
+    if ((rc = mml__schema_set_roles(ctx, s, MML__SOURCE_CSV, L->o.label_column, MML__LABEL_01, 0,
+                                    L->has_domain ? L->o.domain_column : NULL, mode,
+                                    L->o.delimiter, L->o.multihot_separator)) < 0)
+        return rc;
     mml__dataset_count_domains(ds);
     return MML_OK;
 }
@@ -660,8 +686,9 @@ int mml__csv_load_sources(mml_ctx *ctx, const mml_csv_options *o, const mml__sou
         rc = load_file(L, val_src, &out[1]);
     if (rc == MML_OK && test_src)
         rc = load_file(L, test_src, &out[2]);
+    if (!L->schema || L->schema->domain_vocab != L->domain_vocab)
+        mml__vocab_destroy(ctx, L->domain_vocab);
     mml__schema_release(ctx, L->schema);
-    mml__vocab_destroy(ctx, L->domain_vocab);
     mml__free(ctx, L->cells, (size_t)L->cells_cap * sizeof *L->cells);
     mml__free(ctx, L->scratch, L->scratch_cap);
     mml__free(ctx, L, sizeof *L);
@@ -735,8 +762,17 @@ int mml_csv_load(mml_ctx *ctx, const mml_csv_options *opt, const char *train_pat
                                              "field_columns")) < 0) ||
         (rc = check_list(ctx, o.numeric_columns, o.n_numeric_columns, "numeric_columns")) < 0 ||
         (rc = check_list(ctx, o.multihot_columns, o.n_multihot_columns, "multihot_columns")) < 0 ||
-        (rc = check_list(ctx, o.ignore_columns, o.n_ignore_columns, "ignore_columns")) < 0)
+        (rc = check_list(ctx, o.ignore_columns, o.n_ignore_columns, "ignore_columns")) < 0 ||
+        (rc = check_list(ctx, o.hashed_columns, o.n_hashed_columns, "hashed_columns")) < 0)
         return rc;
+    if (o.n_hashed_columns > 0 && !o.hashed_buckets)
+        return mml__error(ctx, MML_EINVAL, "mml_csv_load: hashed_buckets is NULL");
+    for (int32_t k = 0; k < o.n_hashed_columns; k++)
+        if (o.hashed_buckets[k] < 1 || o.hashed_buckets[k] > INT32_MAX)
+            return mml__error(ctx, MML_EINVAL,
+                              "mml_csv_load: hashed_buckets[%d] = %lld not in 1..2^31-1 (column "
+                              "'%s')",
+                              (int)k, (long long)o.hashed_buckets[k], o.hashed_columns[k]);
     mml__source s[3] = {{train_path, train_path, NULL, 0},
                         {val_path, val_path, NULL, 0},
                         {test_path, test_path, NULL, 0}};

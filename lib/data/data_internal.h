@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 
+#include "core/bytes.h"
 #include "core/internal.h"
 #include "moemlora/data.h"
 
@@ -61,8 +62,40 @@ static inline const char *mml__vocab_str(const mml__vocab *v, int32_t id)
  * to new ids. */
 int mml__vocab_sort(mml_ctx *ctx, mml__vocab *v, int32_t **remap);
 
+/* 1 with *out set if s[0..len) is a finite number (strtod syntax, C
+ * locale) within float range: the CSV reader's numeric cells. */
+int mml__parse_float(const char *s, size_t len, float *out);
+
 /* ------------------------------------------------------------ schema */
 
+/* How a categorical field's raw value becomes its id (values pinned: saved
+ * in model files, docs/SCHEMA_FORMAT.md). */
+enum {
+    MML__FIELD_IDS = 0,       /* the value is the id: a canonical integer in [0, size) */
+    MML__FIELD_VOCAB_OOV = 1, /* vocabulary; unknown values -> field_oov (= size - 1) */
+    MML__FIELD_VOCAB = 2,     /* vocabulary of size values; unknown values are errors */
+    MML__FIELD_HASHED = 3,    /* mml_hash_string(value, field_seed, size) */
+    MML__FIELD_DOMAIN = 4     /* the domain id (from the domain column) */
+};
+/* How the domain column's raw value becomes the domain id. */
+enum {
+    MML__DOMAIN_ONE = 0,   /* no domain column: every row is domain 0 */
+    MML__DOMAIN_IDS = 1,   /* the value is the id: a canonical integer in [0, D) */
+    MML__DOMAIN_NAMES = 2  /* the value is one of domain_names (CSV: sorted numbering) */
+};
+/* What the label column holds. */
+enum {
+    MML__LABEL_01 = 0,        /* "0" or "1" */
+    MML__LABEL_RATING_MIN = 1 /* an integer rating 1..5; label = rating >= label_min */
+};
+/* The loader that made the schema (informational). */
+enum { MML__SOURCE_CSV = 0, MML__SOURCE_MOVIELENS = 1, MML__SOURCE_SYNTHETIC = 2 };
+
+/* Everything that maps a raw row (values by column name) to model inputs.
+ * A categorical field's column is named field_names[f]; the DOMAIN field's
+ * name is the domain column's. Immutable once a loader or mml__schema_read
+ * has built it: many threads may read it at once (refs is changed only by
+ * the thread that owns the objects holding it). */
 typedef struct mml__schema {
     int32_t refs;
     int32_t n_fields, n_dense, n_multihot, n_domains;
@@ -72,17 +105,95 @@ typedef struct mml__schema {
     int32_t *field_sizes;
     int32_t *field_oov;   /* -1: none */
     mml__vocab **field_vocab; /* NULL entries: no vocabulary */
+    int32_t *field_kind;  /* MML__FIELD_* */
+    uint64_t *field_seed; /* hashed fields' seeds (0 otherwise) */
     char **dense_names;
     char **mh_names;
-    int32_t *mh_sizes;
+    int32_t *mh_sizes;    /* vocabulary size + 1 (the last id is out-of-vocabulary) */
     mml__vocab **mh_vocab;
     char **domain_names;
+    int32_t source;       /* MML__SOURCE_* */
+    int32_t label_kind;   /* MML__LABEL_* */
+    int32_t label_min;    /* MML__LABEL_RATING_MIN's threshold, else 0 */
+    int32_t domain_mode;  /* MML__DOMAIN_* */
+    char *label_column;   /* never NULL once built */
+    char *domain_column;  /* NULL with MML__DOMAIN_ONE */
+    mml__vocab *domain_vocab; /* domain names -> ids with MML__DOMAIN_NAMES, else NULL */
+    char delimiter;       /* of the raw text (the caller splits and unquotes) */
+    char mh_separator;    /* between the values of a multi-hot cell */
 } mml__schema;
 
 /* Zero-filled arrays for the given counts; names NULL until set. */
 int mml__schema_create(mml_ctx *ctx, mml__schema **out, int32_t n_fields, int32_t n_dense,
                        int32_t n_multihot, int32_t n_domains);
 void mml__schema_release(mml_ctx *ctx, mml__schema *s);
+/* Another reference (for a model that keeps its data's schema). */
+void mml__schema_retain(mml__schema *s);
+/* The data set's schema, borrowed (retain it to keep it). */
+mml__schema *mml__dataset_schema(const mml_dataset *ds);
+/* Sets label_column, domain_column (NULL: none), the modes and the text
+ * separators, and builds domain_vocab from domain_names for
+ * MML__DOMAIN_NAMES (MML_EINVAL for duplicate names). Messages set. */
+int mml__schema_set_roles(mml_ctx *ctx, mml__schema *s, int32_t source, const char *label_column,
+                          int32_t label_kind, int32_t label_min, const char *domain_column,
+                          int32_t domain_mode, char delimiter, char mh_separator);
+
+/* Serialisation (docs/SCHEMA_FORMAT.md). The writer's failures are sticky
+ * in w. The reader treats the bytes as untrusted: MML_ETRUNCATED when they
+ * end early, MML_ECORRUPT (message naming the field) for a bad count,
+ * size, kind, duplicate or inconsistency, MML_EVERSION for a schema
+ * version other than 1, MML_ENOMEM, MML_EINVAL for NULL arguments or
+ * r->ctx != ctx; *out is NULL on failure, else a new schema with one
+ * reference. Reads on from r's position; r->pos is after the schema. */
+void mml__schema_write(mml__wbuf *w, const mml__schema *s);
+int mml__schema_read(mml_ctx *ctx, mml__rbuf *r, mml__schema **out);
+
+/* A caller's column list bound to a schema's roles (mml__schema_bind). */
+typedef struct mml__binding {
+    const mml__schema *schema;
+    int32_t n_columns;
+    int32_t label_col;   /* caller column of the label, or -1 */
+    int32_t domain_col;  /* caller column of the domain, or -1 (MML__DOMAIN_ONE) */
+    int32_t n_multihot;
+    int32_t *role;       /* n_columns: MML__BIND_* */
+    int32_t *target;     /* n_columns: field, numeric or multi-hot index */
+    int32_t *mh_col;     /* n_multihot: the caller column of each multi-hot field */
+} mml__binding;
+enum { MML__BIND_NONE = 0, MML__BIND_LABEL, MML__BIND_DOMAIN, MML__BIND_FIELD, MML__BIND_DENSE,
+       MML__BIND_MH };
+
+/* Maps names[0..n_columns) (e.g. a CSV header) to the schema's roles.
+ * Every categorical (but the DOMAIN field), numeric and multi-hot column and
+ * the domain column (unless MML__DOMAIN_ONE) are required: a missing one is
+ * MML_ENOTFOUND naming it; the label column is optional; other names are
+ * ignored. MML_EINVAL for NULL arguments, n_columns < 0, a NULL name or a
+ * schema column listed twice. s must outlive the binding. */
+int mml__schema_bind(mml_ctx *ctx, const mml__schema *s, int32_t n_columns,
+                     const char *const *names, mml__binding **out);
+void mml__binding_destroy(mml_ctx *ctx, mml__binding *b);
+
+/* One raw row into model inputs, as the CSV reader maps the same cells.
+ * values[c] (lens[c] bytes; lens NULL: NUL-terminated) for the bound columns
+ * c (others are not read and may be NULL). Outputs (caller memory):
+ *   ids[n_fields], dense[n_dense] (each may be NULL when its count is 0),
+ *   *domain, *label (may be NULL: the label column is then not read;
+ *   written only when the label column is bound),
+ *   multi-hot lists as CSR: mh_off[n_multihot + 1] (from 0) and mh_ids
+ *   with room for mh_cap ids (NULLs allowed without multi-hot fields; the
+ *   sum over multi-hot cells of len + 1 always suffices).
+ * Returns MML_OK; MML_ERANGE for an unknown value of a field without
+ * out-of-vocabulary id, an id out of range or an unknown domain; MML_EPARSE
+ * for a numeric value (or label) that does not parse or is not finite, or
+ * an id that is not an integer; MML_ESHAPE when the multi-hot ids exceed
+ * mh_cap; MML_EINVAL for NULL arguments, a binding of another schema or a
+ * bound value that is NULL. *bad_column (if not NULL) receives the caller's
+ * column index of the first bad value in column order, -1 if none. Reads
+ * the schema only and takes no context: no message, no allocation, safe
+ * from many threads at once. Outputs are unspecified after a failure. */
+int mml__schema_map_row(const mml__schema *s, const mml__binding *b, const char *const *values,
+                        const size_t *lens, int32_t *ids, float *dense, int32_t *domain,
+                        float *label, int64_t *mh_off, int32_t *mh_ids, int64_t mh_cap,
+                        int32_t *bad_column);
 
 /* ------------------------------------------------------------ data set */
 

@@ -30,7 +30,10 @@ int mml__schema_create(mml_ctx *ctx, mml__schema **out, int32_t n_fields, int32_
         s->field_sizes = mml__calloc(ctx, (size_t)n_fields, sizeof *s->field_sizes);
         s->field_oov = mml__calloc(ctx, (size_t)n_fields, sizeof *s->field_oov);
         s->field_vocab = mml__calloc(ctx, (size_t)n_fields, sizeof *s->field_vocab);
-        ok = ok && s->field_names && s->field_sizes && s->field_oov && s->field_vocab;
+        s->field_kind = mml__calloc(ctx, (size_t)n_fields, sizeof *s->field_kind);
+        s->field_seed = mml__calloc(ctx, (size_t)n_fields, sizeof *s->field_seed);
+        ok = ok && s->field_names && s->field_sizes && s->field_oov && s->field_vocab &&
+             s->field_kind && s->field_seed;
         if (s->field_oov)
             for (int32_t f = 0; f < n_fields; f++)
                 s->field_oov[f] = -1;
@@ -84,12 +87,53 @@ void mml__schema_release(mml_ctx *ctx, mml__schema *s)
     mml__free(ctx, s->field_sizes, nf * sizeof *s->field_sizes);
     mml__free(ctx, s->field_oov, nf * sizeof *s->field_oov);
     mml__free(ctx, s->field_vocab, nf * sizeof *s->field_vocab);
+    mml__free(ctx, s->field_kind, nf * sizeof *s->field_kind);
+    mml__free(ctx, s->field_seed, nf * sizeof *s->field_seed);
+    mml__strfree(ctx, s->label_column);
+    mml__strfree(ctx, s->domain_column);
+    mml__vocab_destroy(ctx, s->domain_vocab);
     mml__free(ctx, s->dense_names, (size_t)s->n_dense * sizeof *s->dense_names);
     mml__free(ctx, s->mh_names, nm * sizeof *s->mh_names);
     mml__free(ctx, s->mh_sizes, nm * sizeof *s->mh_sizes);
     mml__free(ctx, s->mh_vocab, nm * sizeof *s->mh_vocab);
     mml__free(ctx, s->domain_names, (size_t)s->n_domains * sizeof *s->domain_names);
     mml__free(ctx, s, sizeof *s);
+}
+
+void mml__schema_retain(mml__schema *s)
+{
+    if (s)
+        s->refs++;
+}
+
+mml__schema *mml__dataset_schema(const mml_dataset *ds) { return ds ? ds->schema : NULL; }
+
+int mml__schema_set_roles(mml_ctx *ctx, mml__schema *s, int32_t source, const char *label_column,
+                          int32_t label_kind, int32_t label_min, const char *domain_column,
+                          int32_t domain_mode, char delimiter, char mh_separator)
+{
+    s->source = source;
+    s->label_kind = label_kind;
+    s->label_min = label_min;
+    s->domain_mode = domain_mode;
+    s->delimiter = delimiter;
+    s->mh_separator = mh_separator;
+    if (!(s->label_column = mml__strdup(ctx, label_column)) ||
+        (domain_column && !(s->domain_column = mml__strdup(ctx, domain_column))))
+        return mml__error(ctx, MML_ENOMEM, "out of memory building the schema");
+    if (domain_mode != MML__DOMAIN_NAMES || s->domain_vocab)
+        return MML_OK;
+    if (mml__vocab_create(ctx, &s->domain_vocab) < 0)
+        return mml__error(ctx, MML_ENOMEM, "out of memory building the schema");
+    for (int32_t d = 0; d < s->n_domains; d++) {
+        int32_t id;
+        const char *nm = s->domain_names[d];
+        if (mml__vocab_intern(ctx, s->domain_vocab, nm, strlen(nm), &id) < 0)
+            return mml__error(ctx, MML_ENOMEM, "out of memory building the schema");
+        if (id != d)
+            return mml__error(ctx, MML_EINVAL, "domain name '%s' is used twice", nm);
+    }
+    return MML_OK;
 }
 
 /* ------------------------------------------------------------ storage */

@@ -1,3 +1,5 @@
+#include <xxhash.h>
+
 #include "core/internal.h"
 #include "moemlora/hashing.h"
 
@@ -19,4 +21,11 @@ int mml_hash_ids(const uint64_t *raw, int64_t n, uint64_t seed, uint32_t n_bucke
     for (int64_t i = 0; i < n; i++)
         out[i] = (int32_t)mml_hash_id(raw[i], seed, n_buckets);
     return MML_OK;
+}
+
+uint32_t mml_hash_string(const char *s, size_t len, uint64_t seed, uint32_t n_buckets)
+{
+    /* XXH3 reads nothing for len 0, but a NULL pointer is not a valid
+     * argument to its memcpy-based readers in every build. */
+    return mml_hash_id((uint64_t)XXH3_64bits(len ? (const void *)s : "", len), seed, n_buckets);
 }

@@ -513,13 +513,21 @@ static int ml_build(mml_ctx *ctx, const mml_movielens_options *o, ml_state *st, 
         s->field_sizes[1] = (int32_t)st->n_items;
         s->field_sizes[2] = D;
         s->domain_field = 2;
+        s->field_kind[0] = s->field_kind[1] = MML__FIELD_VOCAB;
+        s->field_kind[2] = MML__FIELD_DOMAIN;
         if (rc == MML_OK)
             rc = id_vocab(ctx, st->user_ids, st->n_users, &s->field_vocab[0]);
         if (rc == MML_OK)
             rc = id_vocab(ctx, st->item_ids, st->n_items, &s->field_vocab[1]);
+        /* Serving maps raw rows user,item,domain[,rating] with the domain
+         * given by name ("F", "25-34", "programmer"). */
+        if (rc == MML_OK)
+            rc = mml__schema_set_roles(ctx, s, MML__SOURCE_MOVIELENS, "rating",
+                                       MML__LABEL_RATING_MIN, o->label_min, "domain",
+                                       MML__DOMAIN_NAMES, ',', '|');
         if (rc == MML_OK)
             rc = mml__dataset_create(ctx, s, n, &st->all);
-        if (rc < 0)
+        if (rc == MML_ENOMEM)
             rc = mml__error(ctx, rc, "out of memory");
     } else {
         rc = mml__error(ctx, rc, "out of memory");

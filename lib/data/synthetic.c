@@ -139,6 +139,12 @@ int mml_synthetic_generate(mml_ctx *ctx, const mml_synthetic_options *opt, mml_d
     schema->field_sizes[1] = I;
     schema->field_sizes[2] = D;
     schema->domain_field = 2;
+    schema->field_kind[2] = MML__FIELD_DOMAIN; /* user and item: the ids themselves */
+    /* Raw rows are what mml_dataset_write_csv writes: label,domain,user,item. */
+    rc = mml__schema_set_roles(ctx, schema, MML__SOURCE_SYNTHETIC, "label", MML__LABEL_01, 0,
+                               "domain", MML__DOMAIN_IDS, ',', '|');
+    if (rc < 0)
+        goto done;
     rc = mml__dataset_create(ctx, schema, o.n_rows, &all);
     if (rc < 0)
         goto done;

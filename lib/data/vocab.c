@@ -1,4 +1,7 @@
 /* Vocabularies (distinct strings <-> ids) and small helpers of the data layer. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "data/data_internal.h"
@@ -97,6 +100,21 @@ int mml__parse_canonical_int(const char *s, size_t len, int64_t *v)
         x = x * 10 + (int64_t)c;
     }
     *v = neg ? -x : x;
+    return 1;
+}
+
+int mml__parse_float(const char *s, size_t len, float *out)
+{
+    char buf[64];
+    if (len == 0 || len >= sizeof buf)
+        return 0;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    char *end;
+    double v = strtod(buf, &end);
+    if (end != buf + len || !isfinite(v) || fabs(v) > FLT_MAX)
+        return 0;
+    *out = (float)v;
     return 1;
 }
 
