@@ -766,6 +766,88 @@ START_TEST(allocation_failures_fail_cleanly)
 }
 END_TEST
 
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A model with its data's schema: the schema goes through the file, the
+ * same bytes come back, and a schema of another shape is refused. */
+START_TEST(schema_travels_with_the_model)
+{
+    char dir[] = "/tmp/mml_schema_XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char tr[256], te[256];
+    snprintf(tr, sizeof tr, "%s/train.csv", dir);
+    snprintf(te, sizeof te, "%s/test.csv", dir);
+    write_text(tr, "user,item,city,n,domain,label\nu1,i1,paris,0.5,F,1\nu2,i2,rome,1.5,M,0\n"
+                   "u1,i3,oslo,2,M,1\nu3,i1,rome,-1,F,0\n");
+    write_text(te, "user,item,city,n,domain,label\nu9,i1,lima,0,M,1\n");
+    mml_ctx *ctx = plain_ctx(1, 3);
+    static const char *const num[] = {"n"};
+    static const char *const hashed[] = {"city"};
+    static const int64_t buckets[] = {16};
+    mml_csv_options co;
+    mml_csv_options_init(&co);
+    co.numeric_columns = num;
+    co.n_numeric_columns = 1;
+    co.hashed_columns = hashed;
+    co.hashed_buckets = buckets;
+    co.n_hashed_columns = 1;
+    co.hash_seed = 42;
+    mml_dataset *train = NULL, *val = NULL, *test = NULL;
+    ck_assert_msg(mml_csv_load(ctx, &co, tr, te, te, &train, &val, &test) == MML_OK, "%s",
+                  mml_ctx_last_error(ctx));
+    int32_t F_ = mml_dataset_n_fields(train);
+    int64_t fs[8];
+    for (int32_t f = 0; f < F_; f++)
+        fs[f] = mml_dataset_field_size(train, f);
+    mml_model_options o;
+    mml_model_options_init(&o);
+    o.n_fields = F_;
+    o.field_sizes = fs;
+    o.n_dense = 1;
+    o.n_domains = mml_dataset_n_domains(train);
+    mml_model *m = NULL;
+    ck_assert_int_eq(mml_model_create(&m, ctx, &o), MML_OK);
+    ck_assert_int_eq(mml_model_has_schema(m), 0);
+    ck_assert_int_eq(mml_model_attach_schema(m, train), MML_OK);
+    ck_assert_int_eq(mml_model_has_schema(m), 1);
+    void *d = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(mml_model_save_mem(m, &d, &n), MML_OK);
+    mml_model *l = NULL;
+    ck_assert_int_eq(mml_model_load_mem(&l, ctx, d, n), MML_OK);
+    ck_assert_int_eq(mml_model_has_schema(l), 1);
+    void *again = NULL;
+    size_t again_n = 0;
+    ck_assert_int_eq(mml_model_save_mem(l, &again, &again_n), MML_OK);
+    ck_assert_uint_eq(again_n, n);
+    ck_assert(memcmp(again, d, n) == 0);
+    /* Another model shape: refused. */
+    mml_model *other = NULL;
+    o.n_dense = 0;
+    ck_assert_int_eq(mml_model_create(&other, ctx, &o), MML_OK);
+    ck_assert_int_eq(mml_model_attach_schema(other, train), MML_ESHAPE);
+    ck_assert_int_eq(mml_model_has_schema(other), 0);
+    mml_model_destroy(other);
+    mml_ctx_free(ctx, again, again_n);
+    mml_ctx_free(ctx, d, n);
+    mml_model_destroy(l);
+    mml_model_destroy(m);
+    mml_dataset_destroy(train);
+    mml_dataset_destroy(val);
+    mml_dataset_destroy(test);
+    mml_ctx_destroy(ctx);
+    unlink(tr);
+    unlink(te);
+    rmdir(dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("model_file");
@@ -779,6 +861,7 @@ static Suite *suite(void)
     tcase_add_test(t, full_disk_keeps_the_old_file);
     tcase_add_test(t, killed_save_leaves_a_whole_file);
     tcase_add_test(t, allocation_failures_fail_cleanly);
+    tcase_add_test(t, schema_travels_with_the_model);
     suite_add_tcase(s, t);
     return s;
 }

@@ -39,6 +39,7 @@
 
 #include "backbone.h"
 #include "ctx.h"
+#include "data.h"
 #include "export.h"
 #include "gate.h"
 #include "lora.h"
@@ -222,6 +223,21 @@ MML_API int32_t mml_model_n_experts(const mml_model *model);
 /** F, the categorical fields (multi-hot fields not counted).
  *  @param model the model. @return F; 0 for NULL. */
 MML_API int32_t mml_model_n_fields(const mml_model *model);
+
+/** Keeps a reference to the schema of ds (column names and roles,
+ *  vocabularies, hashed fields, domain names: how raw values become this
+ *  model's inputs), which mml_model_save() then writes and serving sessions
+ *  use to map raw rows (since 1.2). The trainer attaches its training data's
+ *  schema itself. The schema is shared with ds's loader call, not copied;
+ *  ds may be destroyed afterwards. Replaces a schema attached before.
+ *  @param model the model. @param ds a data set whose schema fits the model.
+ *  @return MML_OK; MML_EINVAL for a NULL argument; MML_ESHAPE when the
+ *  schema's fields, vocabulary sizes, numeric or multi-hot counts or domains
+ *  differ from the model's. */
+MML_API int mml_model_attach_schema(mml_model *model, const mml_dataset *ds);
+/** Whether the model has a schema (attached, or loaded from its file).
+ *  @param model the model. @return 1 or 0 (0 for NULL). */
+MML_API int32_t mml_model_has_schema(const mml_model *model);
 
 MML_END_DECLS
 

@@ -658,3 +658,41 @@ uint64_t mml_model_kink_pattern(mml_model *m)
         p ^= mml_gate_kink_pattern(m->gate) * 0xD6E8FEB86659FD93ull;
     return p;
 }
+
+int mml__model_check_schema(const mml_model *m, const mml__schema *s)
+{
+    if (s->n_fields != m->F || s->n_dense != m->n_dense || s->n_multihot != m->M ||
+        s->n_domains != m->D)
+        return mml__error(m->ctx, MML_ESHAPE,
+                          "model: a schema of %d fields, %d numeric, %d multi-hot and %d domains "
+                          "does not fit a model of %d, %d, %d and %d", s->n_fields, s->n_dense,
+                          s->n_multihot, s->n_domains, m->F, m->n_dense, m->M, m->D);
+    for (int32_t f = 0; f < m->F; f++)
+        if (s->field_sizes[f] != m->field_sizes[f])
+            return mml__error(m->ctx, MML_ESHAPE, "model: schema field %d ('%s') has %d ids, the "
+                              "model's table %lld", f, s->field_names[f] ? s->field_names[f] : "",
+                              s->field_sizes[f], (long long)m->field_sizes[f]);
+    for (int32_t j = 0; j < m->M; j++)
+        if (s->mh_sizes[j] != m->mh_sizes[j])
+            return mml__error(m->ctx, MML_ESHAPE, "model: schema multi-hot field %d has %d ids, the "
+                              "model's table %lld", j, s->mh_sizes[j], (long long)m->mh_sizes[j]);
+    return MML_OK;
+}
+
+int mml_model_attach_schema(mml_model *m, const mml_dataset *ds)
+{
+    if (!m)
+        return MML_EINVAL;
+    if (!ds)
+        return mml__error(m->ctx, MML_EINVAL, "model_attach_schema: NULL data set");
+    mml__schema *s = mml__dataset_schema(ds);
+    int rc = mml__model_check_schema(m, s);
+    if (rc < 0)
+        return rc;
+    mml__schema_retain(s);
+    mml__schema_release(m->ctx, m->schema);
+    m->schema = s;
+    return MML_OK;
+}
+
+int32_t mml_model_has_schema(const mml_model *m) { return m && m->schema ? 1 : 0; }

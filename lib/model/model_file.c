@@ -138,6 +138,10 @@ static int build_file(const mml_model *m, const mml__section_out *extra, int32_t
     write_config(&parts[n++], m);
     ids[n] = SEC_BACKBONE, flags[n] = MML__SECTION_REQUIRED;
     rc = write_backbone(&parts[n++], m);
+    if (rc >= 0 && m->schema) {
+        ids[n] = SEC_SCHEMA, flags[n] = 0;
+        mml__schema_write(&parts[n++], m->schema);
+    }
     ids[n] = SEC_PARAMS, flags[n] = MML__SECTION_REQUIRED;
     /* Parameter data is aligned within the section, which starts aligned. */
     write_params(&parts[n++], m);
@@ -692,6 +696,19 @@ static int load_bytes(mml_model **out, mml_ctx *ctx, const uint8_t *data, uint64
         rc = make_model(L, &c, &m);
     if (rc >= 0)
         rc = read_params(L, m);
+    const section *ss = rc >= 0 ? find_section(L, SEC_SCHEMA) : NULL;
+    if (ss) {
+        mml__rbuf r;
+        section_reader(L, ss, &r, "model file section 'SCHM'");
+        rc = mml__schema_read(ctx, &r, &m->schema);
+        if (rc >= 0 && mml__rbuf_left(&r) != 0)
+            rc = mml__rbuf_fail(&r, MML_ECORRUPT, "%zu bytes after the schema", mml__rbuf_left(&r));
+        if (rc >= 0 && (rc = mml__model_check_schema(m, m->schema)) < 0) {
+            char why[MML_ERRMSG_MAX];
+            snprintf(why, sizeof why, "%s", mml_ctx_last_error(ctx));
+            rc = mml__error(ctx, MML_ECORRUPT, "model file section 'SCHM': %s", why);
+        }
+    }
     if (rc >= 0 && want_id) {
         const section *ws = find_section(L, want_id);
         *payload = NULL;

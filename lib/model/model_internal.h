@@ -50,4 +50,8 @@ struct mml_model {
     struct mml__schema *schema; /* raw values -> ids; NULL when unknown */
 };
 
+/* MML_ESHAPE unless s describes m's inputs (fields, sizes, numeric,
+ * multi-hot, domains). */
+int mml__model_check_schema(const mml_model *m, const struct mml__schema *s);
+
 #endif

@@ -223,9 +223,12 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
     mml__free(ctx, mh_sizes, sizeof(int64_t) * (size_t)(M > 0 ? M : 0));
     if (rc >= 0 && o.init_model)
         rc = copy_weights(ctx, t->model, o.init_model);
-    /* What a checkpoint's model predicts with when loaded alone. */
+    /* What a checkpoint's model predicts with when loaded alone, and how
+     * it maps raw values. */
     if (rc >= 0)
         t->model->final_mix = mml_trainer_mix_mode(t);
+    if (rc >= 0)
+        rc = mml_model_attach_schema(t->model, train);
     if (rc >= 0)
         rc = mml_metrics_create(&t->val_metrics, ctx, D);
     if (rc >= 0)
