@@ -51,6 +51,10 @@ static int strides_ok(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
  * is computed on its own in a fixed order, so a row's result does not depend
  * on the other rows; it may differ in the last bits from BLIS's. */
 #define SMALL_ROWS 8
+/* Products with an inner dimension this short (the adapters' rank blocks,
+ * the gate weights times c) gain nothing from BLIS's packing at any row
+ * count: the small kernel serves them too. */
+#define SMALL_K 16
 /* Longest inner dimension of the small path (its index list lives on the stack). */
 #define SMALL_MAX_K 4096
 
@@ -213,7 +217,8 @@ int mml__gemm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, int6
     if (!strides_ok(br, bc, rsb, csb))
         return mml__error(ctx, MML_ESHAPE, "gemm: bad strides for B (%lld x %lld, rs=%lld cs=%lld)",
                           (long long)br, (long long)bc, (long long)rsb, (long long)csb);
-    if (m <= SMALL_ROWS && !trans_a && csa == 1 && csb == 1 && csc == 1) {
+    if ((m <= SMALL_ROWS || (k <= SMALL_K && !trans_b)) && !trans_a && csa == 1 && csb == 1 &&
+        csc == 1) {
         if (!trans_b && k <= SMALL_MAX_K) {
             int32_t nz[SMALL_MAX_K];
             small_nn(m, n, k, alpha, a, rsa, b, rsb, beta, c, rsc, nz);
