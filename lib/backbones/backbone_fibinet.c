@@ -290,7 +290,8 @@ static uint64_t fibinet_pattern(const mml__deep *base, uint64_t h)
     return mml__pattern_fold(h, d->a, base->n * base->F);
 }
 
-static const mml__side side = {.size = sizeof(fibinet), .scratch = offsetof(fibinet, E), .feeds_tower = 1,
+static const mml__side side = {.size = sizeof(fibinet),
+                               .scratch = offsetof(fibinet, E), .feeds_tower = 1,
                                MML__SIDE_OPTIONS(mml_fibinet_options, defaults),
                                .check = fibinet_check, .width = fibinet_width,
                                .n_values = fibinet_n_values, .create = fibinet_create,

@@ -307,7 +307,8 @@ static uint64_t xdeepfm_pattern(const mml__deep *base, uint64_t h)
     return mml__pattern_fold(h, d->Y, base->n * base->k * (d->yoff[d->L - 1] + d->H[d->L - 1]));
 }
 
-static const mml__side side = {.size = sizeof(xdeepfm), .scratch = offsetof(xdeepfm, X0),
+static const mml__side side = {.size = sizeof(xdeepfm),
+                               .scratch = offsetof(xdeepfm, X0),
                                MML__SIDE_OPTIONS(mml_xdeepfm_options, defaults),
                                .check = xdeepfm_check, .n_values = xdeepfm_n_values,
                                .create = xdeepfm_create, .destroy = xdeepfm_destroy,
