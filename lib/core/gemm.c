@@ -62,7 +62,10 @@ static int strides_ok(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
  * load time by the CPU (GCC's function clones; valgrind's CPU gets AVX2).
  * Every clone computes each element with the same operations in the same
  * order (ISO C mode: no contraction into FMA), so they give the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* Not under ThreadSanitizer: its instrumented ifunc resolvers run before
+ * the runtime is up and crash. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&     \
+    !defined(__SANITIZE_THREAD__)
 #define SMALL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define SMALL_CLONES
