@@ -282,8 +282,10 @@ START_TEST(gemm_small_path_matches_naive_loop)
                         int64_t m = ms[mi], n = ns[ni], k = ks[ki];
                         float alpha = bi == 1 ? 0.75f : 1.0f, beta = betas[bi];
                         int64_t rsa = k + 3, rsb = (tb ? k : n) + 1, rsc = n + 2;
-                        size_t asz = (size_t)(m * rsa), bsz = (size_t)((tb ? n : k) * rsb);
-                        size_t csz = (size_t)(m * rsc);
+                        /* An extra row, like gemm_matches_naive_loop: BLIS's kernels read
+                         * past the end of a matrix. */
+                        size_t asz = (size_t)((m + 1) * rsa), bsz = (size_t)(((tb ? n : k) + 1) * rsb);
+                        size_t csz = (size_t)((m + 1) * rsc);
                         float *a = malloc(asz * sizeof *a), *b = malloc(bsz * sizeof *b);
                         float *c = malloc(csz * sizeof *c), *c1 = malloc((size_t)rsc * sizeof *c1);
                         double *ref = malloc((size_t)(m * n) * sizeof *ref);
