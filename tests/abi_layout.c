@@ -385,4 +385,11 @@ _Static_assert(offsetof(mml_optimizer_options, beta2) == L(16, 16), "mml_optimiz
 _Static_assert(offsetof(mml_optimizer_options, eps) == L(20, 20), "mml_optimizer_options.eps");
 _Static_assert(offsetof(mml_optimizer_options, adagrad_init) == L(24, 24), "mml_optimizer_options.adagrad_init");
 
+_Static_assert(sizeof(mml_session_options) == L(32, 32), "size of mml_session_options");
+_Static_assert(offsetof(mml_session_options, struct_size) == L(0, 0), "mml_session_options.struct_size");
+_Static_assert(offsetof(mml_session_options, mix_mode) == L(4, 4), "mml_session_options.mix_mode");
+_Static_assert(offsetof(mml_session_options, max_rows) == L(8, 8), "mml_session_options.max_rows");
+_Static_assert(offsetof(mml_session_options, max_multihot_ids) == L(16, 16), "mml_session_options.max_multihot_ids");
+_Static_assert(offsetof(mml_session_options, reserved) == L(24, 24), "mml_session_options.reserved");
+
 int main(void) { return 0; }

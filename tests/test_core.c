@@ -261,6 +261,71 @@ START_TEST(gemm_matches_naive_loop)
 }
 END_TEST
 
+/* The plain-loop path (at most 8 rows, or an inner dimension of at most 16
+ * without B transposed): against the reference, for full and partial
+ * column tiles, zeros in A (skipped), every beta; each row of C must not
+ * depend on the other rows; beta 0 ignores what C held (NaN). */
+START_TEST(gemm_small_path_matches_naive_loop)
+{
+    static const int64_t ms[] = {1, 2, 5, 8, 40};
+    static const int64_t ns[] = {1, 15, 64, 65, 130, 300};
+    static const int64_t ks[] = {1, 5, 16, 17, 300};
+    static const float betas[] = {0.0f, 0.5f, 1.0f};
+    mml_ctx *ctx = plain_ctx(1, 1);
+    mml_rng rng;
+    mml__rng_init(&rng, 7, 0);
+    for (size_t mi = 0; mi < 5; mi++)
+        for (size_t ni = 0; ni < 6; ni++)
+            for (size_t ki = 0; ki < 5; ki++)
+                for (int tb = 0; tb < 2; tb++)
+                    for (size_t bi = 0; bi < 3; bi++) {
+                        int64_t m = ms[mi], n = ns[ni], k = ks[ki];
+                        float alpha = bi == 1 ? 0.75f : 1.0f, beta = betas[bi];
+                        int64_t rsa = k + 3, rsb = (tb ? k : n) + 1, rsc = n + 2;
+                        /* An extra row, like gemm_matches_naive_loop: BLIS's kernels read
+                         * past the end of a matrix. */
+                        size_t asz = (size_t)((m + 1) * rsa), bsz = (size_t)(((tb ? n : k) + 1) * rsb);
+                        size_t csz = (size_t)((m + 1) * rsc);
+                        float *a = malloc(asz * sizeof *a), *b = malloc(bsz * sizeof *b);
+                        float *c = malloc(csz * sizeof *c), *c1 = malloc((size_t)rsc * sizeof *c1);
+                        double *ref = malloc((size_t)(m * n) * sizeof *ref);
+                        for (size_t i = 0; i < asz; i++)
+                            a[i] = mml__rng_uniform(&rng) < 0.3f ? 0.0f : mml__rng_uniform(&rng) - 0.5f;
+                        for (size_t i = 0; i < bsz; i++) b[i] = mml__rng_uniform(&rng) - 0.5f;
+                        for (size_t i = 0; i < csz; i++)
+                            c[i] = beta == 0.0f ? NAN : mml__rng_uniform(&rng) - 0.5f;
+                        for (int64_t i = 0; i < m; i++)
+                            for (int64_t j = 0; j < n; j++)
+                                ref[i * n + j] = beta == 0.0f ? 0.0 : c[i * rsc + j];
+                        naive_gemm(0, tb, m, n, k, alpha, a, rsa, 1, b, rsb, 1, beta, ref);
+                        float *c0 = malloc(csz * sizeof *c0);
+                        memcpy(c0, c, csz * sizeof *c0);
+                        ck_assert_int_eq(mml__gemm(ctx, 0, tb, m, n, k, alpha, a, rsa, 1, b, rsb, 1,
+                                                   beta, c, rsc, 1),
+                                         MML_OK);
+                        for (int64_t i = 0; i < m; i++) {
+                            for (int64_t j = 0; j < n; j++)
+                                ck_assert_msg(fabs(c[i * rsc + j] - ref[i * n + j]) < 1e-5 * (1 + (double)k),
+                                              "m %lld n %lld k %lld tb %d beta %g (%lld,%lld): %g vs %g",
+                                              (long long)m, (long long)n, (long long)k, tb,
+                                              (double)beta, (long long)i, (long long)j,
+                                              (double)c[i * rsc + j], ref[i * n + j]);
+                            /* The same row alone gives the same bits (when it takes the
+                             * same path: a single row always does). */
+                            if (m <= 8 || (k <= 16 && !tb)) {
+                                memcpy(c1, c0 + i * rsc, (size_t)rsc * sizeof *c1);
+                                ck_assert_int_eq(mml__gemm(ctx, 0, tb, 1, n, k, alpha, a + i * rsa,
+                                                           rsa, 1, b, rsb, 1, beta, c1, rsc, 1),
+                                                 MML_OK);
+                                ck_assert(memcmp(c1, c + i * rsc, (size_t)n * sizeof *c1) == 0);
+                            }
+                        }
+                        free(a); free(b); free(c); free(c0); free(c1); free(ref);
+                    }
+    mml_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(gemm_rejects_bad_arguments)
 {
     mml_ctx *ctx = plain_ctx(1, 1);
@@ -402,6 +467,7 @@ static Suite *core_suite(void)
     TCase *g = tcase_create("gemm");
     tcase_set_timeout(g, 60);
     tcase_add_loop_test(g, gemm_matches_naive_loop, 0, 2);
+    tcase_add_test(g, gemm_small_path_matches_naive_loop);
     tcase_add_test(g, gemm_rejects_bad_arguments);
     tcase_add_test(g, gemm_threads_give_identical_results_per_count);
     suite_add_tcase(s, g);

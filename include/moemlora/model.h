@@ -30,7 +30,13 @@
  *
  * The model keeps the activations of its last forward pass for the backward
  * pass. Thread safety: one thread at a time per context and the objects made
- * from it (the model included).
+ * from it (the model included). A read-only model (mml_model_make_readonly())
+ * can serve any number of threads at once through their own sessions
+ * (session.h).
+ *
+ * Products with at most 8 rows skip BLIS (plain loops, faster there), so a
+ * row's probability may differ in the last bits between batch sizes; the
+ * same batch always gives the same bits.
  */
 #ifndef MOEMLORA_MODEL_H
 #define MOEMLORA_MODEL_H
@@ -190,6 +196,38 @@ MML_API int mml_model_predict(mml_model *model, const mml_batch_view *batch, int
  * @return MML_OK; MML_EINVAL for a NULL model; MML_ESTATE without a
  * successful forward pass; MML_ENOMEM. */
 MML_API int mml_model_regularization(mml_model *model, double *penalty);
+
+/** Makes the model read-only, for serving (irreversible): frees the gradient
+ * buffers of every built-in part (embedding and first-order tables, numeric
+ * weights, tower, LoRA experts, gate, the built-in backbones' side
+ * parameters) and the backward scratch. A registered user backbone keeps
+ * its own buffers. Afterwards the `grad` of those parameters is NULL (the
+ * optimiser and the gradient checker refuse them, mml_params_zero_grad()
+ * skips them); mml_model_forward() with training != 0,
+ * mml_model_backward() and mml_model_regularization() give MML_ESTATE;
+ * mml_model_predict() still works (one thread at a time, like every call on
+ * the model). Sessions (session.h) need a read-only model. Calling it again
+ * does nothing.
+ * @param model the model.
+ * @return MML_OK; MML_EINVAL for NULL; MML_ENOMEM (the model is left as it
+ * was). */
+MML_API int mml_model_make_readonly(mml_model *model);
+/** Whether mml_model_make_readonly() was called.
+ *  @param model the model. @return 1 or 0; 0 for NULL. */
+MML_API int32_t mml_model_is_readonly(const mml_model *model);
+/** The mixture mode (MML_MIX_*) of the model's final prediction: what a
+ *  session uses by default. A new model has MML_MIX_GATED with a gate,
+ *  MML_MIX_DOMAIN with n_experts >= D, MML_MIX_NONE otherwise.
+ *  @param model the model. @return the mode; MML_MIX_NONE for NULL. */
+MML_API int32_t mml_model_mix_mode(const mml_model *model);
+/** Sets the mixture mode of the model's final prediction (read by sessions
+ *  when they are created).
+ *  @param model the model. @param mode MML_MIX_NONE, MML_MIX_DOMAIN,
+ *  MML_MIX_GATED or MML_MIX_OWN.
+ *  @return MML_OK; MML_EINVAL for NULL, an unknown mode or MML_MIX_SINGLE
+ *  (one expert is no final mixture); MML_ESTATE for a mode the model cannot
+ *  serve (as mml_model_forward()). */
+MML_API int mml_model_set_mix_mode(mml_model *model, int32_t mode);
 
 /** Number of parameters (see the order in the file description).
  *  @param model the model. @return the count; 0 for NULL. */

@@ -26,6 +26,7 @@
 #include "loss.h"
 #include "optimizer.h"
 #include "param.h"
+#include "session.h"
 #include "status.h"
 #include "version.h"
 #include "view.h"

@@ -387,3 +387,69 @@ int mml__backbone_load_state(mml_backbone *bb, mml_read_fn read, void *user)
 }
 
 int mml__backbone_has_load(const mml_backbone *bb) { return !bb->builtin && bb->vt.load != NULL; }
+
+/* ---- read-only models and sessions ---- */
+
+void mml__backbone_make_readonly(mml_backbone *bb)
+{
+    /* A user backbone keeps its buffers: its table has no way to drop them. */
+    if (bb->builtin)
+        mml__deep_make_readonly(bb->self);
+}
+
+int mml__backbone_replica(const mml_backbone *bb, mml_ctx *ctx, const mml_backbone_config *cfg,
+                          mml_backbone **out)
+{
+    *out = NULL;
+    mml_backbone *r = mml__alloc(ctx, sizeof *r);
+    if (!r)
+        return mml__error(ctx, MML_ENOMEM, "backbone '%s': out of memory for a session", bb->name);
+    *r = *bb;
+    r->ctx = ctx;
+    r->self = NULL;
+    r->vt.type_name = r->name;
+    int rc;
+    if (bb->builtin) {
+        rc = mml__deep_replica(bb->self, ctx, &r->self);
+        if (rc < 0) {
+            mml__free(ctx, r, sizeof *r);
+            return rc;
+        }
+        *out = r;
+        return MML_OK;
+    }
+    /* A user backbone's scratch cannot be told from its weights: a private
+     * instance of the same configuration gets the shared one's values. */
+    rc = USER_CALL(r, r->vt.create(r->user, ctx, cfg, &r->self), "create");
+    if (rc < 0) {
+        mml__free(ctx, r, sizeof *r);
+        return rc;
+    }
+    if ((rc = check_user_params(r)) < 0) {
+        mml_backbone_destroy(r);
+        return rc;
+    }
+    int64_t n = bb->vt.n_params(bb->self);
+    if (r->vt.n_params(r->self) != n) {
+        mml_backbone_destroy(r);
+        return mml__error(ctx, MML_ECALLBACK,
+                          "backbone '%s': a new instance has %lld parameters, the model's %lld",
+                          bb->name, (long long)mml_backbone_n_params(r), (long long)n);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const mml_param *src = bb->vt.param(bb->self, i);
+        mml_param *dst = r->vt.param(r->self, i);
+        if (src->rows != dst->rows || src->cols != dst->cols) {
+            rc = mml__error(ctx, MML_ECALLBACK,
+                            "backbone '%s': parameter %lld is %lld x %lld in a new instance, "
+                            "%lld x %lld in the model", bb->name, (long long)i,
+                            (long long)dst->rows, (long long)dst->cols, (long long)src->rows,
+                            (long long)src->cols);
+            mml_backbone_destroy(r);
+            return rc;
+        }
+        memcpy(dst->value, src->value, sizeof(float) * (size_t)(src->rows * src->cols));
+    }
+    *out = r;
+    return MML_OK;
+}

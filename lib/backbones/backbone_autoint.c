@@ -293,6 +293,7 @@ static uint64_t autoint_pattern(const mml__deep *base, uint64_t h)
 }
 
 static const mml__side side = {.size = sizeof(autoint),
+                               .scratch = offsetof(autoint, X),
                                MML__SIDE_OPTIONS(mml_autoint_options, defaults),
                                .check = autoint_check, .n_values = autoint_n_values,
                                .create = autoint_create, .destroy = autoint_destroy,

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "backbones/backbones.h"
+#include "nn/layers.h"
 
 static int32_t tower_width(const mml__side *s, const mml_backbone_config *c)
 {
@@ -86,10 +87,12 @@ void mml__deep_destroy(void *self)
     mml_ctx *ctx = d->ctx;
     if (d->side->destroy)
         d->side->destroy(d);
-    mml_lora_destroy(d->lora);
     mml_tower_destroy(d->tower);
-    for (int32_t i = 0; i < d->np; i++)
-        mml__side_param_free(ctx, &d->p[i]);
+    if (!d->replica) {
+        mml_lora_destroy(d->lora);
+        for (int32_t i = 0; i < d->np; i++)
+            mml__side_param_free(ctx, &d->p[i]);
+    }
     float *const bufs[] = {d->x, d->dh, d->dx};
     const size_t caps[] = {d->cap_x, d->cap_dh, d->cap_dx};
     mml__free_floats(ctx, bufs, caps, 3);
@@ -218,6 +221,8 @@ int mml__deep_backward(void *self, const float *dlogit, const mml_backbone_grads
     mml__deep *d = self;
     const mml__side *s = d->side;
     int64_t n = d->n;
+    if (d->readonly || d->replica)
+        return mml__error(d->ctx, MML_ESTATE, "%s: backward on a read-only model", d->name);
     if (n < 1)
         return mml__error(d->ctx, MML_ESTATE, "%s: backward without a forward pass", d->name);
     mml_param *head = &d->p[d->np - 1];
@@ -281,4 +286,50 @@ uint64_t mml__deep_kink_pattern(void *self)
 int mml__deep_set_dropout_replay(void *self, int32_t replay)
 {
     return mml_tower_set_dropout_replay(((mml__deep *)self)->tower, replay);
+}
+
+void mml__deep_make_readonly(void *self)
+{
+    mml__deep *d = self;
+    mml__tower_drop_grads(d->tower);
+    if (d->lora)
+        mml__lora_drop_grads(d->lora);
+    for (int32_t i = 0; i < d->np; i++) {
+        mml_param *p = &d->p[i];
+        mml__free(d->ctx, p->grad, sizeof(float) * (size_t)(p->rows * p->cols));
+        p->grad = NULL;
+    }
+    float *const bufs[] = {d->dh, d->dx};
+    const size_t caps[] = {d->cap_dh, d->cap_dx};
+    mml__free_floats(d->ctx, bufs, caps, 2);
+    d->dh = d->dx = NULL;
+    d->cap_dh = d->cap_dx = 0;
+    d->readonly = 1;
+}
+
+int mml__deep_replica(const void *self, mml_ctx *ctx, void **out)
+{
+    const mml__deep *d = self;
+    const mml__side *s = d->side;
+    *out = NULL;
+    mml__deep *r = mml__alloc(ctx, s->size);
+    if (!r)
+        return mml__error(ctx, MML_ENOMEM, "%s: out of memory for a session", d->name);
+    memcpy(r, d, s->size);
+    if (s->scratch)
+        memset((char *)r + s->scratch, 0, s->size - s->scratch);
+    r->ctx = ctx;
+    r->replica = 1;
+    r->tower = NULL;
+    r->x = r->dh = r->dx = NULL;
+    r->cap_x = r->cap_dh = r->cap_dx = 0;
+    r->h = r->z = NULL;
+    r->n = 0;
+    int rc = mml__tower_replica(d->tower, ctx, &r->tower);
+    if (rc < 0) {
+        mml__deep_destroy(r);
+        return rc;
+    }
+    *out = r;
+    return MML_OK;
 }

@@ -146,7 +146,9 @@ static int dcn_backward(mml__deep *base, const float *dlogit, const mml_backbone
     return MML_OK;
 }
 
-static const mml__side side = {.size = sizeof(dcn), MML__SIDE_OPTIONS(mml_dcn_options, defaults),
+static const mml__side side = {.size = sizeof(dcn),
+                               .scratch = offsetof(dcn, xl),
+                               MML__SIDE_OPTIONS(mml_dcn_options, defaults),
                                .check = dcn_check, .n_values = dcn_n_values, .create = dcn_create,
                                .destroy = dcn_destroy, .forward = dcn_forward,
                                .backward = dcn_backward};

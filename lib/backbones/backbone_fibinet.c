@@ -95,7 +95,8 @@ static int fibinet_create(mml__deep *base, const mml_backbone_config *c, const m
 static void fibinet_destroy(mml__deep *base)
 {
     fibinet *d = (fibinet *)base;
-    mml__free(base->ctx, d->pi, sizeof(int32_t) * 2 * (size_t)d->P);
+    if (!base->replica) /* a session's copy shares the pair lists */
+        mml__free(base->ctx, d->pi, sizeof(int32_t) * 2 * (size_t)d->P);
     float *const bufs[] = {d->E, d->z, d->a1, d->a, d->V, d->T,
                            d->Ts, d->dT, d->dTs, d->dV, d->tmp};
     const size_t caps[] = {d->cap_E, d->cap_z, d->cap_a1, d->cap_a, d->cap_V, d->cap_T,
@@ -289,7 +290,8 @@ static uint64_t fibinet_pattern(const mml__deep *base, uint64_t h)
     return mml__pattern_fold(h, d->a, base->n * base->F);
 }
 
-static const mml__side side = {.size = sizeof(fibinet), .feeds_tower = 1,
+static const mml__side side = {.size = sizeof(fibinet),
+                               .scratch = offsetof(fibinet, E), .feeds_tower = 1,
                                MML__SIDE_OPTIONS(mml_fibinet_options, defaults),
                                .check = fibinet_check, .width = fibinet_width,
                                .n_values = fibinet_n_values, .create = fibinet_create,

@@ -82,7 +82,8 @@ static int nfm_backward(mml__deep *base, const float *dlogit, const mml_backbone
     return MML_OK;
 }
 
-static const mml__side side = {.size = sizeof(nfm), .feeds_tower = 1,
+static const mml__side side = {.size = sizeof(nfm),
+                               .scratch = offsetof(nfm, e), .feeds_tower = 1,
                                MML__SIDE_OPTIONS(mml_nfm_options, defaults), .width = nfm_width,
                                .destroy = nfm_destroy, .forward = nfm_forward,
                                .backward = nfm_backward};

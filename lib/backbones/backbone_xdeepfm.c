@@ -308,6 +308,7 @@ static uint64_t xdeepfm_pattern(const mml__deep *base, uint64_t h)
 }
 
 static const mml__side side = {.size = sizeof(xdeepfm),
+                               .scratch = offsetof(xdeepfm, X0),
                                MML__SIDE_OPTIONS(mml_xdeepfm_options, defaults),
                                .check = xdeepfm_check, .n_values = xdeepfm_n_values,
                                .create = xdeepfm_create, .destroy = xdeepfm_destroy,

@@ -40,6 +40,8 @@ typedef struct mml__deep {
     const float *h; /* tower output of the last forward pass */
     const float *z; /* n x head_side side output of the last forward pass */
     int64_t n;      /* rows of the last forward pass; 0 without one */
+    int32_t readonly; /* gradients freed (mml__deep_make_readonly) */
+    int32_t replica;  /* a session's copy: parameters, experts, side tables shared */
 } mml__deep;
 
 /* A built-in's options: cfg->options copied over its defaults. */
@@ -59,6 +61,10 @@ struct mml__side {
     /* The tower reads the side part's output, so its parameters' gradients
      * need the tower's input gradient. */
     int feeds_tower;
+    /* Where the side part's forward and backward scratch starts in its
+     * struct: it runs to the end of the struct, and a session's copy starts
+     * with all of it zeroed (0: no scratch). */
+    size_t scratch;
     /* Its options struct (MML__SIDE_OPTIONS; without, cfg->options is ignored). */
     const void *defaults;
     size_t opts_size;
@@ -103,6 +109,11 @@ mml_param *mml__deep_param(void *self, int64_t index);
 mml_lora *mml__deep_experts(void *self);
 uint64_t mml__deep_kink_pattern(void *self);
 int mml__deep_set_dropout_replay(void *self, int32_t replay);
+/* Frees the gradients of the tower, the experts and the side parameters, and
+ * the backward scratch; backward then gives MML_ESTATE. */
+void mml__deep_make_readonly(void *self);
+/* A forward-only copy on ctx sharing self's weights (see mml__tower_replica). */
+int mml__deep_replica(const void *self, mml_ctx *ctx, void **out);
 
 /* Defines mml__backbone_<id>, the table of type "<id>" with side part side:
  * infer_shape and create hand side to the shared ones (the user pointer of
@@ -143,6 +154,14 @@ int mml__deep_tower_forward(mml__deep *d, const mml_backbone_input *in);
  * g->d_dense and, with emb, its first F k columns to g->d_emb. dx may be NULL. */
 void mml__deep_input_grad(const mml__deep *d, const mml_backbone_grads *g, const float *dx,
                           int emb);
+
+/* Read-only models: a built-in drops its gradients; a user backbone keeps them. */
+void mml__backbone_make_readonly(mml_backbone *bb);
+/* A forward-only copy on ctx for a session: a built-in shares bb's weights;
+ * a user backbone gets a private instance from its create callback with cfg,
+ * holding a copy of bb's parameter values. */
+int mml__backbone_replica(const mml_backbone *bb, mml_ctx *ctx, const mml_backbone_config *cfg,
+                          mml_backbone **out);
 
 /* Common checks of a backbone configuration. */
 int mml__check_backbone_config(mml_ctx *ctx, const mml_backbone_config *cfg, const char *name);

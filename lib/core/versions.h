@@ -40,6 +40,8 @@
 #define MML__OLDER_SIZES_mml_optimizer_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_pnn_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_progress ((const uint32_t[]){0})
+/* 1.2 added mml_session_options: no older sizes. */
+#define MML__OLDER_SIZES_mml_session_options ((const uint32_t[]){0})
 /* 1.1 appended flags. */
 #define MML__OLDER_SIZES_mml_stage_report                                                        \
     ((const uint32_t[]){offsetof(mml_stage_report, flags), 0})

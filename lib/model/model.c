@@ -9,6 +9,8 @@
 #include "moemlora/model.h"
 #include "model/model_internal.h"
 #include "data/data_internal.h"
+#include "backbones/backbones.h"
+#include "nn/layers.h"
 
 int mml_model_options_init_sized(mml_model_options *out, uint32_t struct_size)
 {
@@ -341,6 +343,24 @@ static int check_batch(mml_model *m, const mml_batch_view *b)
     return MML_OK;
 }
 
+int mml__model_check_mode(const mml_model *m, mml_ctx *ctx, int32_t mode, const char *what)
+{
+    if (mode < MML_MIX_NONE || mode > MML_MIX_OWN)
+        return mml__error(ctx, MML_EINVAL, "%s: unknown mixture mode %d", what, mode);
+    if (mode != MML_MIX_NONE && m->E == 0)
+        return mml__error(ctx, MML_ESTATE, "%s: mixture mode %d on a model without experts", what,
+                          mode);
+    if (mode == MML_MIX_GATED && !m->gate)
+        return mml__error(ctx, MML_ESTATE, "%s: gated mixture on a model without a gate", what);
+    if (mode == MML_MIX_DOMAIN && m->E < m->D)
+        return mml__error(ctx, MML_ESTATE, "%s: per-domain adapters need %d experts, have %d", what,
+                          m->D, m->E);
+    if (mode == MML_MIX_OWN && m->E % m->D != 0)
+        return mml__error(ctx, MML_ESTATE, "%s: %d experts are not m per domain for %d domains",
+                          what, m->E, m->D);
+    return MML_OK;
+}
+
 int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32_t expert,
                       int32_t training, float *logits)
 {
@@ -353,18 +373,10 @@ int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32
     int rc = check_batch(m, b);
     if (rc < 0)
         return rc;
-    if (mode < MML_MIX_NONE || mode > MML_MIX_OWN)
-        return mml__error(ctx, MML_EINVAL, "model_forward: unknown mixture mode %d", mode);
-    if (mode != MML_MIX_NONE && m->E == 0)
-        return mml__error(ctx, MML_ESTATE, "model_forward: mixture mode %d on a model without experts", mode);
-    if (mode == MML_MIX_GATED && !m->gate)
-        return mml__error(ctx, MML_ESTATE, "model_forward: gated mixture on a model without a gate");
-    if (mode == MML_MIX_DOMAIN && m->E < m->D)
-        return mml__error(ctx, MML_ESTATE, "model_forward: per-domain adapters need %d experts, have %d",
-                          m->D, m->E);
-    if (mode == MML_MIX_OWN && m->E % m->D != 0)
-        return mml__error(ctx, MML_ESTATE, "model_forward: %d experts are not m per domain for %d domains",
-                          m->E, m->D);
+    if ((rc = mml__model_check_mode(m, ctx, mode, "model_forward")) < 0)
+        return rc;
+    if (training && m->readonly)
+        return mml__error(ctx, MML_ESTATE, "model_forward: training pass on a read-only model");
     int64_t n = b->n_rows;
     int32_t fk = (m->F + m->M) * m->k;
     m->n = 0;
@@ -475,6 +487,8 @@ int mml_model_backward(mml_model *m, const float *dlogits)
     mml_ctx *ctx = m->ctx;
     if (!dlogits)
         return mml__error(ctx, MML_EINVAL, "model_backward: NULL gradient");
+    if (m->readonly)
+        return mml__error(ctx, MML_ESTATE, "model_backward: the model is read-only");
     if (m->n < 1)
         return mml__error(ctx, MML_ESTATE, "model_backward without a successful forward pass");
     int64_t n = m->n;
@@ -549,6 +563,8 @@ int mml_model_regularization(mml_model *m, double *penalty)
     if (!m)
         return MML_EINVAL;
     mml_ctx *ctx = m->ctx;
+    if (m->readonly)
+        return mml__error(ctx, MML_ESTATE, "model_regularization: the model is read-only");
     if (m->n < 1)
         return mml__error(ctx, MML_ESTATE, "model_regularization without a successful forward pass");
     double total = 0.0;
@@ -696,3 +712,55 @@ int mml_model_attach_schema(mml_model *m, const mml_dataset *ds)
 }
 
 int32_t mml_model_has_schema(const mml_model *m) { return m && m->schema ? 1 : 0; }
+
+int mml_model_make_readonly(mml_model *m)
+{
+    if (!m)
+        return MML_EINVAL;
+    if (m->readonly)
+        return MML_OK;
+    /* The gate is the one part that allocates here: first, so that a
+     * failure leaves the model as it was. */
+    if (m->gate) {
+        int rc = mml__gate_drop_grads(m->gate);
+        if (rc < 0)
+            return mml__error(m->ctx, rc, "model_make_readonly: out of memory for the gate");
+    }
+    for (int32_t f = 0; f < m->F; f++) {
+        mml__embedding_drop_grad(m->emb[f]);
+        if (m->first)
+            mml__embedding_drop_grad(m->first[f]);
+    }
+    for (int32_t f = 0; f < m->M; f++)
+        mml__embedding_drop_grad(m->mh[f]);
+    mml__free(m->ctx, m->dense_w.grad, sizeof(float) * (size_t)m->n_dense);
+    m->dense_w.grad = NULL;
+    m->bias.grad = NULL;
+    mml__backbone_make_readonly(m->backbone);
+    mml__free(m->ctx, m->demb, m->cap_demb * sizeof(float));
+    mml__free(m->ctx, m->dweights, m->cap_dw * sizeof(float));
+    mml__free(m->ctx, m->sortbuf, m->cap_sort * sizeof(float));
+    m->demb = m->dweights = m->sortbuf = NULL;
+    m->cap_demb = m->cap_dw = m->cap_sort = 0;
+    m->n = 0;
+    m->readonly = 1;
+    return MML_OK;
+}
+
+int32_t mml_model_is_readonly(const mml_model *m) { return m ? m->readonly : 0; }
+
+int32_t mml_model_mix_mode(const mml_model *m) { return m ? m->final_mix : MML_MIX_NONE; }
+
+int mml_model_set_mix_mode(mml_model *m, int32_t mode)
+{
+    if (!m)
+        return MML_EINVAL;
+    if (mode == MML_MIX_SINGLE)
+        return mml__error(m->ctx, MML_EINVAL,
+                          "model_set_mix_mode: a single expert (%d) is no final mixture", mode);
+    int rc = mml__model_check_mode(m, m->ctx, mode, "model_set_mix_mode");
+    if (rc < 0)
+        return rc;
+    m->final_mix = mode;
+    return MML_OK;
+}

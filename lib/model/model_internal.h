@@ -48,10 +48,14 @@ struct mml_model {
     int64_t *mh_sizes;     /* M */
     int32_t final_mix;     /* MML_MIX_* of the model's final prediction */
     struct mml__schema *schema; /* raw values -> ids; NULL when unknown */
+    int32_t readonly;      /* mml_model_make_readonly(): no gradients */
 };
 
 /* MML_ESHAPE unless s describes m's inputs (fields, sizes, numeric,
  * multi-hot, domains). */
 int mml__model_check_schema(const mml_model *m, const struct mml__schema *s);
+/* MML_OK when mode (an MML_MIX_* value) is one the model can serve;
+ * otherwise the code of mml_model_forward() with a message naming `what`. */
+int mml__model_check_mode(const mml_model *m, mml_ctx *ctx, int32_t mode, const char *what);
 
 #endif

@@ -3,6 +3,7 @@
 
 #include "core/internal.h"
 #include "moemlora/embedding.h"
+#include "nn/layers.h"
 
 struct mml_embedding {
     mml_ctx *ctx;
@@ -147,6 +148,8 @@ int mml_embedding_backward(mml_embedding *e, const int32_t *ids, int64_t id_stri
     int rc = check_args(e, ids, id_stride, n, dout, dout_row_stride);
     if (rc < 0)
         return rc;
+    if (!e->param.grad)
+        return mml__error(e->ctx, MML_ESTATE, "field '%s': read-only (no gradient)", e->name);
     int64_t dim = e->param.cols;
     for (int64_t r = 0; r < n; r++) {
         float *g = e->param.grad + row_of(e, ids[r * id_stride]) * dim;
@@ -224,6 +227,8 @@ int mml_embedding_backward_multihot(mml_embedding *e, const int64_t *offsets, co
     int rc = check_multihot(e, offsets, ids, n_rows, pooling, dout, dout_row_stride);
     if (rc < 0)
         return rc;
+    if (!e->param.grad)
+        return mml__error(e->ctx, MML_ESTATE, "field '%s' (multi-hot): read-only (no gradient)", e->name);
     int64_t dim = e->param.cols;
     for (int64_t r = 0; r < n_rows; r++) {
         int64_t cnt = offsets[r + 1] - offsets[r];
@@ -241,3 +246,9 @@ int mml_embedding_backward_multihot(mml_embedding *e, const int64_t *offsets, co
 int64_t mml_embedding_n_rows(const mml_embedding *e) { return e ? e->param.rows : 0; }
 int32_t mml_embedding_dim(const mml_embedding *e) { return e ? (int32_t)e->param.cols : 0; }
 mml_param *mml_embedding_param(mml_embedding *e) { return e ? &e->param : NULL; }
+
+void mml__embedding_drop_grad(mml_embedding *e)
+{
+    mml__free(e->ctx, e->param.grad, (size_t)(e->param.rows * e->param.cols) * sizeof(float));
+    e->param.grad = NULL;
+}

@@ -19,6 +19,8 @@ struct mml_gate {
     float *weights; /* cap_rows x E */
     int32_t *domain; /* cap_rows */
     int64_t cap_rows, last_rows;
+    int32_t readonly; /* block holds the values only */
+    int32_t replica;  /* a session's copy: block is the shared gate's */
 };
 
 int mml_gate_options_init_sized(mml_gate_options *out, uint32_t struct_size)
@@ -84,7 +86,8 @@ void mml_gate_destroy(mml_gate *g)
         return;
     mml_ctx *ctx = g->ctx;
     size_t de = (size_t)g->n_domains * (size_t)g->n_experts;
-    mml__free(ctx, g->block, 2 * g->n_floats * sizeof(float));
+    if (!g->replica)
+        mml__free(ctx, g->block, (g->readonly ? 1 : 2) * g->n_floats * sizeof(float));
     mml__free(ctx, g->table, de * sizeof(float));
     mml__free(ctx, g->dtable, de * sizeof(float));
     mml__free(ctx, g->weights, (size_t)g->cap_rows * (size_t)g->n_experts * sizeof(float));
@@ -183,6 +186,8 @@ int mml_gate_backward(mml_gate *g, const float *dweights)
         return MML_EINVAL;
     if (!dweights)
         return mml__error(g->ctx, MML_EINVAL, "gate_backward: NULL gradient");
+    if (g->readonly)
+        return mml__error(g->ctx, MML_ESTATE, "gate_backward: the gate is read-only (no gradients)");
     if (g->last_rows < 1)
         return mml__error(g->ctx, MML_ESTATE, "gate_backward without a forward pass");
     int32_t D = g->n_domains, E = g->n_experts, k = g->dim;
@@ -237,4 +242,44 @@ int64_t mml_gate_n_params(const mml_gate *g) { return g ? 3 : 0; }
 mml_param *mml_gate_param(mml_gate *g, int64_t index)
 {
     return g && index >= 0 && index < 3 ? &g->params[index] : NULL;
+}
+
+int mml__gate_drop_grads(mml_gate *g)
+{
+    if (g->readonly)
+        return MML_OK;
+    float *values = mml__alloc(g->ctx, g->n_floats * sizeof(float));
+    if (!values)
+        return mml__error(g->ctx, MML_ENOMEM, "gate: out of memory");
+    memcpy(values, g->block, g->n_floats * sizeof(float));
+    for (int i = 0; i < 3; i++) {
+        g->params[i].value = values + (g->params[i].value - g->block);
+        g->params[i].grad = NULL;
+    }
+    mml__free(g->ctx, g->block, 2 * g->n_floats * sizeof(float));
+    g->block = values;
+    g->readonly = 1;
+    return MML_OK;
+}
+
+int mml__gate_replica(const mml_gate *g, mml_ctx *ctx, mml_gate **out)
+{
+    *out = NULL;
+    mml_gate *r = mml__alloc(ctx, sizeof *r);
+    if (!r)
+        return mml__error(ctx, MML_ENOMEM, "gate: out of memory for a session");
+    *r = *g;
+    r->ctx = ctx;
+    r->replica = 1;
+    r->weights = NULL;
+    r->domain = NULL;
+    r->dtable = NULL;
+    r->cap_rows = r->last_rows = 0;
+    r->table = mml__alloc(ctx, sizeof(float) * (size_t)g->n_domains * (size_t)g->n_experts);
+    if (!r->table) {
+        mml__free(ctx, r, sizeof *r);
+        return mml__error(ctx, MML_ENOMEM, "gate: out of memory for a session");
+    }
+    *out = r;
+    return MML_OK;
 }

@@ -3,7 +3,10 @@
 #define MML_LAYERS_H
 
 #include "core/internal.h"
+#include "moemlora/embedding.h"
+#include "moemlora/gate.h"
 #include "moemlora/lora.h"
+#include "moemlora/tower.h"
 
 /* A mixture resolved for one batch: experts [first, first + n_active) with
  * weights g (n x n_active, row-major); g == NULL means weight 1 (one expert). */
@@ -47,6 +50,19 @@ int mml__lora_layer_backward(mml_lora *lora, mml_ctx *ctx, int32_t layer, const 
                              int64_t n, const mml__mixing *mix, const float *U, const float *Us,
                              const float *dA, int param_grads, float *dx, float dx_beta,
                              float *dG, float *dU);
+
+/* Read-only models: free the gradient buffers (the params' grad becomes NULL). */
+void mml__lora_drop_grads(mml_lora *lora);
+int mml__lora_has_grads(const mml_lora *lora);
+void mml__tower_drop_grads(mml_tower *t);
+void mml__embedding_drop_grad(mml_embedding *e);
+/* Allocates (the gate keeps values and gradients in one block): MML_ENOMEM
+ * leaves the gate as it was. */
+int mml__gate_drop_grads(mml_gate *g);
+/* Forward-only copies for sessions: the weights are the original's (which
+ * must outlive the copy), the scratch is the copy's own, allocated from ctx. */
+int mml__tower_replica(const mml_tower *t, mml_ctx *ctx, mml_tower **out);
+int mml__gate_replica(const mml_gate *g, mml_ctx *ctx, mml_gate **out);
 
 /* Glorot-uniform fill of a fan_in x fan_out matrix. */
 void mml__glorot_uniform(mml_rng *rng, float *w, int64_t fan_in, int64_t fan_out);

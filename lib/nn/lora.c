@@ -482,3 +482,15 @@ int mml__lora_layer_backward(mml_lora *l, mml_ctx *ctx, int32_t layer, const flo
         return mml__gemm(ctx, 0, 0, n, din, K, 1.0f, dU, K, 1, At, din, 1, dx_beta, dx, din, 1);
     return MML_OK;
 }
+
+void mml__lora_drop_grads(mml_lora *l)
+{
+    for (int32_t k = 0; k < l->n_layers; k++) {
+        mml__free(l->ctx, l->grad[k], l->layer_floats[k] * sizeof(float));
+        l->grad[k] = NULL;
+    }
+    for (int64_t i = 0; i < mml_lora_n_params(l); i++)
+        l->params[i].grad = NULL;
+}
+
+int mml__lora_has_grads(const mml_lora *l) { return l->n_layers > 0 && l->grad[0] != NULL; }

@@ -37,6 +37,9 @@ struct mml_tower {
     int32_t last_gated;
     mml__mixing last_mix;
     const mml_lora *last_lora;
+    /* A session's forward-only copy: weights, params, names and dims are the
+     * shared model's, the scratch its own. */
+    int32_t replica;
 };
 
 int mml_tower_options_init_sized(mml_tower_options *out, uint32_t struct_size)
@@ -217,6 +220,10 @@ void mml_tower_destroy(mml_tower *t)
     mml__free(ctx, t->mask, (size_t)L * sizeof(float *));
     mml__free(ctx, t->U, (size_t)L * sizeof(float *));
     mml__free(ctx, t->Us, (size_t)L * sizeof(float *));
+    if (t->replica) {
+        mml__free(ctx, t, sizeof *t);
+        return;
+    }
     mml__free(ctx, t->weights, t->n_floats * sizeof(float));
     mml__free(ctx, t->grads, t->n_floats * sizeof(float));
     mml__free(ctx, t->params, (size_t)(2 * L) * sizeof(mml_param));
@@ -314,6 +321,8 @@ int mml_tower_backward(mml_tower *t, const float *dout, float *dx, mml_lora *lor
     mml_ctx *ctx = t->ctx;
     if (!dout)
         return mml__error(ctx, MML_EINVAL, "tower_backward: NULL gradient");
+    if (!t->grads || (lora && !mml__lora_has_grads(lora)))
+        return mml__error(ctx, MML_ESTATE, "tower_backward: the model is read-only (no gradients)");
     if (t->last_rows < 1)
         return mml__error(ctx, MML_ESTATE, "tower_backward without a forward pass");
     if (t->last_active && lora != t->last_lora)
@@ -408,4 +417,40 @@ int64_t mml_tower_n_params(const mml_tower *t) { return t ? 2 * (int64_t)t->n_la
 mml_param *mml_tower_param(mml_tower *t, int64_t index)
 {
     return t && index >= 0 && index < 2 * (int64_t)t->n_layers ? &t->params[index] : NULL;
+}
+
+void mml__tower_drop_grads(mml_tower *t)
+{
+    mml__free(t->ctx, t->grads, t->n_floats * sizeof(float));
+    t->grads = NULL;
+    for (int32_t i = 0; i < 2 * t->n_layers; i++)
+        t->params[i].grad = NULL;
+}
+
+int mml__tower_replica(const mml_tower *t, mml_ctx *ctx, mml_tower **out)
+{
+    *out = NULL;
+    mml_tower *r = mml__alloc(ctx, sizeof *r);
+    if (!r)
+        return mml__error(ctx, MML_ENOMEM, "tower: out of memory for a session");
+    *r = *t;
+    int32_t L = t->n_layers;
+    r->ctx = ctx;
+    r->replica = 1;
+    r->cap_rows = r->cap_cols = 0;
+    r->onehot = r->tmp_a = r->tmp_b = r->dU = NULL;
+    memset(&r->routing, 0, sizeof r->routing);
+    r->have_masks = r->replay = r->last_active = r->last_gated = r->last_training = 0;
+    r->last_rows = 0;
+    r->last_lora = NULL;
+    r->h = mml__calloc(ctx, (size_t)(L + 1), sizeof(float *));
+    r->mask = mml__calloc(ctx, (size_t)L, sizeof(float *));
+    r->U = mml__calloc(ctx, (size_t)L, sizeof(float *));
+    r->Us = mml__calloc(ctx, (size_t)L, sizeof(float *));
+    if (!r->h || !r->mask || !r->U || !r->Us) {
+        mml_tower_destroy(r);
+        return mml__error(ctx, MML_ENOMEM, "tower: out of memory for a session");
+    }
+    *out = r;
+    return MML_OK;
 }

@@ -1,0 +1,236 @@
+/* Serving speed through sessions on a shared read-only model.
+ *
+ *   serve_bench [batches]
+ *
+ * An ML-100K-shaped MLP model (fields of 943, 1682 and 2 ids, embedding 8,
+ * tower 256-128-64, 2 domains), as the shared model (no experts) and as
+ * MoE-MLoRA (2 experts and the gate), with random weights. For each:
+ *   - single-row latency: mml_session_predict_row() on one thread, the
+ *     median of 2,000 timed calls after 200 warm-ups (and, for comparison,
+ *     mml_model_predict() on one row the same way);
+ *   - batch throughput: 2 threads, each with its own context (1 BLIS
+ *     thread) and session, predicting batches of 1024 rows (default 300
+ *     batches a thread); rows/s over the wall time of the slower thread,
+ *     and the sum of each thread's rows per second of its own CPU time (the
+ *     figure to read on a machine that other jobs share).
+ * Selects the best BLIS kernels for this CPU first (as mml-train does). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <moemlora/moemlora.h>
+
+#define WARMUP 200
+#define CALLS 2000
+#define BATCH 1024
+#define N_THREADS 2
+
+static const int64_t sizes[3] = {943, 1682, 2};
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint32_t next(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+
+static mml_ctx *make_ctx(void)
+{
+    mml_ctx_options o;
+    mml_ctx_options_init(&o);
+    o.n_threads = 1;
+    mml_ctx *ctx = NULL;
+    if (mml_ctx_create(&ctx, &o) != MML_OK) {
+        fprintf(stderr, "serve_bench: no context\n");
+        exit(1);
+    }
+    return ctx;
+}
+
+static mml_model *make_model(mml_ctx *ctx, int moe)
+{
+    mml_model_options o;
+    mml_model_options_init(&o);
+    o.n_fields = 3;
+    o.field_sizes = sizes;
+    o.n_domains = 2;
+    o.n_experts = moe ? 2 : 0;
+    o.gate = moe;
+    mml_model *m = NULL;
+    if (mml_model_create(&m, ctx, &o) != MML_OK) {
+        fprintf(stderr, "serve_bench: %s\n", mml_ctx_last_error(ctx));
+        exit(1);
+    }
+    /* Trained-looking weights: experts (B = 0 at init) and biases count. */
+    for (int64_t i = 0; i < mml_model_n_params(m); i++) {
+        mml_param *p = mml_model_param(m, i);
+        for (int64_t j = 0; j < p->rows * p->cols; j++)
+            p->value[j] += 0.05f * ((float)(next() % 2001) / 1000.0f - 1.0f);
+    }
+    if (mml_model_make_readonly(m) != MML_OK) {
+        fprintf(stderr, "serve_bench: %s\n", mml_ctx_last_error(ctx));
+        exit(1);
+    }
+    return m;
+}
+
+typedef struct rows {
+    int32_t ids[BATCH * 3], dom[BATCH];
+    mml_batch_view v;
+} rows;
+
+static void fill_rows(rows *r)
+{
+    for (int i = 0; i < BATCH; i++) {
+        for (int f = 0; f < 3; f++)
+            r->ids[i * 3 + f] = (int32_t)(next() % (uint32_t)sizes[f]);
+        r->dom[i] = (int32_t)(next() % 2);
+    }
+    mml_batch_view_init(&r->v, BATCH, 3, r->ids, 0, NULL, r->dom, NULL);
+}
+
+static double median_us(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return 1e6 * (n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]));
+}
+
+typedef struct job {
+    const mml_model *model;
+    const rows *r;
+    int batches;
+    double seconds, cpu_seconds;
+    int rc;
+    pthread_barrier_t *start;
+} job;
+
+static void *worker(void *arg)
+{
+    job *j = arg;
+    mml_ctx *ctx = make_ctx();
+    mml_session *s = NULL;
+    mml_session_options so;
+    mml_session_options_init(&so);
+    so.max_rows = BATCH;
+    j->rc = mml_session_create(&s, ctx, j->model, &so);
+    float *p = malloc(sizeof(float) * BATCH);
+    if (j->rc == MML_OK)
+        j->rc = mml_session_predict(s, &j->r->v, p, NULL); /* warm-up */
+    pthread_barrier_wait(j->start);
+    double t0 = now(), c0 = cpu_now();
+    for (int b = 0; j->rc == MML_OK && b < j->batches; b++)
+        j->rc = mml_session_predict(s, &j->r->v, p, NULL);
+    j->seconds = now() - t0;
+    j->cpu_seconds = cpu_now() - c0;
+    free(p);
+    mml_session_destroy(s);
+    mml_ctx_destroy(ctx);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    int batches = argc > 1 ? atoi(argv[1]) : 300;
+    if (batches < 1)
+        batches = 300;
+    if (mml_blis_arch_select("auto", 0) != MML_OK)
+        fprintf(stderr, "serve_bench: could not select the BLIS kernels\n");
+    rows *r = malloc(sizeof *r);
+    fill_rows(r);
+    for (int moe = 0; moe <= 1; moe++) {
+        mml_ctx *ctx = make_ctx();
+        mml_model *m = make_model(ctx, moe);
+        const char *name = moe ? "MoE-MLoRA (2 experts, gate)" : "shared model";
+        printf("%s, BLIS kernels %s\n", name, mml_ctx_blis_arch(ctx));
+        mml_ctx *sctx = make_ctx();
+        mml_session *s = NULL;
+        if (mml_session_create(&s, sctx, m, NULL) != MML_OK) {
+            fprintf(stderr, "serve_bench: %s\n", mml_ctx_last_error(sctx));
+            return 1;
+        }
+        double *t = malloc(sizeof(double) * CALLS);
+        float prob;
+        for (int i = 0; i < WARMUP + CALLS; i++) {
+            int k = i % BATCH;
+            double t0 = now();
+            int rc = mml_session_predict_row(s, r->ids + 3 * k, NULL, r->dom[k], &prob);
+            double dt = now() - t0;
+            if (rc != MML_OK) {
+                fprintf(stderr, "serve_bench: %s\n", mml_ctx_last_error(sctx));
+                return 1;
+            }
+            if (i >= WARMUP)
+                t[i - WARMUP] = dt;
+        }
+        printf("  session single row: median %.2f us (%d calls after %d warm-ups)\n",
+               median_us(t, CALLS), CALLS, WARMUP);
+        mml_batch_view one = r->v;
+        one.n_rows = 1;
+        for (int i = 0; i < WARMUP + CALLS; i++) {
+            one.ids = r->ids + 3 * (i % BATCH);
+            one.domain = r->dom + i % BATCH;
+            double t0 = now();
+            mml_model_predict(m, &one, mml_model_mix_mode(m), 0, &prob);
+            double dt = now() - t0;
+            if (i >= WARMUP)
+                t[i - WARMUP] = dt;
+        }
+        printf("  mml_model_predict single row: median %.2f us\n", median_us(t, CALLS));
+        free(t);
+        mml_session_destroy(s);
+        mml_ctx_destroy(sctx);
+
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, N_THREADS);
+        pthread_t th[N_THREADS];
+        job jobs[N_THREADS];
+        for (int i = 0; i < N_THREADS; i++) {
+            jobs[i] = (job){m, r, batches, 0.0, 0.0, 0, &start};
+            pthread_create(&th[i], NULL, worker, &jobs[i]);
+        }
+        double slowest = 0.0, cpu_rate = 0.0;
+        for (int i = 0; i < N_THREADS; i++) {
+            pthread_join(th[i], NULL);
+            if (jobs[i].rc != MML_OK) {
+                fprintf(stderr, "serve_bench: a worker failed with %d\n", jobs[i].rc);
+                return 1;
+            }
+            if (jobs[i].seconds > slowest)
+                slowest = jobs[i].seconds;
+            cpu_rate += (double)batches * BATCH / jobs[i].cpu_seconds;
+        }
+        pthread_barrier_destroy(&start);
+        double total = (double)N_THREADS * batches * BATCH;
+        printf("  %d threads x batches of %d: %.2f M rows/s wall (%d batches a thread, %.3f s); "
+               "%.2f M rows/s summed over the threads' CPU time\n",
+               N_THREADS, BATCH, total / slowest / 1e6, batches, slowest, cpu_rate / 1e6);
+        mml_model_destroy(m);
+        mml_ctx_destroy(ctx);
+    }
+    free(r);
+    return 0;
+}
