@@ -306,6 +306,18 @@ START_TEST(custom_backbone_saves_its_state)
     ck_assert_int_eq(mml_model_load_mem(&l, ctx, data, size), MML_OK);
     predict(l, &b, 0, after);
     ck_assert(memcmp(before, after, sizeof before) == 0);
+    /* A session's private instance gets the state too. */
+    ck_assert_int_eq(mml_model_make_readonly(l), MML_OK);
+    mml_ctx *sctx = plain_ctx(1, 5);
+    register_lin(sctx);
+    mml_session *sess = NULL;
+    ck_assert_msg(mml_session_create(&sess, sctx, l, NULL) == MML_OK, "%s", mml_ctx_last_error(sctx));
+    float served[ROWS];
+    int32_t st[ROWS];
+    ck_assert_int_eq(mml_session_predict(sess, &b.view, served, st), MML_OK);
+    ck_assert(memcmp(before, served, sizeof before) == 0);
+    mml_session_destroy(sess);
+    mml_ctx_destroy(sctx);
     /* Without the registration the type is unknown: its own code. */
     mml_ctx *other = plain_ctx(1, 5);
     mml_model *none = NULL;

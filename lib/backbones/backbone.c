@@ -4,6 +4,7 @@
 
 #include "backbones/backbones.h"
 #include "backbones/backbone_io.h"
+#include "core/bytes.h"
 #include "nn/layers.h"
 
 #define TYPE_NAME_MAX 32
@@ -397,6 +398,21 @@ void mml__backbone_make_readonly(mml_backbone *bb)
         mml__deep_make_readonly(bb->self);
 }
 
+static int wbuf_sink(void *user, const void *data, size_t size)
+{
+    mml__wbuf_bytes(user, data, size);
+    return mml__wbuf_status(user);
+}
+
+static int rbuf_source(void *user, void *data, size_t size)
+{
+    const void *p = mml__rbuf_bytes(user, size, "backbone state");
+    if (!p)
+        return mml__rbuf_status(user);
+    memcpy(data, p, size);
+    return MML_OK;
+}
+
 int mml__backbone_replica(const mml_backbone *bb, mml_ctx *ctx, const mml_backbone_config *cfg,
                           mml_backbone **out)
 {
@@ -449,6 +465,26 @@ int mml__backbone_replica(const mml_backbone *bb, mml_ctx *ctx, const mml_backbo
             return rc;
         }
         memcpy(dst->value, src->value, sizeof(float) * (size_t)(src->rows * src->cols));
+    }
+    /* State beyond the parameters goes across as the model file carries it;
+     * the save callback runs on the shared instance but reports into the
+     * session's context. */
+    if (bb->vt.save && r->vt.load) {
+        mml_backbone shared = *r;
+        shared.self = bb->self;
+        mml__wbuf w;
+        mml__wbuf_init(&w, ctx);
+        rc = mml__backbone_save_state(&shared, wbuf_sink, &w);
+        if (rc >= 0 && (rc = mml__wbuf_status(&w)) >= 0) {
+            mml__rbuf rd;
+            mml__rbuf_init(&rd, ctx, w.data, w.len, 0, "backbone state");
+            rc = mml__backbone_load_state(r, rbuf_source, &rd);
+        }
+        mml__wbuf_free(&w);
+        if (rc < 0) {
+            mml_backbone_destroy(r);
+            return rc;
+        }
     }
     *out = r;
     return MML_OK;
