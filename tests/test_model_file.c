@@ -3,6 +3,7 @@
 #define _DEFAULT_SOURCE
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -623,7 +624,12 @@ START_TEST(callbacks_and_paths)
     ck_assert_ptr_nonnull(mkdtemp(dir));
     char path[256];
     snprintf(path, sizeof path, "%s/model.mml", dir);
+    mode_t old_mask = umask(027);
     ck_assert_int_eq(mml_model_save(s.m, path), MML_OK);
+    umask(old_mask);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_int_eq(st.st_mode & 0777, 0640); /* the umask holds, as for any new file */
     ck_assert_int_eq(mml_model_load(&l, s.ctx, path), MML_OK);
     predict(l, &s.b, 1, got);
     ck_assert(memcmp(got, s.want, sizeof got) == 0);

@@ -1,6 +1,5 @@
 /* The model file (docs/FORMAT.md): a 64-byte header, a section table, and
  * 64-byte aligned section payloads, each with its CRC-32C. */
-#define _XOPEN_SOURCE 700 /* mkstemp */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -8,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backbones/backbone_io.h"
@@ -216,8 +216,18 @@ static int save_path(mml_ctx *ctx, const char *path, const uint8_t *data, size_t
     char tmp[4096], dir[4096];
     if (len == 0 || len + 16 > sizeof tmp)
         return mml__error(ctx, MML_EINVAL, "model save: path of %zu bytes", len);
-    snprintf(tmp, sizeof tmp, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
+    /* open with O_EXCL rather than mkstemp, whose 0600 would ignore the
+     * umask; the name mixes the process id and the clock. */
+    int fd = -1;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    for (int attempt = 0; attempt < 64 && fd < 0; attempt++) {
+        snprintf(tmp, sizeof tmp, "%s.tmp%ld.%lx", path, (long)getpid(),
+                 (unsigned long)(ts.tv_nsec + attempt * 7919L));
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
     if (fd < 0)
         return mml__error(ctx, MML_EIO, "%s: cannot make a temporary file beside it: %s", path,
                           strerror(errno));
