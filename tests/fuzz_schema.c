@@ -1,6 +1,6 @@
 /* libFuzzer target for the schema reader (the model file's schema section).
  *
- * Input: the schema bytes (docs/SCHEMA_FORMAT.md); the seeds in
+ * Input: the schema bytes (docs/FORMAT.md, "Schema payload"); the seeds in
  * tests/corpus/schema are the schemas of a few CSV and synthetic loads. A
  * schema that reads must write back exactly the bytes it consumed, bind its
  * own column names, and map a row of its own values to ids inside the field

@@ -630,7 +630,7 @@ static int read_bytes(mml_trainer *t, mml_ctx *ctx, const uint8_t *data, size_t 
 }
 
 /* Offset of the next-stage field: after the magic, version, reserved and
- * the configuration (docs/TRAINER_STATE.md). */
+ * the configuration (docs/FORMAT.md, "Trainer state payload"). */
 static size_t next_stage_offset(void) { return 16 + 6 * 4 + 8 + 3 * 4 + 2 * 4 + 4 + 3 + 8 + 8; }
 
 START_TEST(damaged_states_are_refused)

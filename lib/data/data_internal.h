@@ -69,7 +69,7 @@ int mml__parse_float(const char *s, size_t len, float *out);
 /* ------------------------------------------------------------ schema */
 
 /* How a categorical field's raw value becomes its id (values pinned: saved
- * in model files, docs/SCHEMA_FORMAT.md). */
+ * in model files, docs/FORMAT.md, "Schema payload"). */
 enum {
     MML__FIELD_IDS = 0,       /* the value is the id: a canonical integer in [0, size) */
     MML__FIELD_VOCAB_OOV = 1, /* vocabulary; unknown values -> field_oov (= size - 1) */
@@ -138,7 +138,7 @@ int mml__schema_set_roles(mml_ctx *ctx, mml__schema *s, int32_t source, const ch
                           int32_t label_kind, int32_t label_min, const char *domain_column,
                           int32_t domain_mode, char delimiter, char mh_separator);
 
-/* Serialisation (docs/SCHEMA_FORMAT.md). The writer's failures are sticky
+/* Serialisation (docs/FORMAT.md, "Schema payload"). The writer's failures are sticky
  * in w. The reader treats the bytes as untrusted: MML_ETRUNCATED when they
  * end early, MML_ECORRUPT (message naming the field) for a bad count,
  * size, kind, duplicate or inconsistency, MML_EVERSION for a schema

@@ -1,4 +1,4 @@
-/* The schema's byte layout (docs/SCHEMA_FORMAT.md), binding a caller's
+/* The schema's byte layout (docs/FORMAT.md, "Schema payload"), binding a caller's
  * column list to the schema's roles, and mapping raw rows to model inputs
  * exactly as the CSV reader maps the same cells. */
 #include <string.h>

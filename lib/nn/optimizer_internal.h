@@ -1,5 +1,5 @@
 /* The optimiser's state as bytes, for the trainer's checkpoints (private).
- * The layout is in docs/TRAINER_STATE.md. */
+ * The layout is in docs/FORMAT.md, "Trainer state payload". */
 #ifndef MML_OPTIMIZER_INTERNAL_H
 #define MML_OPTIMIZER_INTERNAL_H
 

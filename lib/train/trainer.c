@@ -754,7 +754,7 @@ int mml_trainer_epoch_report_sized(const mml_trainer *t, int64_t i, mml_epoch_re
                        struct_size, MML__OLDER_SIZES_mml_epoch_report, "mml_epoch_report");
 }
 
-/* ---- The state between two epochs (docs/TRAINER_STATE.md) ---- */
+/* ---- The state between two epochs (docs/FORMAT.md, "Trainer state payload") ---- */
 
 #define STATE_MAGIC "MMLTRNR\0"
 #define STATE_VERSION 1u

@@ -1,5 +1,5 @@
 /* The trainer's state between two epochs as bytes (private): the payload of
- * the model file's trainer section. The layout is in docs/TRAINER_STATE.md. */
+ * the model file's trainer section. The layout is in docs/FORMAT.md, "Trainer state payload". */
 #ifndef MML_TRAINER_INTERNAL_H
 #define MML_TRAINER_INTERNAL_H
 
