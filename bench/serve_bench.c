@@ -1,10 +1,12 @@
 /* Serving speed through sessions on a shared read-only model.
  *
- *   serve_bench [batches]
+ *   serve_bench [--backbone mlp,deepfm,autoint] [--batches N] [--json]
  *
- * An ML-100K-shaped MLP model (fields of 943, 1682 and 2 ids, embedding 8,
- * tower 256-128-64, 2 domains), as the shared model (no experts) and as
- * MoE-MLoRA (2 experts and the gate), with random weights. For each:
+ * An ML-100K-shaped model (fields of 943, 1682 and 2 ids, embedding 8,
+ * tower 256-128-64, 2 domains) of each backbone asked for (default mlp;
+ * autoint with its default 3 layers of 4 heads of width 8), as the shared
+ * model (no experts) and as MoE-MLoRA (2 experts and the gate), with random
+ * weights. For each:
  *   - single-row latency: mml_session_predict_row() on one thread, the
  *     median of 2,000 timed calls after 200 warm-ups (and, for comparison,
  *     mml_model_predict() on one row the same way);
@@ -13,7 +15,9 @@
  *     batches a thread); rows/s over the wall time of the slower thread,
  *     and the sum of each thread's rows per second of its own CPU time (the
  *     figure to read on a machine that other jobs share).
- * Selects the best BLIS kernels for this CPU first (as mml-train does). */
+ * Selects the best BLIS kernels for this CPU first (as mml-train does).
+ * --json prints one JSON object a model instead (bench/serve_compare.py
+ * reads them). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,10 +75,11 @@ static mml_ctx *make_ctx(void)
     return ctx;
 }
 
-static mml_model *make_model(mml_ctx *ctx, int moe)
+static mml_model *make_model(mml_ctx *ctx, const char *backbone, int moe)
 {
     mml_model_options o;
     mml_model_options_init(&o);
+    o.backbone = backbone;
     o.n_fields = 3;
     o.field_sizes = sizes;
     o.n_domains = 2;
@@ -152,20 +157,38 @@ static void *worker(void *arg)
     return NULL;
 }
 
+static void usage(void)
+{
+    fprintf(stderr, "usage: serve_bench [--backbone mlp,deepfm,autoint] [--batches N] [--json]\n");
+    exit(2);
+}
+
 int main(int argc, char **argv)
 {
-    int batches = argc > 1 ? atoi(argv[1]) : 300;
-    if (batches < 1)
-        batches = 300;
+    int batches = 300, json = 0;
+    char list[256] = "mlp";
+    for (int a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "--json") == 0)
+            json = 1;
+        else if (strcmp(argv[a], "--batches") == 0 && a + 1 < argc && (batches = atoi(argv[++a])) >= 1)
+            continue;
+        else if (strcmp(argv[a], "--backbone") == 0 && a + 1 < argc && strlen(argv[a + 1]) < sizeof list)
+            strcpy(list, argv[++a]);
+        else
+            usage();
+    }
     if (mml_blis_arch_select("auto", 0) != MML_OK)
         fprintf(stderr, "serve_bench: could not select the BLIS kernels\n");
     rows *r = malloc(sizeof *r);
     fill_rows(r);
+    for (char *save = NULL, *backbone = strtok_r(list, ",", &save); backbone;
+         backbone = strtok_r(NULL, ",", &save))
     for (int moe = 0; moe <= 1; moe++) {
         mml_ctx *ctx = make_ctx();
-        mml_model *m = make_model(ctx, moe);
+        mml_model *m = make_model(ctx, backbone, moe);
         const char *name = moe ? "MoE-MLoRA (2 experts, gate)" : "shared model";
-        printf("%s, BLIS kernels %s\n", name, mml_ctx_blis_arch(ctx));
+        if (!json)
+            printf("%s %s, BLIS kernels %s\n", backbone, name, mml_ctx_blis_arch(ctx));
         mml_ctx *sctx = make_ctx();
         mml_session *s = NULL;
         if (mml_session_create(&s, sctx, m, NULL) != MML_OK) {
@@ -186,8 +209,7 @@ int main(int argc, char **argv)
             if (i >= WARMUP)
                 t[i - WARMUP] = dt;
         }
-        printf("  session single row: median %.2f us (%d calls after %d warm-ups)\n",
-               median_us(t, CALLS), CALLS, WARMUP);
+        double session_us = median_us(t, CALLS);
         mml_batch_view one = r->v;
         one.n_rows = 1;
         for (int i = 0; i < WARMUP + CALLS; i++) {
@@ -199,7 +221,12 @@ int main(int argc, char **argv)
             if (i >= WARMUP)
                 t[i - WARMUP] = dt;
         }
-        printf("  mml_model_predict single row: median %.2f us\n", median_us(t, CALLS));
+        double model_us = median_us(t, CALLS);
+        if (!json) {
+            printf("  session single row: median %.2f us (%d calls after %d warm-ups)\n", session_us,
+                   CALLS, WARMUP);
+            printf("  mml_model_predict single row: median %.2f us\n", model_us);
+        }
         free(t);
         mml_session_destroy(s);
         mml_ctx_destroy(sctx);
@@ -225,9 +252,17 @@ int main(int argc, char **argv)
         }
         pthread_barrier_destroy(&start);
         double total = (double)N_THREADS * batches * BATCH;
-        printf("  %d threads x batches of %d: %.2f M rows/s wall (%d batches a thread, %.3f s); "
-               "%.2f M rows/s summed over the threads' CPU time\n",
-               N_THREADS, BATCH, total / slowest / 1e6, batches, slowest, cpu_rate / 1e6);
+        if (json)
+            printf("{\"side\": \"c\", \"backbone\": \"%s\", \"variant\": \"%s\", \"threads\": %d, "
+                   "\"blis_arch\": \"%s\", \"batch_rows_per_s\": %.0f, \"cpu_rows_per_s\": %.0f, "
+                   "\"latency_us\": %.3f, \"model_predict_latency_us\": %.3f}\n",
+                   backbone, moe ? "moe" : "base", N_THREADS, mml_ctx_blis_arch(ctx), total / slowest,
+                   cpu_rate, session_us, model_us);
+        else
+            printf("  %d threads x batches of %d: %.2f M rows/s wall (%d batches a thread, %.3f s); "
+                   "%.2f M rows/s summed over the threads' CPU time\n",
+                   N_THREADS, BATCH, total / slowest / 1e6, batches, slowest, cpu_rate / 1e6);
+        fflush(stdout);
         mml_model_destroy(m);
         mml_ctx_destroy(ctx);
     }
