@@ -8,9 +8,8 @@ Usage (from the repository root, after ./scripts/build):
       [--rounds 2] [--bench build/bench/serve_bench] [--out FILE.md]
 
 Both sides use 2 threads: the library two sessions with one BLIS thread
-each, PyTorch torch.set_num_threads(2); both on the best BLIS kernels the
-library picks (PyTorch uses its own oneDNN/MKL-free CPU kernels). Each
-figure is the median over the rounds; the machine should be idle.
+each (on the best BLIS kernels of the CPU), PyTorch torch.set_num_threads(2).
+Each figure is the median over the rounds; the machine should be idle.
 """
 import argparse
 import json
