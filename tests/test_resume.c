@@ -7,56 +7,16 @@
 #include "core/bytes.h"
 #include "model/model_internal.h"
 #include "train/trainer_internal.h"
-#include "testutil.h"
 
-static const int32_t hidden[2] = {16, 8};
+#include "trainer_world.h"
 
-typedef struct world {
-    mml_ctx *ctx;
-    mml_dataset *train, *val, *test;
-} world;
+static void world_init(world *w, uint64_t seed) { world_init_sized(w, seed, 3000, 40, 30); }
 
-static void world_init(world *w, uint64_t seed)
+/* Dropout stays on, so the dropout stream matters; patience 2. */
+static void resume_options(mml_trainer_options *o, int32_t variant)
 {
-    w->ctx = plain_ctx(1, seed);
-    mml_synthetic_options so;
-    mml_synthetic_options_init(&so);
-    so.n_rows = 3000;
-    so.n_domains = 3;
-    so.n_users = 40;
-    so.n_items = 30;
-    so.seed = 5;
-    ck_assert_int_eq(mml_synthetic_generate(w->ctx, &so, &w->train, &w->val, &w->test), MML_OK);
-}
-
-static void world_free(world *w)
-{
-    mml_dataset_destroy(w->train);
-    mml_dataset_destroy(w->val);
-    mml_dataset_destroy(w->test);
-    mml_ctx_destroy(w->ctx);
-}
-
-/* Dropout stays at its default 0.5, so the dropout stream matters. */
-static void tiny_options(mml_trainer_options *o, int32_t variant)
-{
-    mml_trainer_options_init(o);
-    o->variant = variant;
-    o->n_hidden = 2;
-    o->hidden = hidden;
-    o->alpha = 4;
-    o->batch_size = 256;
-    o->max_epochs = 3;
+    tiny_options(o, variant);
     o->patience = 2;
-    o->lr = 3e-3f;
-}
-
-static mml_trainer *make_trainer(world *w, const mml_trainer_options *o)
-{
-    mml_trainer *t = NULL;
-    int rc = mml_trainer_create(&t, w->ctx, o, w->train, w->val);
-    ck_assert_msg(rc == MML_OK, "trainer_create: %s", mml_ctx_last_error(w->ctx));
-    return t;
 }
 
 /* Every parameter value of a model, concatenated. */
@@ -218,7 +178,7 @@ START_TEST(resume_is_bitwise_base_and_mlora)
         world w;
         world_init(&w, 21);
         mml_trainer_options o;
-        tiny_options(&o, variant);
+        resume_options(&o, variant);
         killer where;
         mml_trainer *ref_t = NULL;
         weights ref = reference_run(&w, &o, &where, &ref_t);
@@ -241,7 +201,7 @@ START_TEST(resume_is_bitwise_moe)
     world w;
     world_init(&w, 22);
     mml_trainer_options o;
-    tiny_options(&o, MML_VARIANT_MOE);
+    resume_options(&o, MML_VARIANT_MOE);
     killer where;
     mml_trainer *ref_t = NULL;
     weights ref = reference_run(&w, &o, &where, &ref_t);
@@ -274,7 +234,7 @@ START_TEST(resume_is_bitwise_other_optimisers)
         world w;
         world_init(&w, 23);
         mml_trainer_options o;
-        tiny_options(&o, MML_VARIANT_MLORA);
+        resume_options(&o, MML_VARIANT_MLORA);
         o.optimizer = kinds[i];
         killer where;
         mml_trainer *ref_t = NULL;
@@ -297,7 +257,7 @@ START_TEST(resume_from_a_file_is_bitwise)
     ck_assert_int_ge(fd, 0);
     close(fd);
     mml_trainer_options o;
-    tiny_options(&o, MML_VARIANT_MOE);
+    resume_options(&o, MML_VARIANT_MOE);
     killer where;
     mml_trainer *ref_t = NULL;
     weights ref = reference_run(&w, &o, &where, &ref_t);
@@ -392,7 +352,7 @@ START_TEST(take_model_outlives_the_trainer)
     world w;
     world_init(&w, 31);
     mml_trainer_options o;
-    tiny_options(&o, MML_VARIANT_MLORA);
+    resume_options(&o, MML_VARIANT_MLORA);
     o.max_epochs = 1;
     mml_trainer *t = make_trainer(&w, &o);
     ck_assert_int_eq(mml_trainer_run(t), MML_OK);
@@ -439,7 +399,7 @@ START_TEST(take_model_from_a_paused_trainer)
     world w;
     world_init(&w, 32);
     mml_trainer_options o;
-    tiny_options(&o, MML_VARIANT_MOE);
+    resume_options(&o, MML_VARIANT_MOE);
     killer k;
     memset(&k, 0, sizeof k);
     k.kill_at = 2;
@@ -464,7 +424,7 @@ START_TEST(init_model_copies_every_weight)
     world w;
     world_init(&w, 41);
     mml_trainer_options o;
-    tiny_options(&o, MML_VARIANT_MOE);
+    resume_options(&o, MML_VARIANT_MOE);
     o.max_epochs = 1;
     mml_trainer *a = make_trainer(&w, &o);
     ck_assert_int_eq(mml_trainer_run(a), MML_OK);
@@ -490,34 +450,34 @@ START_TEST(init_model_of_another_shape_is_refused)
     world w;
     world_init(&w, 42);
     mml_trainer_options o;
-    tiny_options(&o, MML_VARIANT_BASE);
+    resume_options(&o, MML_VARIANT_BASE);
     mml_trainer *base = make_trainer(&w, &o);
     mml_trainer *t = NULL;
     /* Base into MLoRA: the experts are missing. */
-    tiny_options(&o, MML_VARIANT_MLORA);
+    resume_options(&o, MML_VARIANT_MLORA);
     o.init_model = mml_trainer_model(base);
     ck_assert_int_eq(mml_trainer_create(&t, w.ctx, &o, w.train, w.val), MML_ESHAPE);
     ck_assert_ptr_null(t);
     ck_assert_ptr_nonnull(strstr(mml_ctx_last_error(w.ctx), "init_model parameter"));
     /* Other hidden widths: the first tower layer differs, and is named. */
     static const int32_t wider[2] = {32, 8};
-    tiny_options(&o, MML_VARIANT_BASE);
+    resume_options(&o, MML_VARIANT_BASE);
     o.hidden = wider;
     o.init_model = mml_trainer_model(base);
     ck_assert_int_eq(mml_trainer_create(&t, w.ctx, &o, w.train, w.val), MML_ESHAPE);
     ck_assert_ptr_nonnull(strstr(mml_ctx_last_error(w.ctx), "x 32"));
     /* Another backbone. */
-    tiny_options(&o, MML_VARIANT_BASE);
+    resume_options(&o, MML_VARIANT_BASE);
     o.backbone = "wdl";
     o.init_model = mml_trainer_model(base);
     ck_assert_int_eq(mml_trainer_create(&t, w.ctx, &o, w.train, w.val), MML_ESHAPE);
     ck_assert_ptr_nonnull(strstr(mml_ctx_last_error(w.ctx), "backbone"));
     /* A first stage the variant does not have. */
-    tiny_options(&o, MML_VARIANT_MOE);
+    resume_options(&o, MML_VARIANT_MOE);
     o.first_stage = MML_STAGE_JOINT;
     ck_assert_int_eq(mml_trainer_create(&t, w.ctx, &o, w.train, w.val), MML_EINVAL);
     ck_assert_ptr_nonnull(strstr(mml_ctx_last_error(w.ctx), "first_stage"));
-    tiny_options(&o, MML_VARIANT_BASE);
+    resume_options(&o, MML_VARIANT_BASE);
     o.first_stage = MML_STAGE_GATE;
     ck_assert_int_eq(mml_trainer_create(&t, w.ctx, &o, w.train, w.val), MML_EINVAL);
     o.first_stage = 9;
@@ -533,7 +493,7 @@ START_TEST(first_stage_reruns_stage_two_only)
     world w;
     world_init(&w, 43);
     mml_trainer_options o;
-    tiny_options(&o, MML_VARIANT_MOE);
+    resume_options(&o, MML_VARIANT_MOE);
     o.max_epochs = 2;
     mml_trainer *a = make_trainer(&w, &o);
     ck_assert_int_eq(mml_trainer_run(a), MML_OK);
@@ -580,7 +540,7 @@ START_TEST(fine_tune_a_base_model)
     world w;
     world_init(&w, 44);
     mml_trainer_options o;
-    tiny_options(&o, MML_VARIANT_BASE);
+    resume_options(&o, MML_VARIANT_BASE);
     o.max_epochs = 1;
     mml_trainer *a = make_trainer(&w, &o);
     ck_assert_int_eq(mml_trainer_run(a), MML_OK);
@@ -600,7 +560,7 @@ END_TEST
 /* A small state (MLoRA paused after its first epoch) for the damage tests. */
 static void small_state(world *w, mml_trainer_options *o, mml__wbuf *buf, mml_trainer **paused)
 {
-    tiny_options(o, MML_VARIANT_MOE);
+    resume_options(o, MML_VARIANT_MOE);
     o->batch_size = 512;
     killer k;
     memset(&k, 0, sizeof k);
@@ -740,7 +700,7 @@ START_TEST(allocation_failures_leak_nothing)
     ck_assert_int_ge(fd, 0);
     close(fd);
     mml_trainer_options o;
-    tiny_options(&o, MML_VARIANT_MOE);
+    resume_options(&o, MML_VARIANT_MOE);
     o.batch_size = 64;
     {
         mml_ctx *ctx = plain_ctx(1, 1);

@@ -2,55 +2,10 @@
 /* The staged trainer: stage equivalences, real freezing, early stopping,
  * restore-best, cancellation and determinism. */
 #include "internal.h"
-#include "testutil.h"
 
-static const int32_t hidden[2] = {16, 8};
+#include "trainer_world.h"
 
-typedef struct world {
-    mml_ctx *ctx;
-    mml_dataset *train, *val, *test;
-} world;
-
-static void world_init(world *w, uint64_t seed)
-{
-    w->ctx = plain_ctx(1, seed);
-    mml_synthetic_options so;
-    mml_synthetic_options_init(&so);
-    so.n_rows = 4000;
-    so.n_domains = 3;
-    so.n_users = 60;
-    so.n_items = 40;
-    so.seed = 5;
-    ck_assert_int_eq(mml_synthetic_generate(w->ctx, &so, &w->train, &w->val, &w->test), MML_OK);
-}
-
-static void world_free(world *w)
-{
-    mml_dataset_destroy(w->train);
-    mml_dataset_destroy(w->val);
-    mml_dataset_destroy(w->test);
-    mml_ctx_destroy(w->ctx);
-}
-
-static void tiny_options(mml_trainer_options *o, int32_t variant)
-{
-    mml_trainer_options_init(o);
-    o->variant = variant;
-    o->n_hidden = 2;
-    o->hidden = hidden;
-    o->alpha = 4;
-    o->batch_size = 256;
-    o->max_epochs = 3;
-    o->lr = 3e-3f;
-}
-
-static mml_trainer *make_trainer(world *w, const mml_trainer_options *o)
-{
-    mml_trainer *t = NULL;
-    int rc = mml_trainer_create(&t, w->ctx, o, w->train, w->val);
-    ck_assert_msg(rc == MML_OK, "trainer_create: %s", mml_ctx_last_error(w->ctx));
-    return t;
-}
+static void world_init(world *w, uint64_t seed) { world_init_sized(w, seed, 4000, 60, 40); }
 
 /* A copy of every parameter value of the model. */
 typedef struct snap {
