@@ -17,6 +17,11 @@
  * create callback from the model's backbone configuration (options NULL)
  * and given a copy of the model's backbone parameter values.
  *
+ * Raw rows: a model that keeps its data's schema (mml_model_has_schema())
+ * also serves rows of raw values, e.g. split CSV lines: bind the header once
+ * (mml_session_bind_columns()), then mml_session_predict_raw() maps each row
+ * as the CSV reader mapped the training file and predicts it.
+ *
  * Results: mml_session_predict() gives the bits mml_model_predict() gives
  * for the same batch (the same code runs). Batches longer than the
  * reservation are served in chunks of the reserved row count, and a batch
