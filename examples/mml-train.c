@@ -24,6 +24,15 @@ typedef struct args {
     char fields_buf[1024];
     const char *fields[MAX_LIST];
     int n_fields;
+    char numeric_buf[1024];
+    const char *numeric[MAX_LIST];
+    int n_numeric;
+    /* --hash COL:BUCKETS (repeatable): the names copied, as COL ends at the colon. */
+    char hash_names[MAX_LIST][256];
+    const char *hashed[MAX_LIST];
+    int64_t hash_buckets[MAX_LIST];
+    int n_hashed;
+    uint64_t hash_seed;
     const char *backbone;
     int variants[3], n_variants;
     int32_t experts_per_domain, alpha, embed_dim, hidden[MAX_LIST], n_hidden;
@@ -78,6 +87,8 @@ static void usage(FILE *f)
             "  --synthetic [--synthetic-rows N] [--synthetic-domains D]\n"
             "  --movielens DIR --domain-by gender|age|occupation [--label-min R]\n"
             "  --train F --val F --test F [--label COL] [--domain COL] [--fields C1,C2,...]\n"
+            "    [--numeric C1,C2,...] (numeric columns)  [--hash COL:BUCKETS] (repeatable: a\n"
+            "    categorical column hashed into BUCKETS ids, no vocabulary)  [--hash-seed N] (0)\n"
             "model: --backbone mlp|wdl|deepfm|nfm|pnn|dcn|autoint|xdeepfm|fibinet (mlp)\n"
             "  --variant base|mlora|moe|all (moe)  --experts-per-domain M (1)  --alpha A (16)\n"
             "  --embed-dim K (8)  --hidden 256,128,64  --dropout P (0.5)  --gate-top-k K (0: dense)\n"
@@ -231,6 +242,26 @@ static int parse_args(int argc, char **argv, args *a)
                 if (a->n_fields < MAX_LIST - 1) a->fields[a->n_fields++] = tok;
             a->fields[a->n_fields] = NULL;
             if (a->n_fields == 0) return bad_value(o, v);
+        } else if (!strcmp(o, "--numeric")) {
+            if (strlen(v) >= sizeof a->numeric_buf) return bad_value(o, v);
+            strcpy(a->numeric_buf, v);
+            a->n_numeric = 0;
+            for (char *tok = strtok(a->numeric_buf, ","); tok; tok = strtok(NULL, ","))
+                if (a->n_numeric < MAX_LIST) a->numeric[a->n_numeric++] = tok;
+            if (a->n_numeric == 0) return bad_value(o, v);
+        } else if (!strcmp(o, "--hash")) {
+            const char *colon = strrchr(v, ':');
+            size_t nl = colon ? (size_t)(colon - v) : 0;
+            if (!colon || nl == 0 || nl >= sizeof a->hash_names[0] || a->n_hashed == MAX_LIST ||
+                parse_int(colon + 1, 1, INT32_MAX, &n) < 0)
+                return bad_value(o, v);
+            memcpy(a->hash_names[a->n_hashed], v, nl);
+            a->hash_names[a->n_hashed][nl] = '\0';
+            a->hashed[a->n_hashed] = a->hash_names[a->n_hashed];
+            a->hash_buckets[a->n_hashed++] = n;
+        } else if (!strcmp(o, "--hash-seed")) {
+            if (parse_int(v, 0, INT64_MAX, &n) < 0) return bad_value(o, v);
+            a->hash_seed = (uint64_t)n;
         } else if (!strcmp(o, "--backbone")) {
             if (!mml_backbone_known(NULL, v)) return bad_value(o, v);
             a->backbone = v;
@@ -344,6 +375,10 @@ static int parse_args(int argc, char **argv, args *a)
         fprintf(stderr, "mml-train: --train, --val and --test go together\n");
         return 2;
     }
+    if ((a->n_numeric || a->n_hashed) && !a->train) {
+        fprintf(stderr, "mml-train: --numeric and --hash are for CSV data (--train/--val/--test)\n");
+        return 2;
+    }
     if (sources == 0)
         a->synthetic = 1;
     int files = a->save || a->checkpoint || a->resume || a->init || a->first_stage >= 0 ||
@@ -380,6 +415,12 @@ static int load_data(mml_ctx *ctx, const args *a, data *d)
         o.domain_column = a->domain;
         if (a->n_fields)
             o.field_columns = a->fields;
+        o.numeric_columns = a->numeric;
+        o.n_numeric_columns = a->n_numeric;
+        o.hashed_columns = a->hashed;
+        o.hashed_buckets = a->hash_buckets;
+        o.n_hashed_columns = a->n_hashed;
+        o.hash_seed = a->hash_seed;
         return mml_csv_load(ctx, &o, a->train, a->val, a->test, &d->train, &d->val, &d->test);
     }
     mml_synthetic_options o;

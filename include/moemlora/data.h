@@ -41,6 +41,7 @@
 #ifndef MOEMLORA_DATA_H
 #define MOEMLORA_DATA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ctx.h"
@@ -530,6 +531,35 @@ MML_API int mml_csv_options_init_sized(mml_csv_options *o, uint32_t struct_size)
 MML_API int mml_csv_load(mml_ctx *ctx, const mml_csv_options *o, const char *train_path,
                          const char *val_path, const char *test_path, mml_dataset **train,
                          mml_dataset **val, mml_dataset **test);
+
+/** (1.2) Splits one line (without its line end) into cells exactly as the
+ * CSV reader does: RFC 4180 quoting (a cell in double quotes may hold the
+ * delimiter and "" for a quote; the quotes are removed), no line breaks
+ * inside quotes, an empty line is one empty cell. A program that serves raw
+ * rows (mml_session_predict_raw()) splits its lines with this, so they mean
+ * what they meant to the reader at training time. Takes no context: no
+ * message, no allocation, safe from many threads at once.
+ * @param line the line (len bytes; may be NULL when len is 0)
+ * @param len its length in bytes
+ * @param delimiter the column delimiter (not NUL, '"', LF or CR); a
+ *        model's is mml_session_delimiter()
+ * @param max_cells the most cells to split out, 0 .. 2^31 - 2
+ * @param[out] cells max_cells pointers, each to a cell's first byte, into
+ *        line (unquoted cells) or scratch (quoted ones); not NUL-terminated
+ * @param[out] cell_lens max_cells lengths
+ * @param scratch len bytes for the unescaped quoted cells; cells point into
+ *        it, so it must live as long as they are used
+ * @param[out] bad_column receives the 1-based column of a quoting error, 0
+ *        otherwise (may be NULL)
+ * @return the number of cells (>= 1); max_cells + 1 when the line has more
+ *         cells than max_cells (only the first max_cells are written);
+ *         MML_EPARSE for an unterminated quoted cell or a character after a
+ *         closing quote other than the delimiter (*bad_column set);
+ *         MML_EINVAL for NULL arrays, a bad delimiter or max_cells out of
+ *         range. */
+MML_API int64_t mml_csv_split_line(const char *line, size_t len, char delimiter,
+                                   int64_t max_cells, const char **cells, size_t *cell_lens,
+                                   char *scratch, int32_t *bad_column);
 
 /** Fills *o with the defaults of every field (dir NULL).
  * @param[out] o the options to fill: struct_size bytes written, and

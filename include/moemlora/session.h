@@ -17,6 +17,11 @@
  * create callback from the model's backbone configuration (options NULL)
  * and given a copy of the model's backbone parameter values.
  *
+ * Raw rows: a model that keeps its data's schema (mml_model_has_schema())
+ * also serves rows of raw values, e.g. split CSV lines: bind the header once
+ * (mml_session_bind_columns()), then mml_session_predict_raw() maps each row
+ * as the CSV reader mapped the training file and predicts it.
+ *
  * Results: mml_session_predict() gives the bits mml_model_predict() gives
  * for the same batch (the same code runs). Batches longer than the
  * reservation are served in chunks of the reserved row count, and a batch
@@ -36,6 +41,7 @@
 #ifndef MOEMLORA_SESSION_H
 #define MOEMLORA_SESSION_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ctx.h"
@@ -144,6 +150,59 @@ MML_API int mml_session_predict(mml_session *session, const mml_batch_view *batc
  * argument). */
 MML_API int mml_session_predict_row(mml_session *session, const int32_t *ids, const float *dense,
                                     int32_t domain, float *prob);
+
+/** (1.2) Binds the caller's columns (e.g. a CSV header) to the model's
+ * saved schema, for mml_session_predict_raw(). Every categorical, numeric
+ * and multi-hot column of the schema and its domain column (when the model
+ * has one) must be among names; the label column is optional; other names
+ * are ignored. Allocates the binding here, once: predicting raw rows
+ * afterwards does not. A new binding replaces the old one (kept on failure).
+ * @param session the session. @param n_columns the number of names, >= 0.
+ * @param names n_columns column names (read during the call only).
+ * @return MML_OK; MML_EINVAL for NULL arguments, a NULL name or a schema
+ * column listed twice; MML_ESTATE for a model without a schema
+ * (mml_model_has_schema()); MML_ENOTFOUND, with a message naming it, for a
+ * required column missing from names; MML_ENOMEM. */
+MML_API int mml_session_bind_columns(mml_session *session, int32_t n_columns,
+                                     const char *const *names);
+/** (1.2) Probabilities of raw rows: each row's values are mapped through the
+ * model's schema exactly as the CSV reader maps the same cells (split lines
+ * with mml_csv_split_line() and mml_session_delimiter()), then predicted
+ * as mml_session_predict() predicts a batch (in chunks of the reserved row
+ * count; a chunk's bad rows are left out of its batch). Unknown categorical
+ * and multi-hot values take their out-of-vocabulary id. A row with a value
+ * that does not parse (a numeric value, or an id of a field that takes ids:
+ * MML_EPARSE), a domain the model does not know or a value of a field
+ * without out-of-vocabulary id (MML_ERANGE), or a NULL value of a bound
+ * column (MML_EINVAL) gets NaN, that status and the column; the other rows
+ * are served, and the message of the first bad row is left in the
+ * session's context. Within the reservation (rows and multi-hot ids) it
+ * does not allocate; more multi-hot ids than reserved grow the session's
+ * buffers. Label values are not read.
+ * @param session a session with bound columns (mml_session_bind_columns()).
+ * @param n_rows the rows, >= 0 (0: nothing to do).
+ * @param values n_rows x n_columns values, row-major, in the bound column
+ * order; values of unbound columns are not read (may be NULL).
+ * @param lens the values' lengths in bytes (same layout), or NULL for
+ * NUL-terminated values.
+ * @param prob n_rows floats: P(click), NaN for a bad row.
+ * @param status n_rows codes (MML_OK or negative per row), or NULL.
+ * @param bad_column n_rows ints: a bad row's 0-based column in the bound
+ * list, -1 for a good row; or NULL.
+ * @return MML_OK whatever the rows' statuses; MML_EINVAL for a NULL session,
+ * values or prob, or n_rows < 0; MML_ESTATE without bound columns;
+ * MML_ENONFINITE for a non-finite logit and MML_ECALLBACK from a user
+ * backbone (the good rows of the failed chunk get NaN and the code; later
+ * rows are not written). */
+MML_API int mml_session_predict_raw(mml_session *session, int64_t n_rows,
+                                    const char *const *values, const size_t *lens, float *prob,
+                                    int32_t *status, int32_t *bad_column);
+/** (1.2) The column delimiter of the model's schema (the training file's),
+ * for splitting raw lines with mml_csv_split_line().
+ * @param session the session.
+ * @return the delimiter byte (0 .. 255); -1 for NULL or a model without a
+ * schema. */
+MML_API int32_t mml_session_delimiter(const mml_session *session);
 
 MML_END_DECLS
 

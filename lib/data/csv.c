@@ -32,8 +32,9 @@ typedef struct loader {
     int32_t has_domain;     /* a domain column exists */
     mml__vocab *domain_vocab;
     int32_t training;       /* building vocabularies */
-    cell *cells;
-    int64_t cells_cap;
+    const char **cells;     /* the current line's cells */
+    size_t *cell_lens;
+    int64_t cells_cap, lens_cap;
     char *scratch;          /* unescaped quoted cells */
     size_t scratch_cap;
     char msg[MML_ERRMSG_MAX];
@@ -41,67 +42,89 @@ typedef struct loader {
 
 /* ------------------------------------------------------------ splitting */
 
-/* Splits a line into cells. Returns the number of cells, or -1 with *bad_col
- * (1-based) and *what set for a quoting error. max_cells caps the work: a row
- * with more cells than that returns max_cells + 1. */
-static int64_t split_line(loader *L, const char *line, size_t len, int64_t max_cells,
-                          int32_t *bad_col, const char **what)
+/* The one splitter (mml_csv_split_line() is its public face): *what names
+ * the quoting error for the loader's messages. */
+static int64_t split_cells(const char *line, size_t len, char delim, int64_t max_cells,
+                           const char **cells, size_t *lens, char *scratch, int32_t *bad_col,
+                           const char **what)
 {
-    char delim = L->o.delimiter;
     size_t i = 0, out = 0;
     int64_t n = 0;
     for (;;) {
         if (n >= max_cells)
             return max_cells + 1;
-        cell *c = &L->cells[n];
         if (i < len && line[i] == '"') {
             size_t start = out;
             i++;
             for (;;) {
-                if (i >= len) {
-                    *bad_col = (int32_t)(n + 1);
-                    *what = "unterminated quoted field";
-                    return -1;
-                }
-                const char *q = memchr(line + i, '"', len - i);
+                const char *q = i < len ? memchr(line + i, '"', len - i) : NULL;
                 if (!q) {
                     *bad_col = (int32_t)(n + 1);
                     *what = "unterminated quoted field";
-                    return -1;
+                    return MML_EPARSE;
                 }
                 size_t k = (size_t)(q - line);
-                memcpy(L->scratch + out, line + i, k - i);
+                memcpy(scratch + out, line + i, k - i);
                 out += k - i;
                 i = k + 1;
                 if (i < len && line[i] == '"') {
-                    L->scratch[out++] = '"';
+                    scratch[out++] = '"';
                     i++;
                     continue;
                 }
                 break;
             }
-            c->p = L->scratch + start;
-            c->len = out - start;
+            cells[n] = scratch + start;
+            lens[n] = out - start;
             n++;
             if (i == len)
                 return n;
             if (line[i] != delim) {
                 *bad_col = (int32_t)n;
                 *what = "unexpected character after a closing quote";
-                return -1;
+                return MML_EPARSE;
             }
             i++;
         } else {
             const char *d = i < len ? memchr(line + i, delim, len - i) : NULL;
             size_t e = d ? (size_t)(d - line) : len;
-            c->p = line + i;
-            c->len = e - i;
+            cells[n] = line + i;
+            lens[n] = e - i;
             n++;
             if (!d)
                 return n;
             i = e + 1;
         }
     }
+}
+
+int64_t mml_csv_split_line(const char *line, size_t len, char delimiter, int64_t max_cells,
+                           const char **cells, size_t *cell_lens, char *scratch,
+                           int32_t *bad_column)
+{
+    int32_t bc = 0;
+    const char *what = NULL;
+    if (bad_column)
+        *bad_column = 0;
+    if ((len > 0 && (!line || !scratch)) || max_cells < 0 || max_cells >= INT32_MAX ||
+        (max_cells > 0 && (!cells || !cell_lens)) || delimiter == '\0' || delimiter == '"' ||
+        delimiter == '\n' || delimiter == '\r')
+        return MML_EINVAL;
+    if (!line)
+        line = ""; /* len is 0: no arithmetic on NULL */
+    int64_t n = split_cells(line, len, delimiter, max_cells, cells, cell_lens, scratch, &bc, &what);
+    if (n < 0 && bad_column)
+        *bad_column = bc;
+    return n;
+}
+
+/* Splits a line into L's cells: the count, max_cells + 1 for a longer row,
+ * or MML_EPARSE with *bad_col (1-based) and *what. */
+static int64_t split_line(loader *L, const char *line, size_t len, int64_t max_cells,
+                          int32_t *bad_col, const char **what)
+{
+    return split_cells(line, len, L->o.delimiter, max_cells, L->cells, L->cell_lens, L->scratch,
+                       bad_col, what);
 }
 
 /* Makes room for a line of len bytes: scratch and cells (a line of len bytes has at most len + 1 cells). */
@@ -118,7 +141,8 @@ static int ensure_line_room(loader *L, size_t len, int64_t cells)
         L->scratch = s;
         L->scratch_cap = cap;
     }
-    return mml__grow(L->ctx, &L->cells, &L->cells_cap, cells, sizeof(cell));
+    int rc = mml__grow(L->ctx, &L->cells, &L->cells_cap, cells, sizeof *L->cells);
+    return rc < 0 ? rc : mml__grow(L->ctx, &L->cell_lens, &L->lens_cap, cells, sizeof *L->cell_lens);
 }
 
 /* ------------------------------------------------------------ messages */
@@ -185,7 +209,7 @@ static int read_header(loader *L, mml__lines *r, plan *p)
     for (int64_t c = 0; c < n; c++) {
         int32_t id;
         int32_t before = p->names->n;
-        rc = mml__vocab_intern(L->ctx, p->names, L->cells[c].p, L->cells[c].len, &id);
+        rc = mml__vocab_intern(L->ctx, p->names, L->cells[c], L->cell_lens[c], &id);
         if (rc < 0)
             return mml__error(L->ctx, rc, "out of memory reading %s", L->name);
         if (p->names->n == before)
@@ -378,7 +402,7 @@ static int check_row(loader *L, const plan *p, int64_t line_no, int64_t n, mml_d
         return row_error(L, line_no, p->n_cols + 1, NULL, what, NULL);
     }
     for (int32_t c = 0; c < p->n_cols; c++) {
-        const cell *v = &L->cells[c];
+        const cell cv = {L->cells[c], L->cell_lens[c]}, *v = &cv;
         switch (p->role[c]) {
         case ROLE_LABEL:
             if (v->len != 1 || (v->p[0] != '0' && v->p[0] != '1'))
@@ -416,7 +440,7 @@ static int store_row(loader *L, const plan *p, mml_dataset *ds, int64_t r)
     if (!L->has_domain)
         ds->domain[r] = 0;
     for (int32_t c = 0; c < p->n_cols; c++) {
-        const cell *v = &L->cells[c];
+        const cell cv = {L->cells[c], L->cell_lens[c]}, *v = &cv;
         int32_t t = p->target[c], id;
         int rc;
         switch (p->role[c]) {
@@ -690,6 +714,7 @@ int mml__csv_load_sources(mml_ctx *ctx, const mml_csv_options *o, const mml__sou
         mml__vocab_destroy(ctx, L->domain_vocab);
     mml__schema_release(ctx, L->schema);
     mml__free(ctx, L->cells, (size_t)L->cells_cap * sizeof *L->cells);
+    mml__free(ctx, L->cell_lens, (size_t)L->lens_cap * sizeof *L->cell_lens);
     mml__free(ctx, L->scratch, L->scratch_cap);
     mml__free(ctx, L, sizeof *L);
     if (rc < 0) {

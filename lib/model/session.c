@@ -9,6 +9,7 @@
 
 #include "backbones/backbones.h"
 #include "core/internal.h"
+#include "data/data_internal.h"
 #include "model/model_internal.h"
 #include "moemlora/loss.h"
 #include "moemlora/session.h"
@@ -32,6 +33,13 @@ struct mml_session {
     size_t cap_mhids;
     const int64_t **offp; /* M pointers of the view handed to the copy */
     const int32_t **idp;  /* M */
+    /* Raw rows: the caller's columns bound to the model's schema, and a
+     * chunk's multi-hot lists row after row (mhraw, cap_mhids ids; rowoff
+     * (M + 1) offsets per row) before mhids holds them field after field. */
+    mml__binding *bind;
+    int32_t *mhraw;
+    int64_t *rowoff;      /* cap_rows x (M + 1) */
+    int32_t *badc;        /* cap_rows: bad columns when the caller wants none */
 };
 
 int mml_session_options_init_sized(mml_session_options *out, uint32_t struct_size)
@@ -124,21 +132,32 @@ static void free_buffers(mml_session *s)
     mml__free(ctx, s->out, rows * sizeof(float));
     mml__free(ctx, s->dense, rows * (size_t)m->n_dense * sizeof(float));
     mml__free(ctx, s->mhoff, (size_t)m->M * (rows + 1) * sizeof(int64_t));
-    s->ids = s->dom = s->st = NULL;
+    mml__free(ctx, s->rowoff, (size_t)(m->M + 1) * rows * sizeof(int64_t));
+    mml__free(ctx, s->badc, rows * sizeof(int32_t));
+    s->ids = s->dom = s->st = s->badc = NULL;
     s->out = s->dense = NULL;
-    s->mhoff = NULL;
+    s->mhoff = s->rowoff = NULL;
     s->cap_rows = 0;
 }
 
-static int ensure_mhids(mml_session *s, size_t n)
+/* Room for n multi-hot ids in mhids and mhraw; mhraw keeps its first keep ids. */
+static int ensure_mhids(mml_session *s, size_t n, size_t keep)
 {
     if (n <= s->cap_mhids)
         return MML_OK;
     int32_t *p = mml__alloc(s->ctx, n * sizeof(int32_t));
-    if (!p)
+    int32_t *q = mml__alloc(s->ctx, n * sizeof(int32_t));
+    if (!p || !q) {
+        mml__free(s->ctx, p, n * sizeof(int32_t));
+        mml__free(s->ctx, q, n * sizeof(int32_t));
         return mml__error(s->ctx, MML_ENOMEM, "session: out of memory for %zu multi-hot ids", n);
+    }
+    if (keep > 0)
+        memcpy(q, s->mhraw, keep * sizeof(int32_t));
     mml__free(s->ctx, s->mhids, s->cap_mhids * sizeof(int32_t));
+    mml__free(s->ctx, s->mhraw, s->cap_mhids * sizeof(int32_t));
     s->mhids = p;
+    s->mhraw = q;
     s->cap_mhids = n;
     return MML_OK;
 }
@@ -175,13 +194,18 @@ int mml_session_reserve(mml_session *s, int64_t max_rows, int64_t max_mh)
         int32_t *ids = mml__calloc(ctx, rows * (size_t)m->F, sizeof(int32_t));
         int32_t *dom = mml__calloc(ctx, rows, sizeof(int32_t));
         int32_t *st = mml__alloc(ctx, rows * sizeof(int32_t));
+        int32_t *badc = mml__alloc(ctx, rows * sizeof(int32_t));
         float *out = mml__alloc(ctx, rows * sizeof(float));
         float *dense = m->n_dense > 0 ? mml__calloc(ctx, rows * (size_t)m->n_dense, sizeof(float)) : NULL;
         int64_t *mhoff = m->M > 0 ? mml__calloc(ctx, (size_t)m->M * (rows + 1), sizeof(int64_t)) : NULL;
-        if (!ids || !dom || !st || !out || (m->n_dense > 0 && !dense) || (m->M > 0 && !mhoff)) {
+        int64_t *rowoff = m->M > 0 ? mml__alloc(ctx, (size_t)(m->M + 1) * rows * sizeof(int64_t)) : NULL;
+        if (!ids || !dom || !st || !badc || !out || (m->n_dense > 0 && !dense) ||
+            (m->M > 0 && (!mhoff || !rowoff))) {
+            mml__free(ctx, rowoff, (size_t)(m->M + 1) * rows * sizeof(int64_t));
             mml__free(ctx, ids, rows * (size_t)m->F * sizeof(int32_t));
             mml__free(ctx, dom, rows * sizeof(int32_t));
             mml__free(ctx, st, rows * sizeof(int32_t));
+            mml__free(ctx, badc, rows * sizeof(int32_t));
             mml__free(ctx, out, rows * sizeof(float));
             mml__free(ctx, dense, rows * (size_t)m->n_dense * sizeof(float));
             mml__free(ctx, mhoff, (size_t)m->M * (rows + 1) * sizeof(int64_t));
@@ -192,12 +216,14 @@ int mml_session_reserve(mml_session *s, int64_t max_rows, int64_t max_mh)
         s->ids = ids;
         s->dom = dom;
         s->st = st;
+        s->badc = badc;
         s->out = out;
         s->dense = dense;
         s->mhoff = mhoff;
+        s->rowoff = rowoff;
         s->cap_rows = max_rows;
     }
-    int rc = ensure_mhids(s, (size_t)(max_mh > 0 ? max_mh : 1));
+    int rc = ensure_mhids(s, (size_t)(max_mh > 0 ? max_mh : 1), 0);
     if (rc < 0)
         return rc;
     /* One forward pass of the full size on zero ids grows every scratch
@@ -230,7 +256,9 @@ void mml_session_destroy(mml_session *s)
     mml_ctx *ctx = s->ctx;
     size_t M = (size_t)s->model->M;
     free_buffers(s);
+    mml__binding_destroy(ctx, s->bind);
     mml__free(ctx, s->mhids, s->cap_mhids * sizeof(int32_t));
+    mml__free(ctx, s->mhraw, s->cap_mhids * sizeof(int32_t));
     mml__free(ctx, s->offp, M * sizeof(*s->offp));
     mml__free(ctx, s->idp, M * sizeof(*s->idp));
     replica_destroy(s->rep);
@@ -388,7 +416,7 @@ static int gather_good(mml_session *s, const mml_batch_view *b, int64_t r0, int6
         for (int64_t i = 0; i < n; i++)
             if (s->st[i] == MML_OK)
                 total += b->multihot_offsets[f][r0 + i + 1] - b->multihot_offsets[f][r0 + i];
-    int rc = ensure_mhids(s, (size_t)(total > 0 ? total : 1));
+    int rc = ensure_mhids(s, (size_t)(total > 0 ? total : 1), 0);
     if (rc < 0)
         return rc;
     for (int64_t i = 0; i < n; i++) {
@@ -505,4 +533,163 @@ int mml_session_predict_row(mml_session *s, const int32_t *ids, const float *den
     int32_t st = MML_OK;
     int rc = mml_session_predict(s, &v, prob, &st);
     return rc < 0 ? rc : st;
+}
+
+/* ---- raw rows ---- */
+
+int mml_session_bind_columns(mml_session *s, int32_t n_columns, const char *const *names)
+{
+    if (!s)
+        return MML_EINVAL;
+    const mml__schema *sc = s->model->schema;
+    if (!sc)
+        return mml__error(s->ctx, MML_ESTATE,
+                          "session_bind_columns: the model has no schema (mml_model_has_schema)");
+    mml__binding *b = NULL;
+    int rc = mml__schema_bind(s->ctx, sc, n_columns, names, &b);
+    if (rc < 0)
+        return rc;
+    mml__binding_destroy(s->ctx, s->bind);
+    s->bind = b;
+    return MML_OK;
+}
+
+int32_t mml_session_delimiter(const mml_session *s)
+{
+    return s && s->model->schema ? (int32_t)(unsigned char)s->model->schema->delimiter : -1;
+}
+
+/* The most multi-hot ids a row's cells can give (a value per separator + 1). */
+static size_t mh_bound(const mml_session *s, const char *const *v, const size_t *lens)
+{
+    size_t n = 0;
+    for (int32_t f = 0; f < s->bind->n_multihot; f++) {
+        int32_t c = s->bind->mh_col[f];
+        n += (v[c] ? (lens ? lens[c] : strlen(v[c])) : 0) + 1;
+    }
+    return n;
+}
+
+static const char *raw_what(int st)
+{
+    switch (st) {
+    case MML_EPARSE:
+        return "a value that does not parse";
+    case MML_ERANGE:
+        return "a value the model does not know (a domain, or a value of a field without "
+               "out-of-vocabulary id)";
+    case MML_EINVAL:
+        return "a NULL value";
+    default:
+        return "out of memory for multi-hot ids";
+    }
+}
+
+/* Rows [r0, r0 + n) mapped into the session's buffers (the good ones, in
+ * order; s->st and badc per row), then predicted into prob + r0. *first_bad
+ * (if still -1) receives the first bad row. */
+static int raw_chunk(mml_session *s, int64_t r0, int64_t n, const char *const *values,
+                     const size_t *lens, float *prob, int32_t *badc, int64_t *first_bad)
+{
+    const mml_model *m = s->model;
+    const mml__schema *sc = m->schema;
+    const int32_t nc = s->bind->n_columns, M = m->M;
+    int64_t good = 0;
+    size_t cnt = 0; /* multi-hot ids of the good rows in mhraw */
+    for (int64_t i = 0; i < n; i++) {
+        const char *const *rv = values + (r0 + i) * nc;
+        const size_t *rl = lens ? lens + (r0 + i) * nc : NULL;
+        int64_t *ro = M > 0 ? s->rowoff + good * (M + 1) : NULL;
+        int st;
+        for (;;) {
+            st = mml__schema_map_row(sc, s->bind, rv, rl, m->F > 0 ? s->ids + good * m->F : NULL,
+                                     m->n_dense > 0 ? s->dense + good * m->n_dense : NULL,
+                                     &s->dom[good], NULL, ro, s->mhraw + cnt,
+                                     (int64_t)(s->cap_mhids - cnt), &badc[i]);
+            if (st != MML_ESHAPE)
+                break;
+            /* More multi-hot ids than reserved: grow, keeping the chunk's. */
+            size_t need = cnt + mh_bound(s, rv, rl), cap = s->cap_mhids * 2;
+            if ((st = ensure_mhids(s, cap > need ? cap : need, cnt)) < 0)
+                break;
+        }
+        s->st[i] = st;
+        if (st != MML_OK && *first_bad < 0)
+            *first_bad = r0 + i;
+        if (st == MML_OK) {
+            badc[i] = -1;
+            cnt += M > 0 ? (size_t)ro[M] : 0;
+            good++;
+        }
+    }
+    if (good == 0) {
+        for (int64_t i = 0; i < n; i++)
+            prob[r0 + i] = NAN;
+        return MML_OK;
+    }
+    /* Field f's lists of the good rows, one after the other, as a batch view wants them. */
+    int64_t pos = 0;
+    for (int32_t f = 0; f < M; f++) {
+        int64_t *off = s->mhoff + (size_t)f * (size_t)(good + 1), start = 0;
+        off[0] = pos;
+        for (int64_t j = 0; j < good; j++) {
+            const int64_t *ro = s->rowoff + j * (M + 1);
+            int64_t len = ro[f + 1] - ro[f];
+            if (len > 0)
+                memcpy(s->mhids + pos, s->mhraw + start + ro[f], sizeof(int32_t) * (size_t)len);
+            pos += len;
+            off[j + 1] = pos;
+            start += ro[M];
+        }
+    }
+    mml_batch_view v;
+    own_view(s, good, &v);
+    int rc = mml_model_forward(s->rep, &v, s->mode, 0, 0, s->out);
+    if (rc >= 0)
+        mml_sigmoid_array(s->out, s->out, good);
+    for (int64_t i = 0, j = 0; i < n; i++) {
+        if (rc < 0 && s->st[i] == MML_OK)
+            s->st[i] = rc;
+        prob[r0 + i] = s->st[i] == MML_OK ? s->out[j++] : NAN;
+    }
+    return rc;
+}
+
+int mml_session_predict_raw(mml_session *s, int64_t n_rows, const char *const *values,
+                            const size_t *lens, float *prob, int32_t *status, int32_t *bad_column)
+{
+    if (!s)
+        return MML_EINVAL;
+    mml_ctx *ctx = s->ctx;
+    if (!s->bind)
+        return mml__error(ctx, MML_ESTATE,
+                          "session_predict_raw: no columns bound (mml_session_bind_columns)");
+    if (n_rows < 0 || (n_rows > 0 && (!values || !prob)))
+        return mml__error(ctx, MML_EINVAL, "session_predict_raw: %lld rows, NULL values or output",
+                          (long long)n_rows);
+    const int32_t nc = s->bind->n_columns;
+    int64_t first_bad = -1;
+    int32_t first_col = -1, first_st = MML_OK;
+    int rc = MML_OK;
+    for (int64_t r0 = 0; r0 < n_rows && rc >= 0; r0 += s->cap_rows) {
+        int64_t n = n_rows - r0 < s->cap_rows ? n_rows - r0 : s->cap_rows;
+        int32_t *badc = bad_column ? bad_column + r0 : s->badc;
+        int64_t fb = first_bad;
+        rc = raw_chunk(s, r0, n, values, lens, prob, badc, &first_bad);
+        if (fb < 0 && first_bad >= 0) {
+            first_col = badc[first_bad - r0];
+            first_st = s->st[first_bad - r0];
+        }
+        if (status)
+            memcpy(status + r0, s->st, sizeof(int32_t) * (size_t)n);
+    }
+    /* Last, so that the forward passes do not clear it. */
+    if (rc >= 0 && first_bad >= 0) {
+        const char *v = first_col >= 0 ? values[first_bad * nc + first_col] : NULL;
+        size_t len = v ? (lens ? lens[first_bad * nc + first_col] : strlen(v)) : 0;
+        mml__error(ctx, first_st, "session_predict_raw: row %lld, column %d: %s \"%.*s%s\"",
+                   (long long)first_bad, (int)first_col, raw_what(first_st),
+                   (int)(len > 40 ? 40 : len), v ? v : "", len > 40 ? "..." : "");
+    }
+    return rc;
 }
