@@ -663,7 +663,10 @@ START_TEST(full_disk_keeps_the_old_file)
         signal(SIGXFSZ, SIG_IGN);
         struct rlimit rl = {(rlim_t)s.size / 2, (rlim_t)s.size / 2};
         setrlimit(RLIMIT_FSIZE, &rl);
-        _exit(mml_model_save(big, path) == MML_EIO ? 0 : 1);
+        int code = mml_model_save(big, path) == MML_EIO ? 0 : 1;
+        mml_model_destroy(big); /* valgrind checks the child's leaks too */
+        saved_free(&s);
+        _exit(code);
     }
     int status = 0;
     waitpid(pid, &status, 0);
