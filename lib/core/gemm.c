@@ -249,3 +249,123 @@ int mml__gemm_rm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, i
     return mml__gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, trans_a ? m : k, 1, b,
                      trans_b ? k : n, 1, beta, c, n, 1);
 }
+
+/* ---- the tower's layer epilogue ---- */
+
+/* One row's accumulator for a full tile of SMALL_TILE columns: acc starts
+ * at 0 and takes z1[q] m1[q, .] for q < k1, then z2[q] m2[q, .] for q < k2,
+ * one multiply and one add per term (the same operations as the scalar
+ * remainder below, so every column and every clone gives the same bits). */
+#if defined(__GNUC__)
+static inline void epi_tile64x2(float *restrict acc0, float *restrict acc1, const float *z1a,
+                                const float *z1b, int64_t k1, const float *m1, int64_t rsm1,
+                                const float *z2a, const float *z2b, int64_t k2, const float *m2,
+                                int64_t rsm2, int64_t j0)
+{
+    mml__v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+    mml__v16 x0, x1, x2, x3;
+    for (int pass = 0; pass < 2; pass++) {
+        const float *za = pass ? z2a : z1a, *zb = pass ? z2b : z1b, *m = pass ? m2 : m1;
+        int64_t k = pass ? k2 : k1, rsm = pass ? rsm2 : rsm1;
+        for (int64_t q = 0; q < k; q++) {
+            const float *mp = m + q * rsm + j0;
+            float sa = za[q], sb = zb[q];
+            memcpy(&x0, mp, sizeof x0);
+            memcpy(&x1, mp + 16, sizeof x1);
+            memcpy(&x2, mp + 32, sizeof x2);
+            memcpy(&x3, mp + 48, sizeof x3);
+            a0 += sa * x0;
+            a1 += sa * x1;
+            a2 += sa * x2;
+            a3 += sa * x3;
+            b0 += sb * x0;
+            b1 += sb * x1;
+            b2 += sb * x2;
+            b3 += sb * x3;
+        }
+    }
+    memcpy(acc0, &a0, sizeof a0);
+    memcpy(acc0 + 16, &a1, sizeof a1);
+    memcpy(acc0 + 32, &a2, sizeof a2);
+    memcpy(acc0 + 48, &a3, sizeof a3);
+    memcpy(acc1, &b0, sizeof b0);
+    memcpy(acc1 + 16, &b1, sizeof b1);
+    memcpy(acc1 + 32, &b2, sizeof b2);
+    memcpy(acc1 + 48, &b3, sizeof b3);
+}
+#endif
+
+/* acc[0 .. w) for one row, any width: the same operations per element. */
+static inline void epi_tile(float *restrict acc, int64_t w, const float *z1, int64_t k1,
+                            const float *m1, int64_t rsm1, const float *z2, int64_t k2,
+                            const float *m2, int64_t rsm2, int64_t j0)
+{
+    for (int64_t j = 0; j < w; j++)
+        acc[j] = 0.0f;
+    for (int64_t q = 0; q < k1; q++) {
+        float s = z1[q];
+        const float *restrict mp = m1 + q * rsm1 + j0;
+        for (int64_t j = 0; j < w; j++)
+            acc[j] += s * mp[j];
+    }
+    for (int64_t q = 0; q < k2; q++) {
+        float s = z2[q];
+        const float *restrict mp = m2 + q * rsm2 + j0;
+        for (int64_t j = 0; j < w; j++)
+            acc[j] += s * mp[j];
+    }
+}
+
+/* y = act((p + bias) + acc), written after p is read (y may be p). */
+static inline void epi_store(float *y, const float *p, const float *bias, const float *acc,
+                             int64_t w, int add_acc, int relu)
+{
+    for (int64_t j = 0; j < w; j++) {
+        float v = p[j];
+        if (bias)
+            v = v + bias[j];
+        if (add_acc)
+            v = v + acc[j];
+        y[j] = relu ? (v > 0.0f ? v : 0.0f) : v;
+    }
+}
+
+SMALL_CLONES void mml__layer_epilogue(int64_t n, int64_t w, const float *p, int64_t rsp,
+                                      const float *bias, const float *z1, int64_t rsz1, int64_t k1,
+                                      const float *m1, int64_t rsm1, const float *z2, int64_t rsz2,
+                                      int64_t k2, const float *m2, int64_t rsm2, float *y,
+                                      int64_t rsy, int relu)
+{
+    int add_acc = k1 + k2 > 0;
+    float acc0[SMALL_TILE], acc1[SMALL_TILE];
+    int64_t i = 0;
+#if defined(__GNUC__)
+    if (add_acc)
+        for (; i + 2 <= n; i += 2) {
+            const float *z1a = z1 + i * rsz1, *z2a = z2 + i * rsz2;
+            int64_t j0 = 0;
+            for (; j0 + SMALL_TILE <= w; j0 += SMALL_TILE) {
+                epi_tile64x2(acc0, acc1, z1a, z1a + rsz1, k1, m1, rsm1, z2a, z2a + rsz2, k2, m2,
+                             rsm2, j0);
+                epi_store(y + i * rsy + j0, p + i * rsp + j0, bias ? bias + j0 : NULL, acc0,
+                          SMALL_TILE, 1, relu);
+                epi_store(y + (i + 1) * rsy + j0, p + (i + 1) * rsp + j0, bias ? bias + j0 : NULL,
+                          acc1, SMALL_TILE, 1, relu);
+            }
+            for (int64_t r = i; r < i + 2 && j0 < w; r++) {
+                int64_t ww = w - j0;
+                epi_tile(acc0, ww, z1 + r * rsz1, k1, m1, rsm1, z2 + r * rsz2, k2, m2, rsm2, j0);
+                epi_store(y + r * rsy + j0, p + r * rsp + j0, bias ? bias + j0 : NULL, acc0, ww, 1,
+                          relu);
+            }
+        }
+#endif
+    for (; i < n; i++)
+        for (int64_t j0 = 0; j0 < w; j0 += SMALL_TILE) {
+            int64_t ww = w - j0 < SMALL_TILE ? w - j0 : SMALL_TILE;
+            if (add_acc)
+                epi_tile(acc0, ww, z1 + i * rsz1, k1, m1, rsm1, z2 + i * rsz2, k2, m2, rsm2, j0);
+            epi_store(y + i * rsy + j0, p + i * rsp + j0, bias ? bias + j0 : NULL, acc0, ww,
+                      add_acc, relu);
+        }
+}
