@@ -1,6 +1,7 @@
 /* With kernels.c, the only translation units that include blis.h: every BLIS call is
  * validated here first, because BLIS aborts the process on bad arguments. */
 #include <blis.h>
+#include <math.h>
 #include <string.h>
 
 #include "core/internal.h"
@@ -252,12 +253,30 @@ int mml__gemm_rm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, i
 
 /* ---- the tower's layer epilogue ---- */
 
+/* Its terms are fused multiply-adds with one rounding, so the bits are the
+ * same on every CPU. The x86-64-v3 and -v4 clones have the instruction: their
+ * register tiles contract acc += s x into it (fp-contract=fast here only);
+ * everywhere else the scalar loops call fmaf (libm's is exact). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&     \
+    !defined(__SANITIZE_THREAD__)
+#define EPI_CLONES                                                                                 \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),                 \
+                   optimize("fp-contract=fast")))
+#define EPI_INLINE __attribute__((always_inline, optimize("fp-contract=fast"))) inline
+/* True in the clones with FMA, the ones the resolver picks on such CPUs. */
+#define EPI_VECTOR_FMA() __builtin_cpu_supports("x86-64-v3")
+#else
+#define EPI_CLONES
+#define EPI_INLINE inline
+#define EPI_VECTOR_FMA() 0
+#endif
+
 /* One row's accumulator for a full tile of SMALL_TILE columns: acc starts
  * at 0 and takes z1[q] m1[q, .] for q < k1, then z2[q] m2[q, .] for q < k2,
- * one multiply and one add per term (the same operations as the scalar
- * remainder below, so every column and every clone gives the same bits). */
+ * one fused multiply-add per term, as fmaf in epi_tile gives it: only for
+ * the clones that contract into FMA (EPI_VECTOR_FMA). */
 #if defined(__GNUC__)
-static inline void epi_tile64x2(float *restrict acc0, float *restrict acc1, const float *z1a,
+static EPI_INLINE void epi_tile64x2(float *restrict acc0, float *restrict acc1, const float *z1a,
                                 const float *z1b, int64_t k1, const float *m1, int64_t rsm1,
                                 const float *z2a, const float *z2b, int64_t k2, const float *m2,
                                 int64_t rsm2, int64_t j0)
@@ -306,13 +325,13 @@ static inline void epi_tile(float *restrict acc, int64_t w, const float *z1, int
         float s = z1[q];
         const float *restrict mp = m1 + q * rsm1 + j0;
         for (int64_t j = 0; j < w; j++)
-            acc[j] += s * mp[j];
+            acc[j] = fmaf(s, mp[j], acc[j]);
     }
     for (int64_t q = 0; q < k2; q++) {
         float s = z2[q];
         const float *restrict mp = m2 + q * rsm2 + j0;
         for (int64_t j = 0; j < w; j++)
-            acc[j] += s * mp[j];
+            acc[j] = fmaf(s, mp[j], acc[j]);
     }
 }
 
@@ -330,7 +349,7 @@ static inline void epi_store(float *y, const float *p, const float *bias, const 
     }
 }
 
-SMALL_CLONES void mml__layer_epilogue(int64_t n, int64_t w, const float *p, int64_t rsp,
+EPI_CLONES void mml__layer_epilogue(int64_t n, int64_t w, const float *p, int64_t rsp,
                                       const float *bias, const float *z1, int64_t rsz1, int64_t k1,
                                       const float *m1, int64_t rsm1, const float *z2, int64_t rsz2,
                                       int64_t k2, const float *m2, int64_t rsm2, float *y,
@@ -340,7 +359,7 @@ SMALL_CLONES void mml__layer_epilogue(int64_t n, int64_t w, const float *p, int6
     float acc0[SMALL_TILE], acc1[SMALL_TILE];
     int64_t i = 0;
 #if defined(__GNUC__)
-    if (add_acc)
+    if (add_acc && EPI_VECTOR_FMA())
         for (; i + 2 <= n; i += 2) {
             const float *z1a = z1 + i * rsz1, *z2a = z2 + i * rsz2;
             int64_t j0 = 0;

@@ -154,8 +154,8 @@ int mml__gemm_rm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, i
 /* The end of a tower layer, row by row (i < n, j < w):
  *   y[i, j] = act((p[i, j] + bias[j]) + acc[i, j]),
  *   acc[i, j] = sum_{q < k1} z1[i, q] m1[q, j] + sum_{q < k2} z2[i, q] m2[q, j],
- * acc accumulated from 0 in that order of q, one multiply and one add per
- * term; act is ReLU when relu is set; bias may be NULL (no term); with
+ * acc accumulated from 0 in that order of q, one fmaf per term
+ * (acc = fmaf(z, m, acc)); act is ReLU when relu is set; bias may be NULL (no term); with
  * k1 + k2 = 0 there is no acc term at all. Row strides rs*; rsz2 may be 0
  * (one z2 row for every row). y may be p (same stride). Same bits on every
  * CPU and every row, whatever n. */
