@@ -265,10 +265,13 @@ int mml__gemm_rm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, i
 #define EPI_INLINE __attribute__((always_inline, optimize("fp-contract=fast"))) inline
 /* True in the clones with FMA, the ones the resolver picks on such CPUs. */
 #define EPI_VECTOR_FMA() __builtin_cpu_supports("x86-64-v3")
+/* True in the x86-64-v4 clone (32 vector registers: four rows at a time). */
+#define EPI_VECTOR_FMA4() __builtin_cpu_supports("x86-64-v4")
 #else
 #define EPI_CLONES
 #define EPI_INLINE inline
 #define EPI_VECTOR_FMA() 0
+#define EPI_VECTOR_FMA4() 0
 #endif
 
 /* One row's accumulator for a full tile of SMALL_TILE columns: acc starts
@@ -314,6 +317,52 @@ static EPI_INLINE void epi_tile64x2(float *restrict acc0, float *restrict acc1, 
 }
 #endif
 
+#if defined(__GNUC__)
+/* The same for four rows (16 accumulators: for AVX-512's 32 registers). */
+static EPI_INLINE void epi_tile64x4(float *restrict acc, const float *z1r, int64_t rsz1,
+                                    int64_t k1, const float *m1, int64_t rsm1, const float *z2r,
+                                    int64_t rsz2, int64_t k2, const float *m2, int64_t rsm2,
+                                    int64_t j0)
+{
+    /* Named accumulators: GCC keeps these in registers (an array it spills). */
+    mml__v16 c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0}, c10 = {0}, c11 = {0}, c12 = {0},
+             c13 = {0}, c20 = {0}, c21 = {0}, c22 = {0}, c23 = {0}, c30 = {0}, c31 = {0},
+             c32 = {0}, c33 = {0}, x0, x1, x2, x3;
+    for (int pass = 0; pass < 2; pass++) {
+        const float *z = pass ? z2r : z1r, *m = pass ? m2 : m1;
+        int64_t k = pass ? k2 : k1, rsm = pass ? rsm2 : rsm1, rsz = pass ? rsz2 : rsz1;
+        for (int64_t q = 0; q < k; q++) {
+            const float *mp = m + q * rsm + j0;
+            memcpy(&x0, mp, sizeof x0);
+            memcpy(&x1, mp + 16, sizeof x1);
+            memcpy(&x2, mp + 32, sizeof x2);
+            memcpy(&x3, mp + 48, sizeof x3);
+            float s0 = z[q], s1 = z[rsz + q], s2 = z[2 * rsz + q], s3 = z[3 * rsz + q];
+            c00 += s0 * x0;
+            c01 += s0 * x1;
+            c02 += s0 * x2;
+            c03 += s0 * x3;
+            c10 += s1 * x0;
+            c11 += s1 * x1;
+            c12 += s1 * x2;
+            c13 += s1 * x3;
+            c20 += s2 * x0;
+            c21 += s2 * x1;
+            c22 += s2 * x2;
+            c23 += s2 * x3;
+            c30 += s3 * x0;
+            c31 += s3 * x1;
+            c32 += s3 * x2;
+            c33 += s3 * x3;
+        }
+    }
+    const mml__v16 *all[16] = {&c00, &c01, &c02, &c03, &c10, &c11, &c12, &c13,
+                               &c20, &c21, &c22, &c23, &c30, &c31, &c32, &c33};
+    for (int v = 0; v < 16; v++)
+        memcpy(acc + 16 * v, all[v], sizeof c00);
+}
+#endif
+
 /* acc[0 .. w) for one row, any width: the same operations per element. */
 static inline void epi_tile(float *restrict acc, int64_t w, const float *z1, int64_t k1,
                             const float *m1, int64_t rsm1, const float *z2, int64_t k2,
@@ -356,9 +405,26 @@ EPI_CLONES void mml__layer_epilogue(int64_t n, int64_t w, const float *p, int64_
                                       int64_t rsy, int relu)
 {
     int add_acc = k1 + k2 > 0;
-    float acc0[SMALL_TILE], acc1[SMALL_TILE];
+    float acc0[SMALL_TILE], acc1[SMALL_TILE], acc4[4 * SMALL_TILE];
     int64_t i = 0;
 #if defined(__GNUC__)
+    if (add_acc && EPI_VECTOR_FMA4())
+        for (; i + 4 <= n; i += 4) {
+            int64_t j0 = 0;
+            for (; j0 + SMALL_TILE <= w; j0 += SMALL_TILE) {
+                epi_tile64x4(acc4, z1 + i * rsz1, rsz1, k1, m1, rsm1, z2 + i * rsz2, rsz2, k2, m2,
+                             rsm2, j0);
+                for (int64_t r = 0; r < 4; r++)
+                    epi_store(y + (i + r) * rsy + j0, p + (i + r) * rsp + j0,
+                              bias ? bias + j0 : NULL, acc4 + r * SMALL_TILE, SMALL_TILE, 1, relu);
+            }
+            for (int64_t r = i; r < i + 4 && j0 < w; r++) {
+                int64_t ww = w - j0;
+                epi_tile(acc0, ww, z1 + r * rsz1, k1, m1, rsm1, z2 + r * rsz2, k2, m2, rsm2, j0);
+                epi_store(y + r * rsy + j0, p + r * rsp + j0, bias ? bias + j0 : NULL, acc0, ww, 1,
+                          relu);
+            }
+        }
     if (add_acc && EPI_VECTOR_FMA())
         for (; i + 2 <= n; i += 2) {
             const float *z1a = z1 + i * rsz1, *z2a = z2 + i * rsz2;
