@@ -40,7 +40,6 @@ struct mml_tower {
     int32_t last_gated;
     mml__mixing last_mix;
     const mml_lora *last_lora;
-    const mml_lora *last_lora_fwd; /* the experts of the forward pass under way */
     /* A session's forward-only copy: weights, params, names and dims are the
      * shared model's, the scratch its own. */
     int32_t replica;
@@ -264,13 +263,13 @@ void mml_tower_destroy(mml_tower *t)
  * mixture): [P | U] = x [W | A] (P the shared product, U every active
  * expert's r columns), Us = U scaled by the row's gate weights, then one
  * pass: y = ReLU((P + b) + [Us | g] [B; c]) (dropout: ReLU(m (P + b) + ...)). */
-static int layer_forward_mixed(mml_tower *t, int32_t l, int64_t n, const mml__mixing *mx,
-                               int use_dropout, int draw, float keep_scale)
+static int layer_forward_mixed(mml_tower *t, const mml_lora *lora, int32_t l, int64_t n,
+                               const mml__mixing *mx, int use_dropout, int draw, float keep_scale)
 {
     mml_ctx *ctx = t->ctx;
     int32_t din = t->dims[l], dout = t->dims[l + 1], r, na = mx->n_active;
     const float *At, *B, *C, *x = t->h[l], *W = W_of(t, l), *b = b_of(t, l);
-    mml__lora_layer_ptrs(t->last_lora_fwd, l, mx->first, &r, &At, &B, &C);
+    mml__lora_layer_ptrs(lora, l, mx->first, &r, &At, &B, &C);
     int64_t K = (int64_t)na * r, w = dout + K;
     float *pu = t->pu, *y = t->h[l + 1], *U = t->U[l], *Us = mx->g ? t->Us[l] : t->U[l];
     int rc;
@@ -348,7 +347,6 @@ int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *l
     if (rc < 0)
         return rc;
     int gated = active && mix->mode == MML_MIX_GATED;
-    t->last_lora_fwd = lora;
     if (gated) {
         /* Keep a copy: the caller's weights are not ours to hold until backward. */
         memcpy(t->onehot, mx.g, sizeof(float) * (size_t)(n * mx.n_active));
@@ -367,7 +365,7 @@ int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *l
         float *y = t->h[l + 1];
         const float *b = b_of(t, l);
         if (active && !mx.route) {
-            rc = layer_forward_mixed(t, l, n, &mx, use_dropout, draw, keep_scale);
+            rc = layer_forward_mixed(t, lora, l, n, &mx, use_dropout, draw, keep_scale);
             if (rc < 0)
                 return rc;
             continue;
