@@ -326,6 +326,70 @@ START_TEST(gemm_small_path_matches_naive_loop)
 }
 END_TEST
 
+/* The tower's layer epilogue against a plain loop, bit for bit: full and
+ * partial 64-column tiles, odd and even row counts, both z sources or
+ * either alone or neither, z2 shared by every row (stride 0), with and
+ * without bias and ReLU, in place (y = p) and not. */
+START_TEST(layer_epilogue_matches_plain_loop)
+{
+    static const int64_t ns[] = {1, 2, 3, 8, 33};
+    static const int64_t ws[] = {1, 5, 63, 64, 65, 128, 200};
+    static const int64_t k1s[] = {0, 1, 16, 34};
+    static const int64_t k2s[] = {0, 1, 2};
+    mml_rng rng;
+    mml__rng_init(&rng, 11, 0);
+    for (size_t ni = 0; ni < 5; ni++)
+        for (size_t wi = 0; wi < 7; wi++)
+            for (size_t k1i = 0; k1i < 4; k1i++)
+                for (size_t k2i = 0; k2i < 3; k2i++)
+                    for (int var = 0; var < 8; var++) {
+                        int64_t n = ns[ni], w = ws[wi], k1 = k1s[k1i], k2 = k2s[k2i];
+                        int use_bias = var & 1, relu = (var >> 1) & 1, shared_z2 = (var >> 2) & 1;
+                        int inplace = (int)(ni + wi + k1i) % 2;
+                        int64_t rsp = w + 3, rsy = inplace ? rsp : w + 1, rsz1 = k1 + 2;
+                        int64_t rsz2 = shared_z2 ? 0 : k2 + 1, rsm1 = w + 5, rsm2 = w + 2;
+                        size_t psz = (size_t)(n * rsp), ysz = (size_t)(n * rsy);
+                        size_t z1sz = (size_t)(n * rsz1 + 1), z2sz = (size_t)(n * (k2 + 1) + 1);
+                        size_t m1sz = (size_t)((k1 + 1) * rsm1), m2sz = (size_t)((k2 + 1) * rsm2);
+                        float *p = malloc(psz * sizeof *p), *ref = malloc(ysz * sizeof *ref);
+                        float *y = inplace ? p : malloc(ysz * sizeof *y);
+                        float *bias = malloc((size_t)w * sizeof *bias);
+                        float *z1 = malloc(z1sz * sizeof *z1), *z2 = malloc(z2sz * sizeof *z2);
+                        float *m1 = malloc(m1sz * sizeof *m1), *m2 = malloc(m2sz * sizeof *m2);
+                        float *bufs[] = {p, bias, z1, z2, m1, m2};
+                        size_t sizes[] = {psz, (size_t)w, z1sz, z2sz, m1sz, m2sz};
+                        for (int bi = 0; bi < 6; bi++)
+                            for (size_t i = 0; i < sizes[bi]; i++)
+                                bufs[bi][i] = 2.0f * mml__rng_uniform(&rng) - 1.0f;
+                        for (int64_t i = 0; i < n; i++)
+                            for (int64_t j = 0; j < w; j++) {
+                                float acc = 0.0f;
+                                for (int64_t q = 0; q < k1; q++)
+                                    acc = fmaf(z1[i * rsz1 + q], m1[q * rsm1 + j], acc);
+                                for (int64_t q = 0; q < k2; q++)
+                                    acc = fmaf(z2[i * rsz2 + q], m2[q * rsm2 + j], acc);
+                                float v = p[i * rsp + j];
+                                if (use_bias)
+                                    v = v + bias[j];
+                                if (k1 + k2 > 0)
+                                    v = v + acc;
+                                ref[i * rsy + j] = relu ? (v > 0.0f ? v : 0.0f) : v;
+                            }
+                        mml__layer_epilogue(n, w, p, rsp, use_bias ? bias : NULL, z1, rsz1, k1, m1,
+                                            rsm1, z2, rsz2, k2, m2, rsm2, y, rsy, relu);
+                        for (int64_t i = 0; i < n; i++)
+                            ck_assert_msg(memcmp(y + i * rsy, ref + i * rsy,
+                                                 (size_t)w * sizeof *y) == 0,
+                                          "n %lld w %lld k1 %lld k2 %lld var %d inplace %d row %lld",
+                                          (long long)n, (long long)w, (long long)k1, (long long)k2,
+                                          var, inplace, (long long)i);
+                        if (!inplace)
+                            free(y);
+                        free(p); free(ref); free(bias); free(z1); free(z2); free(m1); free(m2);
+                    }
+}
+END_TEST
+
 START_TEST(gemm_rejects_bad_arguments)
 {
     mml_ctx *ctx = plain_ctx(1, 1);
@@ -468,6 +532,7 @@ static Suite *core_suite(void)
     tcase_set_timeout(g, 60);
     tcase_add_loop_test(g, gemm_matches_naive_loop, 0, 2);
     tcase_add_test(g, gemm_small_path_matches_naive_loop);
+    tcase_add_test(g, layer_epilogue_matches_plain_loop);
     tcase_add_test(g, gemm_rejects_bad_arguments);
     tcase_add_test(g, gemm_threads_give_identical_results_per_count);
     suite_add_tcase(s, g);

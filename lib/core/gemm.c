@@ -1,6 +1,7 @@
 /* With kernels.c, the only translation units that include blis.h: every BLIS call is
  * validated here first, because BLIS aborts the process on bad arguments. */
 #include <blis.h>
+#include <math.h>
 #include <string.h>
 
 #include "core/internal.h"
@@ -248,4 +249,208 @@ int mml__gemm_rm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, i
 {
     return mml__gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, trans_a ? m : k, 1, b,
                      trans_b ? k : n, 1, beta, c, n, 1);
+}
+
+/* ---- the tower's layer epilogue ---- */
+
+/* Its terms are fused multiply-adds with one rounding, so the bits are the
+ * same on every CPU. The x86-64-v3 and -v4 clones have the instruction: their
+ * register tiles contract acc += s x into it (fp-contract=fast here only);
+ * everywhere else the scalar loops call fmaf (libm's is exact). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&     \
+    !defined(__SANITIZE_THREAD__)
+#define EPI_CLONES                                                                                 \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),                 \
+                   optimize("fp-contract=fast")))
+#define EPI_INLINE __attribute__((always_inline, optimize("fp-contract=fast"))) inline
+/* True in the clones with FMA, the ones the resolver picks on such CPUs. */
+#define EPI_VECTOR_FMA() __builtin_cpu_supports("x86-64-v3")
+/* True in the x86-64-v4 clone (32 vector registers: four rows at a time). */
+#define EPI_VECTOR_FMA4() __builtin_cpu_supports("x86-64-v4")
+#else
+#define EPI_CLONES
+#define EPI_INLINE inline
+#define EPI_VECTOR_FMA() 0
+#define EPI_VECTOR_FMA4() 0
+#endif
+
+/* One row's accumulator for a full tile of SMALL_TILE columns: acc starts
+ * at 0 and takes z1[q] m1[q, .] for q < k1, then z2[q] m2[q, .] for q < k2,
+ * one fused multiply-add per term, as fmaf in epi_tile gives it: only for
+ * the clones that contract into FMA (EPI_VECTOR_FMA). */
+#if defined(__GNUC__)
+static EPI_INLINE void epi_tile64x2(float *restrict acc0, float *restrict acc1, const float *z1a,
+                                const float *z1b, int64_t k1, const float *m1, int64_t rsm1,
+                                const float *z2a, const float *z2b, int64_t k2, const float *m2,
+                                int64_t rsm2, int64_t j0)
+{
+    mml__v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+    mml__v16 x0, x1, x2, x3;
+    for (int pass = 0; pass < 2; pass++) {
+        const float *za = pass ? z2a : z1a, *zb = pass ? z2b : z1b, *m = pass ? m2 : m1;
+        int64_t k = pass ? k2 : k1, rsm = pass ? rsm2 : rsm1;
+        for (int64_t q = 0; q < k; q++) {
+            const float *mp = m + q * rsm + j0;
+            float sa = za[q], sb = zb[q];
+            memcpy(&x0, mp, sizeof x0);
+            memcpy(&x1, mp + 16, sizeof x1);
+            memcpy(&x2, mp + 32, sizeof x2);
+            memcpy(&x3, mp + 48, sizeof x3);
+            a0 += sa * x0;
+            a1 += sa * x1;
+            a2 += sa * x2;
+            a3 += sa * x3;
+            b0 += sb * x0;
+            b1 += sb * x1;
+            b2 += sb * x2;
+            b3 += sb * x3;
+        }
+    }
+    memcpy(acc0, &a0, sizeof a0);
+    memcpy(acc0 + 16, &a1, sizeof a1);
+    memcpy(acc0 + 32, &a2, sizeof a2);
+    memcpy(acc0 + 48, &a3, sizeof a3);
+    memcpy(acc1, &b0, sizeof b0);
+    memcpy(acc1 + 16, &b1, sizeof b1);
+    memcpy(acc1 + 32, &b2, sizeof b2);
+    memcpy(acc1 + 48, &b3, sizeof b3);
+}
+#endif
+
+#if defined(__GNUC__)
+/* The same for four rows (16 accumulators: for AVX-512's 32 registers). */
+static EPI_INLINE void epi_tile64x4(float *restrict acc, const float *z1r, int64_t rsz1,
+                                    int64_t k1, const float *m1, int64_t rsm1, const float *z2r,
+                                    int64_t rsz2, int64_t k2, const float *m2, int64_t rsm2,
+                                    int64_t j0)
+{
+    /* Named accumulators: GCC keeps these in registers (an array it spills). */
+    mml__v16 c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0}, c10 = {0}, c11 = {0}, c12 = {0},
+             c13 = {0}, c20 = {0}, c21 = {0}, c22 = {0}, c23 = {0}, c30 = {0}, c31 = {0},
+             c32 = {0}, c33 = {0}, x0, x1, x2, x3;
+    for (int pass = 0; pass < 2; pass++) {
+        const float *z = pass ? z2r : z1r, *m = pass ? m2 : m1;
+        int64_t k = pass ? k2 : k1, rsm = pass ? rsm2 : rsm1, rsz = pass ? rsz2 : rsz1;
+        for (int64_t q = 0; q < k; q++) {
+            const float *mp = m + q * rsm + j0;
+            memcpy(&x0, mp, sizeof x0);
+            memcpy(&x1, mp + 16, sizeof x1);
+            memcpy(&x2, mp + 32, sizeof x2);
+            memcpy(&x3, mp + 48, sizeof x3);
+            float s0 = z[q], s1 = z[rsz + q], s2 = z[2 * rsz + q], s3 = z[3 * rsz + q];
+            c00 += s0 * x0;
+            c01 += s0 * x1;
+            c02 += s0 * x2;
+            c03 += s0 * x3;
+            c10 += s1 * x0;
+            c11 += s1 * x1;
+            c12 += s1 * x2;
+            c13 += s1 * x3;
+            c20 += s2 * x0;
+            c21 += s2 * x1;
+            c22 += s2 * x2;
+            c23 += s2 * x3;
+            c30 += s3 * x0;
+            c31 += s3 * x1;
+            c32 += s3 * x2;
+            c33 += s3 * x3;
+        }
+    }
+    const mml__v16 *all[16] = {&c00, &c01, &c02, &c03, &c10, &c11, &c12, &c13,
+                               &c20, &c21, &c22, &c23, &c30, &c31, &c32, &c33};
+    for (int v = 0; v < 16; v++)
+        memcpy(acc + 16 * v, all[v], sizeof c00);
+}
+#endif
+
+/* acc[0 .. w) for one row, any width: the same operations per element. */
+static inline void epi_tile(float *restrict acc, int64_t w, const float *z1, int64_t k1,
+                            const float *m1, int64_t rsm1, const float *z2, int64_t k2,
+                            const float *m2, int64_t rsm2, int64_t j0)
+{
+    for (int64_t j = 0; j < w; j++)
+        acc[j] = 0.0f;
+    for (int64_t q = 0; q < k1; q++) {
+        float s = z1[q];
+        const float *restrict mp = m1 + q * rsm1 + j0;
+        for (int64_t j = 0; j < w; j++)
+            acc[j] = fmaf(s, mp[j], acc[j]);
+    }
+    for (int64_t q = 0; q < k2; q++) {
+        float s = z2[q];
+        const float *restrict mp = m2 + q * rsm2 + j0;
+        for (int64_t j = 0; j < w; j++)
+            acc[j] = fmaf(s, mp[j], acc[j]);
+    }
+}
+
+/* y = act((p + bias) + acc), written after p is read (y may be p). */
+static inline void epi_store(float *y, const float *p, const float *bias, const float *acc,
+                             int64_t w, int add_acc, int relu)
+{
+    for (int64_t j = 0; j < w; j++) {
+        float v = p[j];
+        if (bias)
+            v = v + bias[j];
+        if (add_acc)
+            v = v + acc[j];
+        y[j] = relu ? (v > 0.0f ? v : 0.0f) : v;
+    }
+}
+
+EPI_CLONES void mml__layer_epilogue(int64_t n, int64_t w, const float *p, int64_t rsp,
+                                      const float *bias, const float *z1, int64_t rsz1, int64_t k1,
+                                      const float *m1, int64_t rsm1, const float *z2, int64_t rsz2,
+                                      int64_t k2, const float *m2, int64_t rsm2, float *y,
+                                      int64_t rsy, int relu)
+{
+    int add_acc = k1 + k2 > 0;
+    float acc0[SMALL_TILE], acc1[SMALL_TILE], acc4[4 * SMALL_TILE];
+    int64_t i = 0;
+#if defined(__GNUC__)
+    if (add_acc && EPI_VECTOR_FMA4())
+        for (; i + 4 <= n; i += 4) {
+            int64_t j0 = 0;
+            for (; j0 + SMALL_TILE <= w; j0 += SMALL_TILE) {
+                epi_tile64x4(acc4, z1 + i * rsz1, rsz1, k1, m1, rsm1, z2 + i * rsz2, rsz2, k2, m2,
+                             rsm2, j0);
+                for (int64_t r = 0; r < 4; r++)
+                    epi_store(y + (i + r) * rsy + j0, p + (i + r) * rsp + j0,
+                              bias ? bias + j0 : NULL, acc4 + r * SMALL_TILE, SMALL_TILE, 1, relu);
+            }
+            for (int64_t r = i; r < i + 4 && j0 < w; r++) {
+                int64_t ww = w - j0;
+                epi_tile(acc0, ww, z1 + r * rsz1, k1, m1, rsm1, z2 + r * rsz2, k2, m2, rsm2, j0);
+                epi_store(y + r * rsy + j0, p + r * rsp + j0, bias ? bias + j0 : NULL, acc0, ww, 1,
+                          relu);
+            }
+        }
+    if (add_acc && EPI_VECTOR_FMA())
+        for (; i + 2 <= n; i += 2) {
+            const float *z1a = z1 + i * rsz1, *z2a = z2 + i * rsz2;
+            int64_t j0 = 0;
+            for (; j0 + SMALL_TILE <= w; j0 += SMALL_TILE) {
+                epi_tile64x2(acc0, acc1, z1a, z1a + rsz1, k1, m1, rsm1, z2a, z2a + rsz2, k2, m2,
+                             rsm2, j0);
+                epi_store(y + i * rsy + j0, p + i * rsp + j0, bias ? bias + j0 : NULL, acc0,
+                          SMALL_TILE, 1, relu);
+                epi_store(y + (i + 1) * rsy + j0, p + (i + 1) * rsp + j0, bias ? bias + j0 : NULL,
+                          acc1, SMALL_TILE, 1, relu);
+            }
+            for (int64_t r = i; r < i + 2 && j0 < w; r++) {
+                int64_t ww = w - j0;
+                epi_tile(acc0, ww, z1 + r * rsz1, k1, m1, rsm1, z2 + r * rsz2, k2, m2, rsm2, j0);
+                epi_store(y + r * rsy + j0, p + r * rsp + j0, bias ? bias + j0 : NULL, acc0, ww, 1,
+                          relu);
+            }
+        }
+#endif
+    for (; i < n; i++)
+        for (int64_t j0 = 0; j0 < w; j0 += SMALL_TILE) {
+            int64_t ww = w - j0 < SMALL_TILE ? w - j0 : SMALL_TILE;
+            if (add_acc)
+                epi_tile(acc0, ww, z1 + i * rsz1, k1, m1, rsm1, z2 + i * rsz2, k2, m2, rsm2, j0);
+            epi_store(y + i * rsy + j0, p + i * rsp + j0, bias ? bias + j0 : NULL, acc0, ww,
+                      add_acc, relu);
+        }
 }

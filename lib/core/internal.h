@@ -151,6 +151,18 @@ int mml__gemm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, int6
 /* Row-major contiguous shorthand: C[m x n] = alpha op(A) op(B) + beta C. */
 int mml__gemm_rm(mml_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                  float alpha, const float *a, const float *b, float beta, float *c);
+/* The end of a tower layer, row by row (i < n, j < w):
+ *   y[i, j] = act((p[i, j] + bias[j]) + acc[i, j]),
+ *   acc[i, j] = sum_{q < k1} z1[i, q] m1[q, j] + sum_{q < k2} z2[i, q] m2[q, j],
+ * acc accumulated from 0 in that order of q, one fmaf per term
+ * (acc = fmaf(z, m, acc)); act is ReLU when relu is set; bias may be NULL (no term); with
+ * k1 + k2 = 0 there is no acc term at all. Row strides rs*; rsz2 may be 0
+ * (one z2 row for every row). y may be p (same stride). Same bits on every
+ * CPU and every row, whatever n. */
+void mml__layer_epilogue(int64_t n, int64_t w, const float *p, int64_t rsp, const float *bias,
+                         const float *z1, int64_t rsz1, int64_t k1, const float *m1, int64_t rsm1,
+                         const float *z2, int64_t rsz2, int64_t k2, const float *m2, int64_t rsm2,
+                         float *y, int64_t rsy, int relu);
 /* The private BLIS runtime object for the current thread count. */
 int mml__blis_rntm_create(mml_ctx *ctx);
 void mml__blis_rntm_destroy(mml_ctx *ctx);

@@ -35,6 +35,9 @@ int mml__lora_resolve(const mml_lora *lora, mml_ctx *ctx, const mml_mix *mix, in
 /* Widest stacked adapter of any layer: n_experts * max rank. */
 int64_t mml__lora_max_cols(const mml_lora *lora);
 /* Whether any parameter of experts [first, first + n) is unfrozen. */
+/* Layer `layer`'s rank and its stacked A_t, B and c from expert `first` on. */
+void mml__lora_layer_ptrs(const mml_lora *lora, int32_t layer, int32_t first, int32_t *rank,
+                          const float **At, const float **B, const float **C);
 int mml__lora_trainable(const mml_lora *lora, int32_t first, int32_t n);
 /* Checks that lora was built for these tower widths. */
 int mml__lora_matches(const mml_lora *lora, mml_ctx *ctx, int32_t n_layers, const int32_t *dims);

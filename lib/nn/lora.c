@@ -204,6 +204,16 @@ int64_t mml__lora_max_cols(const mml_lora *l)
     return m;
 }
 
+void mml__lora_layer_ptrs(const mml_lora *l, int32_t layer, int32_t first, int32_t *rank,
+                          const float **At, const float **B, const float **C)
+{
+    int32_t r = l->rank[layer];
+    *rank = r;
+    *At = A_t(l, layer) + (size_t)first * (size_t)r * (size_t)l->dims[layer];
+    *B = B_of(l, layer) + (size_t)first * (size_t)r * (size_t)l->dims[layer + 1];
+    *C = C_of(l, layer) + (size_t)first * (size_t)l->dims[layer + 1];
+}
+
 int mml__lora_trainable(const mml_lora *l, int32_t first, int32_t n)
 {
     for (int32_t e = first; e < first + n; e++)

@@ -28,6 +28,9 @@ struct mml_tower {
     float *onehot; /* a copy of the gate weights of the last forward pass */
     mml__routing routing;
     float *tmp_a, *tmp_b, *dU;
+    /* With adapters: a layer's [x W | x A] (cap_rows x (max_width + cap_cols)) and
+     * the weights [W | A] side by side (wcat_floats). */
+    float *pu, *wcat;
     int32_t max_width;
     int64_t last_rows;
     int32_t last_training;
@@ -132,6 +135,18 @@ nomem:
     return mml__error(ctx, MML_ENOMEM, "tower: out of memory");
 }
 
+/* The largest [W | A] of any layer, for cols adapter columns. */
+static size_t wcat_floats(const mml_tower *t, int64_t cols)
+{
+    size_t m = 0;
+    for (int32_t l = 0; l < t->n_layers; l++) {
+        size_t f = (size_t)t->dims[l] * ((size_t)t->dims[l + 1] + (size_t)cols);
+        if (f > m)
+            m = f;
+    }
+    return m;
+}
+
 static void free_scratch(mml_tower *t)
 {
     mml_ctx *ctx = t->ctx;
@@ -157,6 +172,11 @@ static void free_scratch(mml_tower *t)
     mml__free(ctx, t->tmp_a, rows * (size_t)t->max_width * sizeof(float));
     mml__free(ctx, t->tmp_b, rows * (size_t)t->max_width * sizeof(float));
     mml__free(ctx, t->dU, rows * cols * sizeof(float));
+    if (cols) {
+        mml__free(ctx, t->pu, rows * ((size_t)t->max_width + cols) * sizeof(float));
+        mml__free(ctx, t->wcat, wcat_floats(t, t->cap_cols) * sizeof(float));
+    }
+    t->pu = t->wcat = NULL;
     t->onehot = t->tmp_a = t->tmp_b = t->dU = NULL;
     t->cap_rows = t->cap_cols = 0;
     t->have_masks = 0;
@@ -196,6 +216,8 @@ static int ensure_scratch(mml_tower *t, int64_t rows, int64_t cols)
         ok &= (t->routing.gy = mml__alloc(ctx, rw)) != NULL;
         ok &= (t->routing.gdx = mml__alloc(ctx, rw)) != NULL;
         ok &= (t->dU = mml__alloc(ctx, r * c * sizeof(float))) != NULL;
+        ok &= (t->pu = mml__alloc(ctx, r * ((size_t)t->max_width + c) * sizeof(float))) != NULL;
+        ok &= (t->wcat = mml__alloc(ctx, wcat_floats(t, cols) * sizeof(float))) != NULL;
     }
     ok &= (t->tmp_a = mml__alloc(ctx, r * (size_t)t->max_width * sizeof(float))) != NULL;
     ok &= (t->tmp_b = mml__alloc(ctx, r * (size_t)t->max_width * sizeof(float))) != NULL;
@@ -230,6 +252,69 @@ void mml_tower_destroy(mml_tower *t)
     mml__free(ctx, t->names, (size_t)(2 * L) * NAME_LEN);
     mml__free(ctx, t->dims, sizeof(int32_t) * (size_t)(L + 1));
     mml__free(ctx, t, sizeof *t);
+}
+
+/* Rows above this go through one product with [W | A] side by side (BLIS
+ * packs x once for both); fewer rows take two small products instead of
+ * copying the weights. */
+#define MIXED_ONE_PRODUCT_ROWS 8
+
+/* A layer with every row on the same experts (one expert, or the gated
+ * mixture): [P | U] = x [W | A] (P the shared product, U every active
+ * expert's r columns), Us = U scaled by the row's gate weights, then one
+ * pass: y = ReLU((P + b) + [Us | g] [B; c]) (dropout: ReLU(m (P + b) + ...)). */
+static int layer_forward_mixed(mml_tower *t, const mml_lora *lora, int32_t l, int64_t n,
+                               const mml__mixing *mx, int use_dropout, int draw, float keep_scale)
+{
+    mml_ctx *ctx = t->ctx;
+    int32_t din = t->dims[l], dout = t->dims[l + 1], r, na = mx->n_active;
+    const float *At, *B, *C, *x = t->h[l], *W = W_of(t, l), *b = b_of(t, l);
+    mml__lora_layer_ptrs(lora, l, mx->first, &r, &At, &B, &C);
+    int64_t K = (int64_t)na * r, w = dout + K;
+    float *pu = t->pu, *y = t->h[l + 1], *U = t->U[l], *Us = mx->g ? t->Us[l] : t->U[l];
+    int rc;
+    if (n > MIXED_ONE_PRODUCT_ROWS) {
+        float *wc = t->wcat;
+        for (int32_t p = 0; p < din; p++) {
+            memcpy(wc + (int64_t)p * w, W + (int64_t)p * dout, sizeof(float) * (size_t)dout);
+            for (int64_t q = 0; q < K; q++)
+                wc[(int64_t)p * w + dout + q] = At[q * din + p];
+        }
+        rc = mml__gemm(ctx, 0, 0, n, w, din, 1.0f, x, din, 1, wc, w, 1, 0.0f, pu, w, 1);
+    } else {
+        rc = mml__gemm(ctx, 0, 0, n, dout, din, 1.0f, x, din, 1, W, dout, 1, 0.0f, pu, w, 1);
+        if (rc >= 0)
+            rc = mml__gemm(ctx, 0, 1, n, K, din, 1.0f, x, din, 1, At, din, 1, 0.0f, pu + dout, w, 1);
+    }
+    if (rc < 0)
+        return rc;
+    for (int64_t i = 0; i < n; i++) {
+        const float *u = pu + i * w + dout;
+        memcpy(U + i * K, u, sizeof(float) * (size_t)K);
+        if (mx->g)
+            for (int32_t e = 0; e < na; e++) {
+                float g = mx->g[i * na + e];
+                for (int32_t q = 0; q < r; q++)
+                    Us[i * K + (int64_t)e * r + q] = u[(int64_t)e * r + q] * g;
+            }
+    }
+    const float *bias = b;
+    if (use_dropout) {
+        float *m = t->mask[l];
+        if (draw)
+            for (int64_t i = 0; i < n * dout; i++)
+                m[i] = mml__rng_uniform(&t->dropout_rng) < t->dropout ? 0.0f : keep_scale;
+        for (int64_t i = 0; i < n; i++)
+            for (int32_t j = 0; j < dout; j++)
+                pu[i * w + j] = (pu[i * w + j] + b[j]) * m[i * dout + j];
+        bias = NULL;
+    }
+    /* One expert (no gate): its c with weight 1 on every row. */
+    static const float one = 1.0f;
+    const float *z2 = mx->g ? mx->g : &one;
+    mml__layer_epilogue(n, dout, pu, w, bias, Us, K, K, B, dout, z2, mx->g ? na : 0, na, C, dout,
+                        y, dout, 1);
+    return MML_OK;
 }
 
 int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *lora,
@@ -279,6 +364,22 @@ int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *l
         int32_t din = t->dims[l], dout = t->dims[l + 1];
         float *y = t->h[l + 1];
         const float *b = b_of(t, l);
+        if (active && !mx.route) {
+            rc = layer_forward_mixed(t, lora, l, n, &mx, use_dropout, draw, keep_scale);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+        if (!active && !use_dropout) {
+            /* y = ReLU(x W + b) in one pass after the product. */
+            rc = mml__gemm(ctx, 0, 0, n, dout, din, 1.0f, t->h[l], din, 1, W_of(t, l), dout, 1,
+                           0.0f, y, dout, 1);
+            if (rc < 0)
+                return rc;
+            mml__layer_epilogue(n, dout, y, dout, b, NULL, 0, 0, NULL, 0, NULL, 0, 0, NULL, 0, y,
+                                dout, 1);
+            continue;
+        }
         for (int64_t i = 0; i < n; i++)
             memcpy(y + i * dout, b, sizeof(float) * (size_t)dout);
         rc = mml__gemm(ctx, 0, 0, n, dout, din, 1.0f, t->h[l], din, 1, W_of(t, l), dout, 1, 1.0f, y,
@@ -438,7 +539,7 @@ int mml__tower_replica(const mml_tower *t, mml_ctx *ctx, mml_tower **out)
     r->ctx = ctx;
     r->replica = 1;
     r->cap_rows = r->cap_cols = 0;
-    r->onehot = r->tmp_a = r->tmp_b = r->dU = NULL;
+    r->onehot = r->tmp_a = r->tmp_b = r->dU = r->pu = r->wcat = NULL;
     memset(&r->routing, 0, sizeof r->routing);
     r->have_masks = r->replay = r->last_active = r->last_gated = r->last_training = 0;
     r->last_rows = 0;
