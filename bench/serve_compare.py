@@ -8,7 +8,9 @@ Usage (from the repository root, after ./scripts/build):
       [--rounds 2] [--bench build/bench/serve_bench] [--out FILE.md]
 
 Both sides use 2 threads: the library two sessions with one BLIS thread
-each (on the best BLIS kernels of the CPU), PyTorch torch.set_num_threads(2).
+each, PyTorch torch.set_num_threads(2); both on the best BLIS kernels of
+the CPU (Debian's PyTorch multiplies through libblas.so.3, BLIS here, so the
+script gives it the BLIS_ARCH_TYPE the library picks).
 Each figure is the median over the rounds; the machine should be idle.
 """
 import argparse
@@ -21,8 +23,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run_json(cmd):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+def run_json(cmd, env=None):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
@@ -34,13 +36,23 @@ def main(argv=None):
     ap.add_argument("--batches", type=int, default=300)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
+    # Debian's PyTorch multiplies through libblas.so.3, which is BLIS here:
+    # without BLIS_ARCH_TYPE it would run BLIS's generic kernels.
+    env = dict(os.environ)
+    if "BLIS_ARCH_TYPE" not in env:
+        mml_train = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.bench))),
+                                 "examples", "mml-train")
+        line = subprocess.run([mml_train, "--print-blis-arch"], check=True, capture_output=True,
+                              text=True).stdout.split()
+        env["BLIS_ARCH_TYPE"] = line[1].split("=", 1)[1]
+    print("BLIS_ARCH_TYPE=%s for PyTorch" % env["BLIS_ARCH_TYPE"], file=sys.stderr)
     runs = {}
     for rnd in range(args.rounds):
         for side, cmd in (("c", [args.bench, "--backbone", args.backbone, "--batches",
                                  str(args.batches), "--json"]),
                           ("pytorch", ["/usr/bin/python3", os.path.join(HERE, "serve_torch.py"),
                                        "--backbone", args.backbone])):
-            for r in run_json(cmd):
+            for r in run_json(cmd, env):
                 runs.setdefault((r["backbone"], r["variant"], side), []).append(r)
             print("round %d: %s done" % (rnd + 1, side), file=sys.stderr)
     med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
