@@ -104,8 +104,9 @@ static int flush_batch(prog *p, mml_session *s, mml_ctx *ctx, const slot *slots,
         } else if (st[j] != MML_OK) {
             int32_t c = bc[j];
             const char *why = st[j] == MML_EPARSE   ? "value does not parse:"
-                              : st[j] == MML_ERANGE ? "value unknown to the model (a domain it "
-                                                      "was not trained on?):"
+                              : st[j] == MML_ERANGE ? "value unknown to the model (a domain, or "
+                                                      "an id of a field without an "
+                                                      "out-of-vocabulary id):"
                                                     : mml_status_str(st[j]);
             rc = bad_row(p, r->line_no, c + 1, why, vals[j * p->nc + c], lens[j * p->nc + c]);
             j++;
