@@ -1424,17 +1424,4 @@ static Suite *data_suite(void)
     return s;
 }
 
-int main(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/mml_test_data_XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return EXIT_FAILURE;
-    }
-    int rc = run_suite(data_suite());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
-    return rc;
-}
+int main(void) { return run_suite_in_tmpdir(data_suite(), tmpdir, sizeof tmpdir, "data"); }

@@ -1250,17 +1250,4 @@ static Suite *schema_suite(void)
     return s;
 }
 
-int main(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/mml_test_schema_XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return EXIT_FAILURE;
-    }
-    int rc = run_suite(schema_suite());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
-    return rc;
-}
+int main(void) { return run_suite_in_tmpdir(schema_suite(), tmpdir, sizeof tmpdir, "schema"); }

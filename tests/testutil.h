@@ -91,4 +91,21 @@ static inline int run_suite(Suite *s)
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+/* Runs a suite with a fresh temporary folder whose name goes to dir (cap
+ * bytes), removed afterwards with everything the tests left in it. */
+static inline int run_suite_in_tmpdir(Suite *s, char *dir, size_t cap, const char *name)
+{
+    snprintf(dir, cap, "/tmp/mml_test_%s_XXXXXX", name);
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return EXIT_FAILURE;
+    }
+    int rc = run_suite(s);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+    return rc;
+}
+
 #endif
