@@ -168,6 +168,12 @@ START_TEST(round_trip_every_backbone_and_variant)
                 ck_assert_uint_eq(again_size, size);
                 ck_assert(memcmp(again, data, size) == 0);
                 mml_ctx_free(ctx, again, again_size);
+                /* A read-only model (no gradients) saves the same bytes. */
+                ck_assert_int_eq(mml_model_make_readonly(l), MML_OK);
+                ck_assert_int_eq(mml_model_save_mem(l, &again, &again_size), MML_OK);
+                ck_assert_uint_eq(again_size, size);
+                ck_assert(memcmp(again, data, size) == 0);
+                mml_ctx_free(ctx, again, again_size);
                 mml_ctx_free(ctx, data, size);
                 mml_model_destroy(l);
                 mml_model_destroy(m);
