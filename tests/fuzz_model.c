@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <moemlora/moemlora.h>
+#include "core/bytes.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -78,17 +78,6 @@ static void load_one(const uint8_t *data, size_t size)
     mml_ctx_destroy(ctx);
 }
 
-static uint32_t crc32c(const uint8_t *p, size_t n)
-{
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-    }
-    return ~c;
-}
-
 static uint64_t le(const uint8_t *p, int n)
 {
     uint64_t v = 0;
@@ -115,11 +104,11 @@ static void fix_crcs(uint8_t *d, size_t size)
             uint8_t *e = d + table + 32 * i;
             uint64_t off = le(e + 8, 8), len = le(e + 16, 8);
             if (off <= size && len <= size - off)
-                put_le32(e + 24, crc32c(d + off, (size_t)len));
+                put_le32(e + 24, mml__crc32c(0, d + off, (size_t)len));
         }
-        put_le32(d + 36, crc32c(d + table, (size_t)(32 * n)));
+        put_le32(d + 36, mml__crc32c(0, d + table, (size_t)(32 * n)));
     }
-    put_le32(d + 60, crc32c(d, 60));
+    put_le32(d + 60, mml__crc32c(0, d, 60));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -33,6 +33,22 @@ void mml__wbuf_free(mml__wbuf *w)
 
 int mml__wbuf_status(const mml__wbuf *w) { return w->status; }
 
+/* Moves the contents to a block of exactly cap bytes (cap >= len). */
+static int wbuf_regrow(mml__wbuf *w, size_t cap)
+{
+    uint8_t *p = mml__alloc(w->ctx, cap);
+    if (!p) {
+        w->status = mml__error(w->ctx, MML_ENOMEM, "model file: out of memory for %zu bytes", cap);
+        return 0;
+    }
+    if (w->len)
+        memcpy(p, w->data, w->len);
+    mml__free(w->ctx, w->data, w->cap);
+    w->data = p;
+    w->cap = cap;
+    return 1;
+}
+
 static int wbuf_room(mml__wbuf *w, size_t n)
 {
     if (w->status < 0)
@@ -46,17 +62,13 @@ static int wbuf_room(mml__wbuf *w, size_t n)
     size_t cap = w->cap ? w->cap : 4096;
     while (cap - w->len < n)
         cap *= 2;
-    uint8_t *p = mml__alloc(w->ctx, cap);
-    if (!p) {
-        w->status = mml__error(w->ctx, MML_ENOMEM, "model file: out of memory for %zu bytes", cap);
-        return 0;
-    }
-    if (w->len)
-        memcpy(p, w->data, w->len);
-    mml__free(w->ctx, w->data, w->cap);
-    w->data = p;
-    w->cap = cap;
-    return 1;
+    return wbuf_regrow(w, cap);
+}
+
+void mml__wbuf_reserve(mml__wbuf *w, size_t total)
+{
+    if (w->status >= 0 && total > w->cap)
+        (void)wbuf_regrow(w, total);
 }
 
 void mml__wbuf_bytes(mml__wbuf *w, const void *p, size_t n)

@@ -26,6 +26,9 @@ typedef struct mml__wbuf {
 void mml__wbuf_init(mml__wbuf *w, mml_ctx *ctx);
 void mml__wbuf_free(mml__wbuf *w);
 int mml__wbuf_status(const mml__wbuf *w);
+/* Room for exactly total bytes in all (no doubling): a buffer filled to
+ * total then has cap == len and can be handed over as it is. */
+void mml__wbuf_reserve(mml__wbuf *w, size_t total);
 void mml__wbuf_bytes(mml__wbuf *w, const void *p, size_t n);
 void mml__wbuf_zeros(mml__wbuf *w, size_t n);
 /* Zero bytes up to the next multiple of align (a power of two). */

@@ -168,6 +168,7 @@ static int build_file(const mml_model *m, const mml__section_out *extra, int32_t
             off = (off + parts[i].len + 63) / 64 * 64;
         }
         uint64_t file_size = n ? offsets[n - 1] + parts[n - 1].len : off;
+        mml__wbuf_reserve(file, (size_t)file_size);
         mml__wbuf_bytes(file, MAGIC, 8);
         mml__wbuf_u16(file, MML_MODEL_FORMAT_MAJOR);
         mml__wbuf_u16(file, MML_MODEL_FORMAT_MINOR);
@@ -275,25 +276,11 @@ int mml__model_save_io(const mml_model *m, const mml__section_out *extra, int32_
         if (io->path) {
             rc = save_path(ctx, io->path, file.data, file.len);
         } else if (io->mem_out) {
+            /* Reserved to the byte: the caller frees exactly len bytes. */
             *io->mem_out = file.data;
             *io->mem_out_size = file.len;
-            file.data = NULL; /* handed over: the caller frees len... */
-            if (file.cap != file.len) {
-                /* mml_ctx_free takes the size the caller knows: give an exact block. */
-                void *exact = mml__alloc(ctx, file.len);
-                if (!exact) {
-                    file.data = *io->mem_out;
-                    *io->mem_out = NULL;
-                    *io->mem_out_size = 0;
-                    rc = mml__error(ctx, MML_ENOMEM, "model save: out of memory");
-                } else {
-                    memcpy(exact, *io->mem_out, file.len);
-                    mml__free(ctx, *io->mem_out, file.cap);
-                    *io->mem_out = exact;
-                }
-            }
-            if (rc >= 0)
-                file.cap = file.len = 0;
+            file.data = NULL;
+            file.cap = file.len = 0;
         } else {
             size_t chunk = 1 << 20;
             for (size_t at = 0; rc >= 0 && at < file.len; at += chunk) {
