@@ -19,40 +19,6 @@ static void resume_options(mml_trainer_options *o, int32_t variant)
     o->patience = 2;
 }
 
-/* Every parameter value of a model, concatenated. */
-typedef struct weights {
-    size_t n;
-    float *v;
-} weights;
-
-static weights take_weights(mml_model *m)
-{
-    weights s = {0, NULL};
-    for (int64_t i = 0; i < mml_model_n_params(m); i++)
-        s.n += (size_t)mml_param_size(mml_model_param(m, i));
-    s.v = malloc(sizeof(float) * s.n);
-    float *p = s.v;
-    for (int64_t i = 0; i < mml_model_n_params(m); i++) {
-        mml_param *q = mml_model_param(m, i);
-        memcpy(p, q->value, sizeof(float) * (size_t)mml_param_size(q));
-        p += mml_param_size(q);
-    }
-    return s;
-}
-
-/* Names the first parameter that differs bitwise, or NULL. */
-static const char *first_difference(mml_model *m, const weights *s)
-{
-    const float *p = s->v;
-    for (int64_t i = 0; i < mml_model_n_params(m); i++) {
-        mml_param *q = mml_model_param(m, i);
-        if (memcmp(p, q->value, sizeof(float) * (size_t)mml_param_size(q)) != 0)
-            return q->name;
-        p += mml_param_size(q);
-    }
-    return NULL;
-}
-
 /* The checkpoint callback: records where it was called; at call kill_at it
  * saves the state (into buf, or to path) and stops the run. */
 typedef struct killer {
@@ -113,7 +79,7 @@ static void same_reports(mml_trainer *a, mml_trainer *b)
 }
 
 /* The uninterrupted run: its weights, and where its checkpoints were called. */
-static weights reference_run(world *w, const mml_trainer_options *base, killer *where,
+static snap reference_run(world *w, const mml_trainer_options *base, killer *where,
                              mml_trainer **keep)
 {
     mml_trainer_options o = *base;
@@ -122,7 +88,7 @@ static weights reference_run(world *w, const mml_trainer_options *base, killer *
     o.checkpoint_user = where;
     mml_trainer *t = make_trainer(w, &o);
     ck_assert_int_eq(mml_trainer_run(t), MML_OK);
-    weights s = take_weights(mml_trainer_model(t));
+    snap s = take(mml_trainer_model(t));
     *keep = t;
     return s;
 }
@@ -130,7 +96,7 @@ static weights reference_run(world *w, const mml_trainer_options *base, killer *
 /* Kill after checkpoint kill_at, read the state into a second trainer made
  * from the first one's model, finish, compare with the reference. With
  * same_trainer, the paused trainer itself goes on instead. */
-static void kill_and_resume(world *w, const mml_trainer_options *base, const weights *ref,
+static void kill_and_resume(world *w, const mml_trainer_options *base, const snap *ref,
                             mml_trainer *ref_t, int kill_at, int same_trainer)
 {
     killer k;
@@ -181,7 +147,7 @@ START_TEST(resume_is_bitwise_base_and_mlora)
         resume_options(&o, variant);
         killer where;
         mml_trainer *ref_t = NULL;
-        weights ref = reference_run(&w, &o, &where, &ref_t);
+        snap ref = reference_run(&w, &o, &where, &ref_t);
         ck_assert_int_ge(where.calls, 2);
         for (int kill = 1; kill < where.calls; kill++)
             kill_and_resume(&w, &o, &ref, ref_t, kill, 0);
@@ -190,7 +156,7 @@ START_TEST(resume_is_bitwise_base_and_mlora)
         /* Killing after the last epoch leaves only the stage's end. */
         kill_and_resume(&w, &o, &ref, ref_t, where.calls, 0);
         mml_trainer_destroy(ref_t);
-        free(ref.v);
+        drop(&ref);
         world_free(&w);
     }
 }
@@ -204,7 +170,7 @@ START_TEST(resume_is_bitwise_moe)
     resume_options(&o, MML_VARIANT_MOE);
     killer where;
     mml_trainer *ref_t = NULL;
-    weights ref = reference_run(&w, &o, &where, &ref_t);
+    snap ref = reference_run(&w, &o, &where, &ref_t);
     int in_stage1_end = call_of(&where, MML_STAGE_EXPERTS, 0, 1) - 1;
     int in_expert0 = call_of(&where, MML_STAGE_EXPERTS, 0, 2);
     int in_expert1 = call_of(&where, MML_STAGE_EXPERTS, 1, 1);
@@ -221,7 +187,7 @@ START_TEST(resume_is_bitwise_moe)
     kill_and_resume(&w, &o, &ref, ref_t, in_gate, 0);
     kill_and_resume(&w, &o, &ref, ref_t, in_expert1, 1);
     mml_trainer_destroy(ref_t);
-    free(ref.v);
+    drop(&ref);
     world_free(&w);
 }
 END_TEST
@@ -238,10 +204,10 @@ START_TEST(resume_is_bitwise_other_optimisers)
         o.optimizer = kinds[i];
         killer where;
         mml_trainer *ref_t = NULL;
-        weights ref = reference_run(&w, &o, &where, &ref_t);
+        snap ref = reference_run(&w, &o, &where, &ref_t);
         kill_and_resume(&w, &o, &ref, ref_t, 1, 0);
         mml_trainer_destroy(ref_t);
-        free(ref.v);
+        drop(&ref);
         world_free(&w);
     }
 }
@@ -260,7 +226,7 @@ START_TEST(resume_from_a_file_is_bitwise)
     resume_options(&o, MML_VARIANT_MOE);
     killer where;
     mml_trainer *ref_t = NULL;
-    weights ref = reference_run(&w, &o, &where, &ref_t);
+    snap ref = reference_run(&w, &o, &where, &ref_t);
     /* Inside stage 3, inside stage 2 after an expert changed; the last one
      * (2 epochs done) stays in the file for the checks below. */
     int kills[3] = {call_of(&where, MML_STAGE_GATE, -1, 1), call_of(&where, MML_STAGE_EXPERTS, 1, 1),
@@ -335,7 +301,7 @@ START_TEST(resume_from_a_file_is_bitwise)
     mml_trainer_destroy(t);
     unlink(path);
     mml_trainer_destroy(ref_t);
-    free(ref.v);
+    drop(&ref);
     world_free(&w);
 }
 END_TEST
@@ -428,7 +394,7 @@ START_TEST(init_model_copies_every_weight)
     o.max_epochs = 1;
     mml_trainer *a = make_trainer(&w, &o);
     ck_assert_int_eq(mml_trainer_run(a), MML_OK);
-    weights wa = take_weights(mml_trainer_model(a));
+    snap wa = take(mml_trainer_model(a));
     /* A fresh trainer on the same seed starts elsewhere... */
     mml_trainer *fresh = make_trainer(&w, &o);
     ck_assert_ptr_nonnull(first_difference(mml_trainer_model(fresh), &wa));
@@ -440,7 +406,7 @@ START_TEST(init_model_copies_every_weight)
     mml_trainer_destroy(a);
     ck_assert_ptr_null(first_difference(mml_trainer_model(b), &wa));
     mml_trainer_destroy(b);
-    free(wa.v);
+    drop(&wa);
     world_free(&w);
 }
 END_TEST
@@ -544,7 +510,7 @@ START_TEST(fine_tune_a_base_model)
     o.max_epochs = 1;
     mml_trainer *a = make_trainer(&w, &o);
     ck_assert_int_eq(mml_trainer_run(a), MML_OK);
-    weights wa = take_weights(mml_trainer_model(a));
+    snap wa = take(mml_trainer_model(a));
     o.init_model = mml_trainer_model(a);
     o.first_stage = MML_STAGE_JOINT;
     mml_trainer *b = make_trainer(&w, &o);
@@ -552,7 +518,7 @@ START_TEST(fine_tune_a_base_model)
     ck_assert_ptr_nonnull(first_difference(mml_trainer_model(b), &wa));
     mml_trainer_destroy(b);
     mml_trainer_destroy(a);
-    free(wa.v);
+    drop(&wa);
     world_free(&w);
 }
 END_TEST

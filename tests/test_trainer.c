@@ -7,37 +7,6 @@
 
 static void world_init(world *w, uint64_t seed) { world_init_sized(w, seed, 4000, 60, 40); }
 
-/* A copy of every parameter value of the model. */
-typedef struct snap {
-    int64_t n;
-    float **v;
-} snap;
-
-static snap take(mml_model *m)
-{
-    snap s = {mml_model_n_params(m), NULL};
-    s.v = malloc(sizeof(float *) * (size_t)s.n);
-    for (int64_t i = 0; i < s.n; i++) {
-        mml_param *p = mml_model_param(m, i);
-        s.v[i] = malloc(sizeof(float) * (size_t)mml_param_size(p));
-        memcpy(s.v[i], p->value, sizeof(float) * (size_t)mml_param_size(p));
-    }
-    return s;
-}
-
-static int same(const snap *s, mml_model *m, int64_t i)
-{
-    mml_param *p = mml_model_param(m, i);
-    return memcmp(s->v[i], p->value, sizeof(float) * (size_t)mml_param_size(p)) == 0;
-}
-
-static void drop(snap *s)
-{
-    for (int64_t i = 0; i < s->n; i++)
-        free(s->v[i]);
-    free(s->v);
-}
-
 START_TEST(base_equals_moe_stage_one)
 {
     world w;

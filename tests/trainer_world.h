@@ -55,4 +55,44 @@ static inline mml_trainer *make_trainer(world *w, const mml_trainer_options *o)
     return t;
 }
 
+/* A copy of every parameter value of the model. */
+typedef struct snap {
+    int64_t n;
+    float **v;
+} snap;
+
+static inline snap take(mml_model *m)
+{
+    snap s = {mml_model_n_params(m), NULL};
+    s.v = malloc(sizeof(float *) * (size_t)s.n);
+    for (int64_t i = 0; i < s.n; i++) {
+        mml_param *p = mml_model_param(m, i);
+        s.v[i] = malloc(sizeof(float) * (size_t)mml_param_size(p));
+        memcpy(s.v[i], p->value, sizeof(float) * (size_t)mml_param_size(p));
+    }
+    return s;
+}
+
+static inline int same(const snap *s, mml_model *m, int64_t i)
+{
+    mml_param *p = mml_model_param(m, i);
+    return memcmp(s->v[i], p->value, sizeof(float) * (size_t)mml_param_size(p)) == 0;
+}
+
+static inline void drop(snap *s)
+{
+    for (int64_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+}
+
+/* Names the first parameter that differs bitwise from the snapshot, or NULL. */
+static inline const char *first_difference(mml_model *m, const snap *s)
+{
+    for (int64_t i = 0; i < s->n; i++)
+        if (!same(s, m, i))
+            return mml_model_param(m, i)->name;
+    return NULL;
+}
+
 #endif
