@@ -140,7 +140,7 @@ static void run_gradcheck(const char *backbone, int32_t mode, int64_t n_rows, in
                           int32_t n_dense)
 {
     fixture fx = {0};
-    fx.ctx = plain_ctx(1, 3);
+    fx.ctx = plain_ctx(1, 4);
     int32_t E = mode == MML_MIX_GATED ? 2 * D : D;
     fx.model = tiny_model(fx.ctx, backbone, E, mode == MML_MIX_GATED, n_dense, 0.5f);
     fx.mode = mode;
@@ -312,7 +312,7 @@ START_TEST(fresh_experts_leave_the_model_unchanged)
 {
     /* B = 0 and c = 0 at init: every adapter mode gives the shared model's logits. */
     fixture fx = {0};
-    fx.ctx = plain_ctx(1, 5);
+    fx.ctx = plain_ctx(1, 4);
     fx.model = tiny_model(fx.ctx, "mlp", D, 1, 0, 0.5f);
     make_batch(&fx, 33, 0, 8);
     float *base = malloc(sizeof(float) * 33);
@@ -524,7 +524,7 @@ START_TEST(frozen_groups_stay_bit_identical)
 {
     /* Stage 2 style: only expert 2 trains; everything else must not move. */
     fixture fx = {0};
-    fx.ctx = plain_ctx(1, 6);
+    fx.ctx = plain_ctx(1, 4);
     fx.model = tiny_model(fx.ctx, "deepfm", D, 1, 0, 0.5f);
     make_batch(&fx, 64, 0, 3);
     mml_model *m = fx.model;
@@ -627,7 +627,7 @@ END_TEST
 START_TEST(bad_input_is_refused)
 {
     fixture fx = {0};
-    fx.ctx = plain_ctx(1, 1);
+    fx.ctx = plain_ctx(1, 4);
     fx.model = tiny_model(fx.ctx, "mlp", D, 1, 1, 0.5f);
     make_batch(&fx, 5, 1, 2);
     mml_model *m = fx.model;

@@ -413,6 +413,27 @@ static int rbuf_source(void *user, void *data, size_t size)
     return MML_OK;
 }
 
+int mml__backbone_train_replica(const mml_backbone *bb, mml_ctx *ctx, mml_backbone **out)
+{
+    *out = NULL;
+    if (!bb->builtin)
+        return MML_EUNSUPPORTED;
+    mml_backbone *r = mml__alloc(ctx, sizeof *r);
+    if (!r)
+        return mml__error(ctx, MML_ENOMEM, "backbone '%s': out of memory for a training thread",
+                          bb->name);
+    *r = *bb;
+    r->ctx = ctx;
+    r->vt.type_name = r->name;
+    int rc = mml__deep_train_replica(bb->self, ctx, &r->self);
+    if (rc < 0) {
+        mml__free(ctx, r, sizeof *r);
+        return rc;
+    }
+    *out = r;
+    return MML_OK;
+}
+
 int mml__backbone_replica(const mml_backbone *bb, mml_ctx *ctx, const mml_backbone_config *cfg,
                           mml_backbone **out)
 {

@@ -92,6 +92,10 @@ void mml__deep_destroy(void *self)
         mml_lora_destroy(d->lora);
         for (int32_t i = 0; i < d->np; i++)
             mml__side_param_free(ctx, &d->p[i]);
+    } else if (d->replica == 2) {
+        mml_lora_destroy(d->lora);
+        for (int32_t i = 0; i < d->np; i++)
+            mml__free(ctx, d->p[i].grad, sizeof(float) * (size_t)(d->p[i].rows * d->p[i].cols));
     }
     float *const bufs[] = {d->x, d->dh, d->dx};
     const size_t caps[] = {d->cap_x, d->cap_dh, d->cap_dx};
@@ -221,7 +225,7 @@ int mml__deep_backward(void *self, const float *dlogit, const mml_backbone_grads
     mml__deep *d = self;
     const mml__side *s = d->side;
     int64_t n = d->n;
-    if (d->readonly || d->replica)
+    if (d->readonly || d->replica == 1)
         return mml__error(d->ctx, MML_ESTATE, "%s: backward on a read-only model", d->name);
     if (n < 1)
         return mml__error(d->ctx, MML_ESTATE, "%s: backward without a forward pass", d->name);
@@ -331,5 +335,39 @@ int mml__deep_replica(const void *self, mml_ctx *ctx, void **out)
         return rc;
     }
     *out = r;
+    return MML_OK;
+}
+
+int mml__deep_train_replica(const void *self, mml_ctx *ctx, void **out)
+{
+    const mml__deep *d = self;
+    *out = NULL;
+    if (d->readonly)
+        return mml__error(ctx, MML_ESTATE, "%s: the model is read-only", d->name);
+    int rc = mml__deep_replica(self, ctx, out);
+    if (rc < 0)
+        return rc;
+    mml__deep *r = *out;
+    /* From here on destroy frees what the copy owns, and only that. */
+    r->replica = 2;
+    r->lora = NULL;
+    for (int32_t i = 0; i < r->np; i++)
+        r->p[i].grad = NULL;
+    mml_tower *tw = NULL;
+    rc = mml__tower_train_replica(d->tower, ctx, &tw);
+    if (rc >= 0) {
+        mml_tower_destroy(r->tower);
+        r->tower = tw;
+    }
+    if (rc >= 0 && d->lora)
+        rc = mml__lora_train_replica(d->lora, ctx, &r->lora);
+    for (int32_t i = 0; rc >= 0 && i < r->np; i++)
+        if (!(r->p[i].grad = mml__calloc(ctx, (size_t)(r->p[i].rows * r->p[i].cols), sizeof(float))))
+            rc = mml__error(ctx, MML_ENOMEM, "%s: out of memory for a training thread", d->name);
+    if (rc < 0) {
+        mml__deep_destroy(r);
+        *out = NULL;
+        return rc;
+    }
     return MML_OK;
 }

@@ -114,6 +114,9 @@ int mml__deep_set_dropout_replay(void *self, int32_t replay);
 void mml__deep_make_readonly(void *self);
 /* A forward-only copy on ctx sharing self's weights (see mml__tower_replica). */
 int mml__deep_replica(const void *self, mml_ctx *ctx, void **out);
+/* A copy on ctx for a training thread: self's weights, its own gradients
+ * (zero), parameter structs and scratch. */
+int mml__deep_train_replica(const void *self, mml_ctx *ctx, void **out);
 
 /* Defines mml__backbone_<id>, the table of type "<id>" with side part side:
  * infer_shape and create hand side to the shared ones (the user pointer of
@@ -162,6 +165,9 @@ void mml__backbone_make_readonly(mml_backbone *bb);
  * holding a copy of bb's parameter values. */
 int mml__backbone_replica(const mml_backbone *bb, mml_ctx *ctx, const mml_backbone_config *cfg,
                           mml_backbone **out);
+/* A training thread's copy of a built-in backbone (mml__deep_train_replica);
+ * MML_EUNSUPPORTED for a user backbone. */
+int mml__backbone_train_replica(const mml_backbone *bb, mml_ctx *ctx, mml_backbone **out);
 
 /* Common checks of a backbone configuration. */
 int mml__check_backbone_config(mml_ctx *ctx, const mml_backbone_config *cfg, const char *name);

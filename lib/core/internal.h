@@ -101,6 +101,32 @@ int mml__ctx_attach(mml_ctx *ctx, const void *key, void *data,
 /* The data attached under key, or NULL. */
 void *mml__ctx_attached(const mml_ctx *ctx, const void *key);
 
+/* Element-wise passes (elementwise.c). */
+/* Inverted-dropout multipliers of n units (0 or keep), four units per 64-bit
+ * draw: a unit drops when its 16 bits fall below p 2^16, so p is rounded to
+ * a multiple of 2^-16 (0.5 is exact). */
+void mml__dropout_mask(struct mml_rng *rng, float p, float keep, float *m, int64_t n);
+/* g = h > 0 ? g mask : 0 (mask NULL: 1). */
+void mml__relu_grad(int64_t n, const float *h, const float *mask, float *g);
+/* Each row of y (rows x cols, dense): y = (y + bias) mask, then ReLU when
+ * relu; mask NULL: 1. */
+void mml__bias_mask_relu(int64_t rows, int64_t cols, float *y, const float *bias,
+                         const float *mask, int relu);
+/* sums[j] += x[i][j] over the rows, row after row. */
+void mml__col_sums_add(int64_t rows, int64_t cols, const float *x, float *sums);
+/* y += x. */
+void mml__add_to(int64_t n, const float *x, float *y);
+
+/* Worker threads owned by one object (pool.c). n_workers >= 1 threads start
+ * at creation and wait; a job runs fn(arg, 0) on the caller and
+ * fn(arg, 1 .. n_workers) on the workers, and returns when all have. A NULL
+ * pool runs task 0 only. */
+typedef struct mml__pool mml__pool;
+int mml__pool_create(mml_ctx *ctx, int32_t n_workers, mml__pool **out);
+void mml__pool_destroy(mml__pool *pool);
+int32_t mml__pool_size(const mml__pool *pool);
+void mml__pool_run(mml__pool *pool, void (*fn)(void *arg, int32_t task), void *arg);
+
 /* Random numbers. stream selects an independent sequence for the same seed. */
 void mml__rng_init(mml_rng *rng, uint64_t seed, uint64_t stream);
 /* Inline: dropout draws one number per unit of every training batch. */

@@ -79,6 +79,7 @@ void mml_model_destroy(mml_model *m)
     mml__free(ctx, m->first, sizeof(void *) * (size_t)m->F);
     mml__free(ctx, m->dense_w.value, sizeof(float) * (size_t)m->n_dense);
     mml__free(ctx, m->dense_w.grad, sizeof(float) * (size_t)m->n_dense);
+    mml__par_destroy(m->par);
     mml_backbone_destroy(m->backbone);
     mml_gate_destroy(m->gate);
     mml__free(ctx, m->names, (size_t)(2 * m->F + m->M) * NAME_LEN);
@@ -460,7 +461,10 @@ int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32
     }
     mml_backbone_input in = {sizeof in, training ? 1 : 0, n, m->embbuf,
                              m->n_dense ? m->dense : NULL, &mix};
-    rc = mml_backbone_forward(m->backbone, &in, logits);
+    mml__par_reset(m);
+    int32_t slices = mml__par_slices(m, n);
+    rc = slices > 1 ? mml__par_forward(m, &in, slices, logits)
+                    : mml_backbone_forward(m->backbone, &in, logits);
     if (rc < 0)
         goto fail;
     for (int64_t r = 0; r < n; r++)
@@ -526,7 +530,8 @@ int mml_model_backward(mml_model *m, const float *dlogits)
     }
     mml_backbone_grads g = {sizeof g, 0, need_emb ? m->demb : NULL, NULL,
                             need_gate ? m->dweights : NULL};
-    rc = mml_backbone_backward(m->backbone, dlogits, &g);
+    rc = mml__par_active(m) > 1 ? mml__par_backward(m, dlogits, &g)
+                                : mml_backbone_backward(m->backbone, dlogits, &g);
     if (rc < 0)
         return rc;
     for (int32_t f = 0; need_emb && f < m->F; f++) {
@@ -663,13 +668,18 @@ int32_t mml_model_n_experts(const mml_model *m) { return m ? m->E : 0; }
 int32_t mml_model_n_fields(const mml_model *m) { return m ? m->F : 0; }
 int mml_model_set_dropout_replay(mml_model *m, int32_t replay)
 {
-    return m ? mml_backbone_set_dropout_replay(m->backbone, replay) : MML_EINVAL;
+    if (!m)
+        return MML_EINVAL;
+    int rc = mml_backbone_set_dropout_replay(m->backbone, replay);
+    if (rc >= 0)
+        m->replay = replay ? 1 : 0;
+    return rc;
 }
 uint64_t mml_model_kink_pattern(mml_model *m)
 {
     if (!m)
         return 0;
-    uint64_t p = mml_backbone_kink_pattern(m->backbone);
+    uint64_t p = mml__par_kink_pattern(m, mml_backbone_kink_pattern(m->backbone));
     if (m->gate && m->mode == MML_MIX_GATED)
         p ^= mml_gate_kink_pattern(m->gate) * 0xD6E8FEB86659FD93ull;
     return p;
@@ -736,6 +746,8 @@ int mml_model_make_readonly(mml_model *m)
     mml__free(m->ctx, m->dense_w.grad, sizeof(float) * (size_t)m->n_dense);
     m->dense_w.grad = NULL;
     m->bias.grad = NULL;
+    mml__par_destroy(m->par);
+    m->par = NULL;
     mml__backbone_make_readonly(m->backbone);
     mml__free(m->ctx, m->demb, m->cap_demb * sizeof(float));
     mml__free(m->ctx, m->dweights, m->cap_dw * sizeof(float));

@@ -4,6 +4,7 @@
 #define MML_MODEL_INTERNAL_H
 
 #include "core/internal.h"
+#include "moemlora/backbone.h"
 #include "moemlora/embedding.h"
 #include "moemlora/model.h"
 
@@ -49,7 +50,28 @@ struct mml_model {
     int32_t final_mix;     /* MML_MIX_* of the model's final prediction */
     struct mml__schema *schema; /* raw values -> ids; NULL when unknown */
     int32_t readonly;      /* mml_model_make_readonly(): no gradients */
+    /* Threads splitting the backbone's rows (parallel.c); created with the
+     * first batch that uses them. */
+    struct mml__par *par;
+    int32_t no_split;      /* a session's copy: one thread */
+    int32_t replay;        /* dropout replay (gradient checks): one thread */
 };
+
+/* parallel.c */
+typedef struct mml__par mml__par;
+void mml__par_destroy(mml__par *p);
+/* How many slices a batch of n_rows gets: 1 means the caller's thread alone. */
+int32_t mml__par_slices(const mml_model *m, int64_t n_rows);
+/* The backbone's forward pass over n_slices (>= 2) slices of in's rows. */
+int mml__par_forward(mml_model *m, const struct mml_backbone_input *in, int32_t n_slices,
+                     float *logits);
+/* Slices of the last forward pass (0: it was not split, or failed). */
+int32_t mml__par_active(const mml_model *m);
+void mml__par_reset(mml_model *m);
+/* Backward of a split forward pass; the copies' gradients end up in the model's. */
+int mml__par_backward(mml_model *m, const float *dlogits, const struct mml_backbone_grads *g);
+/* Folds the copies' kinks of the last forward pass into h. */
+uint64_t mml__par_kink_pattern(const mml_model *m, uint64_t h);
 
 /* MML_ESHAPE unless s describes m's inputs (fields, sizes, numeric,
  * multi-hot, domains). */

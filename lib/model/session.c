@@ -91,6 +91,8 @@ static int replica_create(const mml_model *m, mml_ctx *ctx, mml_model **out)
     r->cap_emb = r->cap_demb = r->cap_lin = r->cap_dense = r->cap_dw = r->cap_ids = r->cap_own =
         r->cap_sort = 0;
     r->n = 0;
+    r->par = NULL;
+    r->no_split = 1;
     int rc = MML_OK;
     if (m->M > 0 && !(r->mh_start = mml__calloc(ctx, (size_t)(m->M + 1), sizeof(int64_t))))
         rc = mml__error(ctx, MML_ENOMEM, "session: out of memory");

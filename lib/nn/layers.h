@@ -66,6 +66,11 @@ int mml__gate_drop_grads(mml_gate *g);
  * must outlive the copy), the scratch is the copy's own, allocated from ctx. */
 int mml__tower_replica(const mml_tower *t, mml_ctx *ctx, mml_tower **out);
 int mml__gate_replica(const mml_gate *g, mml_ctx *ctx, mml_gate **out);
+/* Copies for a training thread: the weights are the original's, the
+ * parameter structs (frozen flags included), gradients and scratch the copy's
+ * own; the owner syncs the flags and sums the gradients. */
+int mml__tower_train_replica(const mml_tower *t, mml_ctx *ctx, mml_tower **out);
+int mml__lora_train_replica(const mml_lora *l, mml_ctx *ctx, mml_lora **out);
 
 /* Glorot-uniform fill of a fan_in x fan_out matrix. */
 void mml__glorot_uniform(mml_rng *rng, float *w, int64_t fan_in, int64_t fan_out);

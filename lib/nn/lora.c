@@ -17,6 +17,9 @@ struct mml_lora {
     mml_param *params; /* E * n_layers * 3 */
     char *names;
     size_t names_size;
+    /* A training thread's copy: values, dims, ranks and names are the
+     * original's; grad, its blocks and params its own. */
+    int32_t replica;
 };
 
 #define NAME_LEN 48
@@ -159,6 +162,14 @@ void mml_lora_destroy(mml_lora *l)
         return;
     mml_ctx *ctx = l->ctx;
     int32_t L = l->n_layers;
+    if (l->replica) {
+        for (int32_t k = 0; l->grad && k < L; k++)
+            mml__free(ctx, l->grad[k], l->layer_floats[k] * sizeof(float));
+        mml__free(ctx, l->grad, (size_t)L * sizeof(float *));
+        mml__free(ctx, l->params, (size_t)l->n_experts * (size_t)L * 3 * sizeof(mml_param));
+        mml__free(ctx, l, sizeof *l);
+        return;
+    }
     if (l->value && l->grad && l->layer_floats)
         for (int32_t k = 0; k < L; k++) {
             mml__free(ctx, l->value[k], l->layer_floats[k] * sizeof(float));
@@ -504,3 +515,32 @@ void mml__lora_drop_grads(mml_lora *l)
 }
 
 int mml__lora_has_grads(const mml_lora *l) { return l->n_layers > 0 && l->grad[0] != NULL; }
+
+int mml__lora_train_replica(const mml_lora *l, mml_ctx *ctx, mml_lora **out)
+{
+    *out = NULL;
+    mml_lora *r = mml__alloc(ctx, sizeof *r);
+    if (!r)
+        return mml__error(ctx, MML_ENOMEM, "lora: out of memory for a training thread");
+    *r = *l;
+    int32_t L = l->n_layers;
+    int64_t np = mml_lora_n_params(l);
+    r->ctx = ctx;
+    r->replica = 1;
+    r->grad = mml__calloc(ctx, (size_t)L, sizeof(float *));
+    r->params = mml__alloc(ctx, (size_t)np * sizeof(mml_param));
+    int ok = r->grad && r->params;
+    for (int32_t k = 0; ok && k < L; k++)
+        ok = (r->grad[k] = mml__calloc(ctx, l->layer_floats[k], sizeof(float))) != NULL;
+    if (!ok) {
+        mml_lora_destroy(r);
+        return mml__error(ctx, MML_ENOMEM, "lora: out of memory for a training thread");
+    }
+    memcpy(r->params, l->params, (size_t)np * sizeof(mml_param));
+    for (int64_t i = 0; i < np; i++) {
+        int32_t k = (int32_t)((i / 3) % L);
+        r->params[i].grad = r->grad[k] + (l->params[i].value - l->value[k]);
+    }
+    *out = r;
+    return MML_OK;
+}

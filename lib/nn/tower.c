@@ -40,8 +40,9 @@ struct mml_tower {
     int32_t last_gated;
     mml__mixing last_mix;
     const mml_lora *last_lora;
-    /* A session's forward-only copy: weights, params, names and dims are the
-     * shared model's, the scratch its own. */
+    /* 1: a session's forward-only copy: weights, params, names and dims are
+     * the shared model's, the scratch its own. 2: a training copy, which also
+     * owns its params (the same values) and gradients. */
     int32_t replica;
 };
 
@@ -242,6 +243,10 @@ void mml_tower_destroy(mml_tower *t)
     mml__free(ctx, t->mask, (size_t)L * sizeof(float *));
     mml__free(ctx, t->U, (size_t)L * sizeof(float *));
     mml__free(ctx, t->Us, (size_t)L * sizeof(float *));
+    if (t->replica == 2) {
+        mml__free(ctx, t->grads, t->n_floats * sizeof(float));
+        mml__free(ctx, t->params, (size_t)(2 * L) * sizeof(mml_param));
+    }
     if (t->replica) {
         mml__free(ctx, t, sizeof *t);
         return;
@@ -302,8 +307,7 @@ static int layer_forward_mixed(mml_tower *t, const mml_lora *lora, int32_t l, in
     if (use_dropout) {
         float *m = t->mask[l];
         if (draw)
-            for (int64_t i = 0; i < n * dout; i++)
-                m[i] = mml__rng_uniform(&t->dropout_rng) < t->dropout ? 0.0f : keep_scale;
+            mml__dropout_mask(&t->dropout_rng, t->dropout, keep_scale, m, n * dout);
         for (int64_t i = 0; i < n; i++)
             for (int32_t j = 0; j < dout; j++)
                 pu[i * w + j] = (pu[i * w + j] + b[j]) * m[i * dout + j];
@@ -380,19 +384,20 @@ int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *l
                                 dout, 1);
             continue;
         }
-        for (int64_t i = 0; i < n; i++)
-            memcpy(y + i * dout, b, sizeof(float) * (size_t)dout);
-        rc = mml__gemm(ctx, 0, 0, n, dout, din, 1.0f, t->h[l], din, 1, W_of(t, l), dout, 1, 1.0f, y,
+        rc = mml__gemm(ctx, 0, 0, n, dout, din, 1.0f, t->h[l], din, 1, W_of(t, l), dout, 1, 0.0f, y,
                        dout, 1);
         if (rc < 0)
             return rc;
         if (use_dropout) {
             float *m = t->mask[l];
             if (draw)
-                for (int64_t i = 0; i < n * dout; i++)
-                    m[i] = mml__rng_uniform(&t->dropout_rng) < t->dropout ? 0.0f : keep_scale;
-            for (int64_t i = 0; i < n * dout; i++)
-                y[i] *= m[i];
+                mml__dropout_mask(&t->dropout_rng, t->dropout, keep_scale, m, n * dout);
+            /* Without experts: y = ReLU(m (x W + b)) in one pass. */
+            mml__bias_mask_relu(n, dout, y, b, m, !active);
+            if (!active)
+                continue;
+        } else {
+            mml__bias_mask_relu(n, dout, y, b, NULL, 0);
         }
         if (active) {
             rc = mml__lora_layer_forward(lora, ctx, l, t->h[l], n, &mx, t->U[l],
@@ -438,8 +443,8 @@ int mml_tower_backward(mml_tower *t, const float *dout, float *dx, mml_lora *lor
     for (int32_t l = L - 1; l >= 0; l--) {
         int32_t din = t->dims[l], dout_w = t->dims[l + 1];
         const float *h = t->h[l + 1], *x = t->h[l];
-        for (int64_t i = 0; i < n * dout_w; i++)
-            cur[i] = h[i] > 0.0f ? cur[i] : 0.0f;
+        /* Without experts the mask's zeros are among h's: one pass does both. */
+        mml__relu_grad(n * dout_w, h, t->last_training && !t->last_active ? t->mask[l] : NULL, cur);
         float *dx_l = l > 0 ? next : dx;
         float beta = l > 0 ? 0.0f : 1.0f;
         int rc;
@@ -453,7 +458,7 @@ int mml_tower_backward(mml_tower *t, const float *dout, float *dx, mml_lora *lor
             if (dx_l)
                 beta = 1.0f;
         }
-        if (t->last_training) {
+        if (t->last_training && t->last_active) {
             const float *m = t->mask[l];
             for (int64_t i = 0; i < n * dout_w; i++)
                 cur[i] *= m[i];
@@ -466,9 +471,7 @@ int mml_tower_backward(mml_tower *t, const float *dout, float *dx, mml_lora *lor
                 return rc;
         }
         if (!b->frozen)
-            for (int64_t i = 0; i < n; i++)
-                for (int32_t j = 0; j < dout_w; j++)
-                    b->grad[j] += cur[i * dout_w + j];
+            mml__col_sums_add(n, dout_w, cur, b->grad);
         if (dx_l) {
             rc = mml__gemm(ctx, 0, 1, n, din, dout_w, 1.0f, cur, dout_w, 1, W->value, dout_w, 1, beta,
                            dx_l, din, 1);
@@ -553,5 +556,26 @@ int mml__tower_replica(const mml_tower *t, mml_ctx *ctx, mml_tower **out)
         return mml__error(ctx, MML_ENOMEM, "tower: out of memory for a session");
     }
     *out = r;
+    return MML_OK;
+}
+
+int mml__tower_train_replica(const mml_tower *t, mml_ctx *ctx, mml_tower **out)
+{
+    int rc = mml__tower_replica(t, ctx, out);
+    if (rc < 0)
+        return rc;
+    mml_tower *r = *out;
+    int32_t L = t->n_layers;
+    r->params = mml__alloc(ctx, (size_t)(2 * L) * sizeof(mml_param));
+    r->grads = mml__calloc(ctx, t->n_floats, sizeof(float));
+    r->replica = 2;
+    if (!r->params || !r->grads) {
+        mml_tower_destroy(r);
+        *out = NULL;
+        return mml__error(ctx, MML_ENOMEM, "tower: out of memory for a training thread");
+    }
+    memcpy(r->params, t->params, (size_t)(2 * L) * sizeof(mml_param));
+    for (int32_t i = 0; i < 2 * L; i++)
+        r->params[i].grad = r->grads + (t->params[i].value - t->weights);
     return MML_OK;
 }
