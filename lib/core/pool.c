@@ -1,8 +1,11 @@
 /* A fixed set of worker threads that run one job at a time for their owner:
  * the owner runs task 0 itself, the workers tasks 1 .. n - 1, and
  * mml__pool_run() returns when every task has returned. Tasks of one job run
- * concurrently; a job's tasks never wait for each other. */
+ * concurrently; a job's tasks never wait for each other. Jobs come every
+ * millisecond or so in training, so both sides spin briefly before they
+ * sleep on a condition variable. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "core/internal.h"
@@ -14,9 +17,9 @@ struct mml__pool {
     int32_t started;
     pthread_mutex_t mu;
     pthread_cond_t go, done;
-    uint64_t job;     /* incremented for every job */
-    int32_t pending;  /* workers still running the current job */
-    int32_t stop;
+    _Atomic uint64_t job;    /* incremented for every job */
+    _Atomic int32_t pending; /* workers still running the current job */
+    _Atomic int32_t stop;
     void (*fn)(void *arg, int32_t task);
     void *arg;
 };
@@ -26,28 +29,45 @@ typedef struct worker_arg {
     int32_t task;
 } worker_arg;
 
+/* About 100-200 us of polling before a thread sleeps. */
+#define SPINS 4000
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 static void *worker_main(void *p)
 {
     worker_arg *wa = p;
     mml__pool *pool = wa->pool;
     int32_t task = wa->task;
     uint64_t seen = 0;
-    pthread_mutex_lock(&pool->mu);
     for (;;) {
-        while (pool->job == seen && !pool->stop)
+        for (int i = 0; i < SPINS && atomic_load_explicit(&pool->job, memory_order_acquire) == seen &&
+                        !atomic_load_explicit(&pool->stop, memory_order_relaxed);
+             i++)
+            cpu_relax();
+        pthread_mutex_lock(&pool->mu);
+        while (atomic_load(&pool->job) == seen && !atomic_load(&pool->stop))
             pthread_cond_wait(&pool->go, &pool->mu);
-        if (pool->stop)
+        if (atomic_load(&pool->stop)) {
+            pthread_mutex_unlock(&pool->mu);
             break;
-        seen = pool->job;
+        }
+        seen = atomic_load(&pool->job);
         void (*fn)(void *, int32_t) = pool->fn;
         void *arg = pool->arg;
         pthread_mutex_unlock(&pool->mu);
         fn(arg, task);
-        pthread_mutex_lock(&pool->mu);
-        if (--pool->pending == 0)
+        if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&pool->mu);
             pthread_cond_signal(&pool->done);
+            pthread_mutex_unlock(&pool->mu);
+        }
     }
-    pthread_mutex_unlock(&pool->mu);
     return NULL;
 }
 
@@ -59,7 +79,7 @@ void mml__pool_destroy(mml__pool *pool)
     if (!pool)
         return;
     pthread_mutex_lock(&pool->mu);
-    pool->stop = 1;
+    atomic_store(&pool->stop, 1);
     pthread_cond_broadcast(&pool->go);
     pthread_mutex_unlock(&pool->mu);
     for (int32_t i = 0; i < pool->started; i++)
@@ -124,13 +144,15 @@ void mml__pool_run(mml__pool *pool, void (*fn)(void *arg, int32_t task), void *a
     pthread_mutex_lock(&pool->mu);
     pool->fn = fn;
     pool->arg = arg;
-    pool->pending = pool->n_workers;
-    pool->job++;
+    atomic_store(&pool->pending, pool->n_workers);
+    atomic_fetch_add_explicit(&pool->job, 1, memory_order_release);
     pthread_cond_broadcast(&pool->go);
     pthread_mutex_unlock(&pool->mu);
     fn(arg, 0);
+    for (int i = 0; i < SPINS && atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; i++)
+        cpu_relax();
     pthread_mutex_lock(&pool->mu);
-    while (pool->pending > 0)
+    while (atomic_load(&pool->pending) > 0)
         pthread_cond_wait(&pool->done, &pool->mu);
     pthread_mutex_unlock(&pool->mu);
 }

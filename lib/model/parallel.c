@@ -34,9 +34,10 @@ struct mml__par {
     int32_t n_slices;
     slice *s;
     mml__pool *pool;
-    /* The workers allocate through the model's allocator, one at a time. */
+    /* Inside a job every thread, the caller's included, allocates through
+     * the model's allocator (user) one at a time (locked). */
     pthread_mutex_t mu;
-    mml_allocator locked;
+    mml_allocator user, locked;
     int32_t active; /* slices of the last forward pass */
 };
 
@@ -44,7 +45,7 @@ static void *locked_alloc(void *user, size_t size, size_t align)
 {
     mml__par *p = user;
     pthread_mutex_lock(&p->mu);
-    void *q = p->ctx->allocator.alloc(p->ctx->allocator.user, size, align);
+    void *q = p->user.alloc(p->user.user, size, align);
     pthread_mutex_unlock(&p->mu);
     return q;
 }
@@ -53,7 +54,7 @@ static void locked_free(void *user, void *ptr, size_t size)
 {
     mml__par *p = user;
     pthread_mutex_lock(&p->mu);
-    p->ctx->allocator.free(p->ctx->allocator.user, ptr, size);
+    p->user.free(p->user.user, ptr, size);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -84,6 +85,7 @@ static int par_create(mml_model *m, int32_t n_slices, mml__par **out)
         mml__free(ctx, p, sizeof *p);
         return mml__error(ctx, MML_ENOMEM, "model: cannot create a mutex for the threads");
     }
+    p->user = ctx->allocator;
     p->locked = (mml_allocator){MML_ALLOCATOR_VERSION, 0, locked_alloc, locked_free, p};
     if (!(p->s = mml__calloc(ctx, (size_t)n_slices, sizeof(slice)))) {
         pthread_mutex_destroy(&p->mu);
@@ -146,6 +148,17 @@ static void backward_task(void *arg, int32_t task)
     s->rc = mml_backbone_backward(s->bb, s->dlogits, &s->g);
 }
 
+/* One BLIS thread per slice, and the caller's allocations locked too. */
+static void run_job(mml_model *m, void (*task)(void *, int32_t))
+{
+    mml__par *p = m->par;
+    mml__blis_rntm_set_threads(m->ctx, 1);
+    m->ctx->allocator = p->locked;
+    mml__pool_run(p->pool, task, p);
+    m->ctx->allocator = p->user;
+    mml__blis_rntm_set_threads(m->ctx, m->ctx->n_threads);
+}
+
 /* The first failing slice's code, its message moved to the model's context. */
 static int first_error(mml__par *p)
 {
@@ -205,9 +218,7 @@ int mml__par_forward(mml_model *m, const mml_backbone_input *in, int32_t n_slice
             mml_backbone_param(s->bb, j)->frozen = mml_backbone_param(m->backbone, j)->frozen;
     }
     p->active = n_slices;
-    mml__blis_rntm_set_threads(m->ctx, 1);
-    mml__pool_run(p->pool, forward_task, p);
-    mml__blis_rntm_set_threads(m->ctx, m->ctx->n_threads);
+    run_job(m, forward_task);
     if ((rc = first_error(p)) < 0)
         p->active = 0;
     return rc;
@@ -243,9 +254,7 @@ int mml__par_backward(mml_model *m, const float *dlogits, const mml_backbone_gra
                 memset(q->grad, 0, sizeof(float) * (size_t)(q->rows * q->cols));
         }
     }
-    mml__blis_rntm_set_threads(m->ctx, 1);
-    mml__pool_run(p->pool, backward_task, p);
-    mml__blis_rntm_set_threads(m->ctx, m->ctx->n_threads);
+    run_job(m, backward_task);
     int rc = first_error(p);
     if (rc < 0)
         return rc;
