@@ -254,6 +254,42 @@ START_TEST(readonly_model_predicts_with_two_threads)
 }
 END_TEST
 
+/* A large table's Adam update split across threads gives the one-thread bits. */
+START_TEST(parallel_adam_matches_serial)
+{
+    enum { ROWS = 40001, COLS = 3 };
+    float *w[2], *g = malloc(sizeof(float) * ROWS * COLS);
+    mml_rng rng;
+    mml__rng_init(&rng, 4, 4);
+    for (int64_t i = 0; i < ROWS * COLS; i++)
+        g[i] = mml__rng_uniform(&rng) - 0.5f;
+    for (int t = 0; t < 2; t++) {
+        mml_ctx *ctx = plain_ctx(t ? 2 : 1, 1);
+        w[t] = malloc(sizeof(float) * ROWS * COLS);
+        for (int64_t i = 0; i < ROWS * COLS; i++)
+            w[t][i] = (float)i * 1e-5f;
+        float *grad = malloc(sizeof(float) * ROWS * COLS);
+        mml_param p = {"table", w[t], grad, ROWS, COLS, MML_GROUP_EMBEDDING, -1, 0, 0};
+        mml_param *pp = &p;
+        mml_optimizer *opt = NULL;
+        ck_assert_int_eq(mml_optimizer_create(&opt, ctx, NULL, &pp, 1), MML_OK);
+        for (int s = 0; s < 3; s++) {
+            for (int64_t i = 0; i < ROWS * COLS; i++)
+                grad[i] = g[i] * (float)(s + 1);
+            ck_assert_int_eq(mml_optimizer_step(opt), MML_OK);
+        }
+        mml_optimizer_destroy(opt);
+        mml_ctx_destroy(ctx);
+        free(grad);
+    }
+    ck_assert_int_eq(memcmp(w[0], w[1], sizeof(float) * ROWS * COLS), 0);
+    ck_assert(w[0][7] != 7e-5f);
+    free(w[0]);
+    free(w[1]);
+    free(g);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("parallel");
@@ -264,6 +300,7 @@ static Suite *suite(void)
     tcase_add_test(t, worker_error_reaches_the_caller);
     tcase_add_test(t, failing_allocations_leak_nothing);
     tcase_add_test(t, readonly_model_predicts_with_two_threads);
+    tcase_add_test(t, parallel_adam_matches_serial);
     suite_add_tcase(s, t);
     return s;
 }

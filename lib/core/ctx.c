@@ -60,6 +60,7 @@ void mml_ctx_destroy(mml_ctx *ctx)
     for (int i = MML_CTX_ATTACHMENTS - 1; i >= 0; i--)
         if (ctx->attachments[i].key && ctx->attachments[i].release)
             ctx->attachments[i].release(ctx, ctx->attachments[i].data);
+    mml__pool_destroy(ctx->pool);
     mml__blis_rntm_destroy(ctx);
     mml__free_with(&a, ctx, sizeof *ctx);
 }

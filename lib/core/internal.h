@@ -33,6 +33,7 @@ struct mml_ctx {
     const char *blis_arch;      /* BLIS sub-configuration in use (static) */
     const char *blis_arch_best; /* fastest one this CPU supports (static) */
     char last_error[MML_ERRMSG_MAX];
+    struct mml__pool *pool; /* n_threads - 1 workers, made on first use (mml__ctx_pool) */
     struct mml__ctx_attachment {
         const void *key;
         void *data;
@@ -125,6 +126,9 @@ typedef struct mml__pool mml__pool;
 int mml__pool_create(mml_ctx *ctx, int32_t n_workers, mml__pool **out);
 void mml__pool_destroy(mml__pool *pool);
 int32_t mml__pool_size(const mml__pool *pool);
+/* The context's workers: n_threads - 1 of them, started on first use; NULL
+ * with one thread, or when they cannot start (the caller then runs alone). */
+mml__pool *mml__ctx_pool(mml_ctx *ctx);
 void mml__pool_run(mml__pool *pool, void (*fn)(void *arg, int32_t task), void *arg);
 
 /* Random numbers. stream selects an independent sequence for the same seed. */

@@ -156,3 +156,15 @@ void mml__pool_run(mml__pool *pool, void (*fn)(void *arg, int32_t task), void *a
         pthread_cond_wait(&pool->done, &pool->mu);
     pthread_mutex_unlock(&pool->mu);
 }
+
+mml__pool *mml__ctx_pool(mml_ctx *ctx)
+{
+    int32_t want = (int32_t)ctx->n_threads - 1;
+    if (ctx->pool && ctx->pool->n_workers != want) {
+        mml__pool_destroy(ctx->pool);
+        ctx->pool = NULL;
+    }
+    if (!ctx->pool && want > 0 && mml__pool_create(ctx, want, &ctx->pool) < 0)
+        ctx->pool = NULL;
+    return ctx->pool;
+}

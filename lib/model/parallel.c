@@ -33,7 +33,6 @@ struct mml__par {
     mml_ctx *ctx; /* the model's */
     int32_t n_slices;
     slice *s;
-    mml__pool *pool;
     /* Inside a job every thread, the caller's included, allocates through
      * the model's allocator (user) one at a time (locked). */
     pthread_mutex_t mu;
@@ -62,7 +61,6 @@ void mml__par_destroy(mml__par *p)
 {
     if (!p)
         return;
-    mml__pool_destroy(p->pool);
     for (int32_t i = 1; i < p->n_slices; i++) {
         mml_backbone_destroy(p->s[i].bb);
         mml_ctx_destroy(p->s[i].ctx);
@@ -110,8 +108,6 @@ static int par_create(mml_model *m, int32_t n_slices, mml__par **out)
         if ((rc = mml__backbone_train_replica(m->backbone, p->s[i].ctx, &p->s[i].bb)) < 0)
             rc = mml__error(ctx, rc, "model: thread %d: %s", (int)i, mml_ctx_last_error(p->s[i].ctx));
     }
-    if (rc >= 0)
-        rc = mml__pool_create(ctx, n_slices - 1, &p->pool);
     if (rc < 0) {
         mml__par_destroy(p);
         return rc;
@@ -124,9 +120,9 @@ int32_t mml__par_slices(const mml_model *m, int64_t n_rows)
 {
     if (m->ctx->n_threads < 2 || m->no_split || m->replay || m->readonly || !mml__backbone_is_builtin(m->backbone))
         return 1;
-    int64_t t = n_rows / MIN_SLICE_ROWS;
-    if (t > (int64_t)m->ctx->n_threads)
-        t = m->ctx->n_threads;
+    int64_t t = n_rows / MIN_SLICE_ROWS, workers = mml__pool_size(mml__ctx_pool(m->ctx));
+    if (t > workers)
+        t = workers;
     return t < 1 ? 1 : (int32_t)t;
 }
 
@@ -154,7 +150,7 @@ static void run_job(mml_model *m, void (*task)(void *, int32_t))
     mml__par *p = m->par;
     mml__blis_rntm_set_threads(m->ctx, 1);
     m->ctx->allocator = p->locked;
-    mml__pool_run(p->pool, task, p);
+    mml__pool_run(mml__ctx_pool(m->ctx), task, p);
     m->ctx->allocator = p->user;
     mml__blis_rntm_set_threads(m->ctx, m->ctx->n_threads);
 }
@@ -181,7 +177,7 @@ int mml__par_forward(mml_model *m, const mml_backbone_input *in, int32_t n_slice
         m->par = NULL;
     }
     int rc;
-    if (!m->par && (rc = par_create(m, m->ctx->n_threads, &m->par)) < 0)
+    if (!m->par && (rc = par_create(m, n_slices, &m->par)) < 0)
         return rc;
     mml__par *p = m->par;
     int64_t n = in->n_rows;

@@ -330,6 +330,41 @@ static NOINLINE void adagrad_update(float *restrict w, const float *restrict g,
     }
 }
 
+/* Large parameters (the embedding tables) update on every thread of the
+ * context, each on its own range: element-wise, so the bits do not depend
+ * on the split. */
+#define PARALLEL_MIN_FLOATS 65536
+
+typedef struct adam_job {
+    opt_slot *s;
+    adam_coef c;
+    int32_t n_tasks;
+} adam_job;
+
+static void adam_task(void *arg, int32_t task)
+{
+    const adam_job *j = arg;
+    const opt_slot *s = j->s;
+    int64_t lines = (s->size + STATE_PAD - 1) / STATE_PAD;
+    int64_t a = lines * task / j->n_tasks * STATE_PAD, b = lines * (task + 1) / j->n_tasks * STATE_PAD;
+    if (b > s->size)
+        b = s->size;
+    if (a < b)
+        adam_update(s->p->value + a, s->p->grad + a, s->m + a, s->v + a, b - a, j->c);
+}
+
+static void dense_adam(mml_optimizer *opt, opt_slot *s)
+{
+    adam_coef c = adam_coefs(&opt->o, s->t);
+    mml__pool *pool = s->size >= PARALLEL_MIN_FLOATS ? mml__ctx_pool(opt->ctx) : NULL;
+    if (!pool) {
+        adam_update(s->p->value, s->p->grad, s->m, s->v, s->size, c);
+        return;
+    }
+    adam_job j = {s, c, mml__pool_size(pool)};
+    mml__pool_run(pool, adam_task, &j);
+}
+
 int mml_optimizer_step(mml_optimizer *opt)
 {
     if (!opt)
@@ -361,7 +396,7 @@ int mml_optimizer_step(mml_optimizer *opt)
             lazy_adam_update(o, s);
             continue;
         }
-        adam_update(s->p->value, s->p->grad, s->m, s->v, s->size, adam_coefs(o, s->t));
+        dense_adam(opt, s);
     }
     return MML_OK;
 }
