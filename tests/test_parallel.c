@@ -201,6 +201,7 @@ START_TEST(worker_error_reaches_the_caller)
 }
 END_TEST
 
+#ifndef MML_TSAN_ONLY
 /* Every allocation of the first split batch can fail: a clean error, no leak. */
 START_TEST(failing_allocations_leak_nothing)
 {
@@ -232,6 +233,7 @@ START_TEST(failing_allocations_leak_nothing)
     }
 }
 END_TEST
+#endif
 
 /* A read-only model predicts on one thread whatever the context says. */
 START_TEST(readonly_model_predicts_with_two_threads)
