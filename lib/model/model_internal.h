@@ -60,6 +60,9 @@ struct mml_model {
 /* parallel.c */
 typedef struct mml__par mml__par;
 void mml__par_destroy(mml__par *p);
+/* Whether batches may split (then a batch too small to split still runs
+ * BLIS on one thread: OpenMP's idle threads would spin against the pool's). */
+int mml__par_enabled(const mml_model *m);
 /* How many slices a batch of n_rows gets: 1 means the caller's thread alone. */
 int32_t mml__par_slices(const mml_model *m, int64_t n_rows);
 /* The backbone's forward pass over n_slices (>= 2) slices of in's rows. */

@@ -116,9 +116,15 @@ static int par_create(mml_model *m, int32_t n_slices, mml__par **out)
     return MML_OK;
 }
 
+int mml__par_enabled(const mml_model *m)
+{
+    return m->ctx->n_threads > 1 && !m->no_split && !m->replay && !m->readonly &&
+           mml__backbone_is_builtin(m->backbone);
+}
+
 int32_t mml__par_slices(const mml_model *m, int64_t n_rows)
 {
-    if (m->ctx->n_threads < 2 || m->no_split || m->replay || m->readonly || !mml__backbone_is_builtin(m->backbone))
+    if (!mml__par_enabled(m))
         return 1;
     int64_t t = n_rows / MIN_SLICE_ROWS, workers = mml__pool_size(mml__ctx_pool(m->ctx));
     if (t > workers)
