@@ -20,11 +20,12 @@ typedef struct mml__mixing {
 } mml__mixing;
 
 /* Scratch of the routed path, owned by the tower: perm lists the rows of
- * expert e at perm[offs[e] .. offs[e + 1]); gx, gy, gdx hold gathered rows. */
+ * expert e at perm[offs[e] .. offs[e + 1]) (the order the tower keeps its
+ * rows in); out holds the tower's output back in the caller's order. */
 typedef struct mml__routing {
     int32_t *perm;
     int64_t *offs;
-    float *gx, *gy, *gdx;
+    float *out;
 } mml__routing;
 
 /* Validates mix for n rows against lora and resolves it; routing has room for
@@ -53,6 +54,16 @@ int mml__lora_layer_backward(mml_lora *lora, mml_ctx *ctx, int32_t layer, const 
                              int64_t n, const mml__mixing *mix, const float *U, const float *Us,
                              const float *dA, int param_grads, float *dx, float dx_beta,
                              float *dG, float *dU);
+
+/* Per-domain routing with the rows already sorted by expert (expert e owns
+ * rows [offs[e], offs[e + 1]) of x, y, U, dA and dx), so no row moves:
+ * y += X_e A_e B_e + c_e; backward writes dx (every row) when not NULL and
+ * accumulates parameter gradients when param_grads. U and dU hold n x r. */
+int mml__lora_sorted_forward(const mml_lora *lora, mml_ctx *ctx, int32_t layer, const float *x,
+                             const int64_t *offs, float *U, float *y);
+int mml__lora_sorted_backward(mml_lora *lora, mml_ctx *ctx, int32_t layer, const float *x,
+                              const int64_t *offs, const float *U, const float *dA,
+                              int param_grads, float *dx, float *dU);
 
 /* Read-only models: free the gradient buffers (the params' grad becomes NULL). */
 void mml__lora_drop_grads(mml_lora *lora);

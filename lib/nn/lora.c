@@ -310,70 +310,46 @@ int mml__lora_resolve(const mml_lora *l, mml_ctx *ctx, const mml_mix *mix, int64
     return MML_OK;
 }
 
-/* Rows perm[0 .. n) of src (width w) into dst, contiguous. */
-static void gather_rows(const float *src, const int32_t *perm, int64_t n, int32_t w, float *dst)
-{
-    for (int64_t j = 0; j < n; j++)
-        memcpy(dst + j * w, src + (int64_t)perm[j] * w, sizeof(float) * (size_t)w);
-}
-
-/* Each expert's own rows only: U_e = X_e A_e, Y_e = U_e B_e + c_e, added back
- * to the rows they came from. U holds the rows in routed order. */
-static int routed_forward(const mml_lora *l, mml_ctx *ctx, int32_t layer, const float *x,
-                          int64_t n, const mml__routing *rt, float *U, float *y)
+int mml__lora_sorted_forward(const mml_lora *l, mml_ctx *ctx, int32_t layer, const float *x,
+                             const int64_t *offs, float *U, float *y)
 {
     int32_t r = l->rank[layer], din = l->dims[layer], dout = l->dims[layer + 1];
-    gather_rows(x, rt->perm, n, din, rt->gx);
     for (int32_t e = 0; e < l->n_experts; e++) {
-        int64_t o = rt->offs[e], ne = rt->offs[e + 1] - o;
+        int64_t o = offs[e], ne = offs[e + 1] - o;
         if (ne == 0)
             continue;
         const float *At = A_t(l, layer) + (size_t)e * (size_t)r * (size_t)din;
         const float *B = B_of(l, layer) + (size_t)e * (size_t)r * (size_t)dout;
         const float *C = C_of(l, layer) + (size_t)e * (size_t)dout;
-        float *Ue = U + o * r, *Ye = rt->gy + o * dout;
-        for (int64_t j = 0; j < ne; j++)
-            memcpy(Ye + j * dout, C, sizeof(float) * (size_t)dout);
-        int rc = mml__gemm(ctx, 0, 1, ne, r, din, 1.0f, rt->gx + o * din, din, 1, At, din, 1, 0.0f,
-                           Ue, r, 1);
+        float *Ue = U + o * r, *Ye = y + o * dout;
+        int rc = mml__gemm(ctx, 0, 1, ne, r, din, 1.0f, x + o * din, din, 1, At, din, 1, 0.0f, Ue,
+                           r, 1);
         if (rc >= 0)
             rc = mml__gemm(ctx, 0, 0, ne, dout, r, 1.0f, Ue, r, 1, B, dout, 1, 1.0f, Ye, dout, 1);
         if (rc < 0)
             return rc;
-    }
-    for (int64_t j = 0; j < n; j++) {
-        float *yr = y + (int64_t)rt->perm[j] * dout;
-        const float *g = rt->gy + j * dout;
-        for (int32_t c = 0; c < dout; c++)
-            yr[c] += g[c];
+        mml__bias_mask_relu(ne, dout, Ye, C, NULL, 0);
     }
     return MML_OK;
 }
 
-static int routed_backward(mml_lora *l, mml_ctx *ctx, int32_t layer, const float *x, int64_t n,
-                           const mml__routing *rt, const float *U, const float *dA,
-                           int param_grads, float *dx, float dx_beta)
+int mml__lora_sorted_backward(mml_lora *l, mml_ctx *ctx, int32_t layer, const float *x,
+                              const int64_t *offs, const float *U, const float *dA,
+                              int param_grads, float *dx, float *dU)
 {
     int32_t r = l->rank[layer], din = l->dims[layer], dout = l->dims[layer + 1];
-    gather_rows(dA, rt->perm, n, dout, rt->gy);
-    gather_rows(x, rt->perm, n, din, rt->gx);
     for (int32_t e = 0; e < l->n_experts; e++) {
-        int64_t o = rt->offs[e], ne = rt->offs[e + 1] - o;
+        int64_t o = offs[e], ne = offs[e + 1] - o;
         if (ne == 0)
             continue;
         const float *At = A_t(l, layer) + (size_t)e * (size_t)r * (size_t)din;
         const float *B = B_of(l, layer) + (size_t)e * (size_t)r * (size_t)dout;
         const float *C = C_of(l, layer) + (size_t)e * (size_t)dout;
-        const float *Ue = U + o * r, *dAe = rt->gy + o * dout, *Xe = rt->gx + o * din;
-        /* dU_e reuses the start of this expert's block of gdx: ne x r fits in ne x din
-         * only when r <= din, which the rank cap guarantees. */
-        float *dUe = rt->gdx + o * din, *dXe = rt->gx + o * din;
+        const float *Ue = U + o * r, *dAe = dA + o * dout, *Xe = x + o * din;
+        float *dUe = dU + o * r;
         int rc;
         if (param_grads) {
-            float *dC = grad_at(l, layer, C);
-            for (int64_t j = 0; j < ne; j++)
-                for (int32_t c = 0; c < dout; c++)
-                    dC[c] += dAe[j * dout + c];
+            mml__col_sums_add(ne, dout, dAe, grad_at(l, layer, C));
             rc = mml__gemm(ctx, 1, 0, r, dout, ne, 1.0f, Ue, r, 1, dAe, dout, 1, 1.0f,
                            grad_at(l, layer, B), dout, 1);
             if (rc < 0)
@@ -385,19 +361,12 @@ static int routed_backward(mml_lora *l, mml_ctx *ctx, int32_t layer, const float
         if (rc >= 0 && param_grads)
             rc = mml__gemm(ctx, 1, 0, r, din, ne, 1.0f, dUe, r, 1, Xe, din, 1, 1.0f,
                            grad_at(l, layer, At), din, 1);
-        /* X_e is no longer needed: its rows receive dX_e = dU_e A_e^T. */
         if (rc >= 0 && dx)
-            rc = mml__gemm(ctx, 0, 0, ne, din, r, 1.0f, dUe, r, 1, At, din, 1, 0.0f, dXe, din, 1);
+            rc = mml__gemm(ctx, 0, 0, ne, din, r, 1.0f, dUe, r, 1, At, din, 1, 0.0f, dx + o * din,
+                           din, 1);
         if (rc < 0)
             return rc;
     }
-    if (dx)
-        for (int64_t j = 0; j < n; j++) {
-            float *d = dx + (int64_t)rt->perm[j] * din;
-            const float *g = rt->gx + j * din;
-            for (int32_t c = 0; c < din; c++)
-                d[c] = dx_beta == 0.0f ? g[c] : dx_beta * d[c] + g[c];
-        }
     return MML_OK;
 }
 
@@ -405,7 +374,7 @@ int mml__lora_layer_forward(const mml_lora *l, mml_ctx *ctx, int32_t layer, cons
                             int64_t n, const mml__mixing *mx, float *U, float *Us, float *y)
 {
     if (mx->route)
-        return routed_forward(l, ctx, layer, x, n, mx->route, U, y);
+        return mml__error(ctx, MML_ESTATE, "lora: routed rows go through mml__lora_sorted_forward");
     int32_t r = l->rank[layer], din = l->dims[layer], dout = l->dims[layer + 1];
     int32_t na = mx->n_active;
     int64_t K = (int64_t)na * r;
@@ -444,7 +413,7 @@ int mml__lora_layer_backward(mml_lora *l, mml_ctx *ctx, int32_t layer, const flo
                              float *dG, float *dU)
 {
     if (mx->route)
-        return routed_backward(l, ctx, layer, x, n, mx->route, U, dA, param_grads, dx, dx_beta);
+        return mml__error(ctx, MML_ESTATE, "lora: routed rows go through mml__lora_sorted_backward");
     int32_t r = l->rank[layer], din = l->dims[layer], dout = l->dims[layer + 1];
     int32_t na = mx->n_active;
     int64_t K = (int64_t)na * r;

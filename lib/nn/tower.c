@@ -166,9 +166,7 @@ static void free_scratch(mml_tower *t)
     mml__free(ctx, t->onehot, rows * cols * sizeof(float));
     mml__free(ctx, t->routing.perm, rows * sizeof(int32_t));
     mml__free(ctx, t->routing.offs, (cols + 1) * sizeof(int64_t));
-    mml__free(ctx, t->routing.gx, rows * (size_t)t->max_width * sizeof(float));
-    mml__free(ctx, t->routing.gy, rows * (size_t)t->max_width * sizeof(float));
-    mml__free(ctx, t->routing.gdx, rows * (size_t)t->max_width * sizeof(float));
+    mml__free(ctx, t->routing.out, rows * (size_t)t->max_width * sizeof(float));
     memset(&t->routing, 0, sizeof t->routing);
     mml__free(ctx, t->tmp_a, rows * (size_t)t->max_width * sizeof(float));
     mml__free(ctx, t->tmp_b, rows * (size_t)t->max_width * sizeof(float));
@@ -213,9 +211,7 @@ static int ensure_scratch(mml_tower *t, int64_t rows, int64_t cols)
         size_t rw = r * (size_t)t->max_width * sizeof(float);
         ok &= (t->routing.perm = mml__alloc(ctx, r * sizeof(int32_t))) != NULL;
         ok &= (t->routing.offs = mml__alloc(ctx, (c + 1) * sizeof(int64_t))) != NULL;
-        ok &= (t->routing.gx = mml__alloc(ctx, rw)) != NULL;
-        ok &= (t->routing.gy = mml__alloc(ctx, rw)) != NULL;
-        ok &= (t->routing.gdx = mml__alloc(ctx, rw)) != NULL;
+        ok &= (t->routing.out = mml__alloc(ctx, rw)) != NULL;
         ok &= (t->dU = mml__alloc(ctx, r * c * sizeof(float))) != NULL;
         ok &= (t->pu = mml__alloc(ctx, r * ((size_t)t->max_width + c) * sizeof(float))) != NULL;
         ok &= (t->wcat = mml__alloc(ctx, wcat_floats(t, cols) * sizeof(float))) != NULL;
@@ -360,7 +356,15 @@ int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *l
         if (!isfinite(x[i]))
             return mml__error(ctx, MML_ENONFINITE, "tower input row %lld, column %lld is not finite",
                               (long long)(i / t->dims[0]), (long long)(i % t->dims[0]));
-    memcpy(t->h[0], x, sizeof(float) * (size_t)(n * t->dims[0]));
+    /* Routed by domain: the tower keeps its rows sorted by expert from the
+     * input to the output, so each expert's rows are one block in every layer. */
+    const int32_t *perm = mx.route ? mx.route->perm : NULL;
+    if (perm)
+        for (int64_t j = 0; j < n; j++)
+            memcpy(t->h[0] + j * t->dims[0], x + (int64_t)perm[j] * t->dims[0],
+                   sizeof(float) * (size_t)t->dims[0]);
+    else
+        memcpy(t->h[0], x, sizeof(float) * (size_t)(n * t->dims[0]));
     int use_dropout = training && t->dropout > 0.0f;
     int draw = use_dropout && !(t->replay && t->have_masks);
     float keep_scale = 1.0f / (1.0f - t->dropout);
@@ -400,8 +404,9 @@ int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *l
             mml__bias_mask_relu(n, dout, y, b, NULL, 0);
         }
         if (active) {
-            rc = mml__lora_layer_forward(lora, ctx, l, t->h[l], n, &mx, t->U[l],
-                                         mx.g ? t->Us[l] : t->U[l], y);
+            rc = perm ? mml__lora_sorted_forward(lora, ctx, l, t->h[l], mx.route->offs, t->U[l], y)
+                      : mml__lora_layer_forward(lora, ctx, l, t->h[l], n, &mx, t->U[l],
+                                                mx.g ? t->Us[l] : t->U[l], y);
             if (rc < 0)
                 return rc;
         }
@@ -417,6 +422,14 @@ int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *l
     t->last_mix = mx;
     t->last_lora = lora;
     *out = t->h[t->n_layers];
+    if (perm) {
+        /* Back to the caller's row order. */
+        int32_t w = t->dims[t->n_layers];
+        float *o = t->routing.out;
+        for (int64_t j = 0; j < n; j++)
+            memcpy(o + (int64_t)perm[j] * w, t->h[t->n_layers] + j * w, sizeof(float) * (size_t)w);
+        *out = o;
+    }
     return MML_OK;
 }
 
@@ -439,16 +452,29 @@ int mml_tower_backward(mml_tower *t, const float *dout, float *dx, mml_lora *lor
     float *dG = t->last_gated ? dweights : NULL;
     int32_t L = t->n_layers;
     float *cur = t->tmp_a, *next = t->tmp_b;
-    memcpy(cur, dout, sizeof(float) * (size_t)(n * t->dims[L]));
+    const int32_t *perm = t->last_active && mx.route ? mx.route->perm : NULL;
+    if (perm)
+        for (int64_t j = 0; j < n; j++)
+            memcpy(cur + j * t->dims[L], dout + (int64_t)perm[j] * t->dims[L],
+                   sizeof(float) * (size_t)t->dims[L]);
+    else
+        memcpy(cur, dout, sizeof(float) * (size_t)(n * t->dims[L]));
     for (int32_t l = L - 1; l >= 0; l--) {
         int32_t din = t->dims[l], dout_w = t->dims[l + 1];
         const float *h = t->h[l + 1], *x = t->h[l];
         /* Without experts the mask's zeros are among h's: one pass does both. */
         mml__relu_grad(n * dout_w, h, t->last_training && !t->last_active ? t->mask[l] : NULL, cur);
-        float *dx_l = l > 0 ? next : dx;
-        float beta = l > 0 ? 0.0f : 1.0f;
+        float *dx_l = l > 0 || (perm && dx) ? next : dx;
+        float beta = l > 0 || perm ? 0.0f : 1.0f;
         int rc;
-        if (t->last_active) {
+        if (perm) {
+            rc = mml__lora_sorted_backward(lora, ctx, l, x, mx.route->offs, t->U[l], cur,
+                                           lora_grads, dx_l, t->dU);
+            if (rc < 0)
+                return rc;
+            if (dx_l)
+                beta = 1.0f;
+        } else if (t->last_active) {
             /* Experts below the top layer still need dx even when frozen themselves. */
             rc = mml__lora_layer_backward(lora, ctx, l, x, n, &mx, t->U[l],
                                           mx.g ? t->Us[l] : t->U[l], cur, lora_grads, dx_l, beta,
@@ -478,6 +504,9 @@ int mml_tower_backward(mml_tower *t, const float *dout, float *dx, mml_lora *lor
             if (rc < 0)
                 return rc;
         }
+        if (l == 0 && perm && dx)
+            for (int64_t j = 0; j < n; j++)
+                mml__add_to(din, dx_l + j * din, dx + (int64_t)perm[j] * din);
         float *swap = cur;
         cur = next;
         next = swap;
