@@ -550,12 +550,6 @@ int mml_model_backward(mml_model *m, const float *dlogits)
     return MML_OK;
 }
 
-static int cmp_i32(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
 int mml_model_regularization(mml_model *m, double *penalty)
 {
     if (penalty)
@@ -579,7 +573,7 @@ int mml_model_regularization(mml_model *m, double *penalty)
             mml_param *p = mml_embedding_param(m->emb[f]);
             for (int64_t r = 0; r < m->n; r++)
                 s[r] = ids[r * m->F + f];
-            qsort(s, (size_t)m->n, sizeof *s, cmp_i32);
+            mml__sort_i32(s, (size_t)m->n);
             double sq = 0.0;
             for (int64_t r = 0; r < m->n; r++) {
                 if (r > 0 && s[r] == s[r - 1])
@@ -602,7 +596,7 @@ int mml_model_regularization(mml_model *m, double *penalty)
                 return rc;
             s = (int32_t *)(void *)m->sortbuf;
             memcpy(s, m->mh_idbuf + m->mh_start[f], sizeof(int32_t) * (size_t)cnt);
-            qsort(s, (size_t)cnt, sizeof *s, cmp_i32);
+            mml__sort_i32(s, (size_t)cnt);
             mml_param *p = mml_embedding_param(m->mh[f]);
             double sq = 0.0;
             for (int64_t r = 0; r < cnt; r++) {
