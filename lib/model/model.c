@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/param_rows.h"
 #include "moemlora/embedding.h"
 #include "moemlora/loss.h"
 #include "moemlora/model.h"
@@ -500,9 +501,13 @@ int mml_model_backward(mml_model *m, const float *dlogits)
     if (m->linear) {
         for (int32_t f = 0; f < m->F; f++) {
             mml_param *p = mml_embedding_param(m->first[f]);
+            mml__rows *t = mml__param_rows(p); /* the rows written, for zeroing and sparse steps */
             if (!p->frozen)
-                for (int64_t r = 0; r < n; r++)
+                for (int64_t r = 0; r < n; r++) {
+                    if (t)
+                        mml__rows_touch(t, ids[r * m->F + f]);
                     p->grad[ids[r * m->F + f]] += dlogits[r];
+                }
         }
         if (m->n_dense > 0 && !m->dense_w.frozen)
             for (int64_t r = 0; r < n; r++)
@@ -571,6 +576,7 @@ int mml_model_regularization(mml_model *m, double *penalty)
         float two_l = 2.0f * m->l2_emb;
         for (int32_t f = 0; f < m->F; f++) {
             mml_param *p = mml_embedding_param(m->emb[f]);
+            mml__rows *t = p->frozen ? NULL : mml__param_rows(p);
             for (int64_t r = 0; r < m->n; r++)
                 s[r] = ids[r * m->F + f];
             mml__sort_i32(s, (size_t)m->n);
@@ -578,6 +584,8 @@ int mml_model_regularization(mml_model *m, double *penalty)
             for (int64_t r = 0; r < m->n; r++) {
                 if (r > 0 && s[r] == s[r - 1])
                     continue; /* each distinct row once */
+                if (t)
+                    mml__rows_touch(t, s[r]);
                 const float *v = p->value + (int64_t)s[r] * m->k;
                 float *g = p->grad + (int64_t)s[r] * m->k;
                 for (int32_t j = 0; j < m->k; j++) {
@@ -598,10 +606,13 @@ int mml_model_regularization(mml_model *m, double *penalty)
             memcpy(s, m->mh_idbuf + m->mh_start[f], sizeof(int32_t) * (size_t)cnt);
             mml__sort_i32(s, (size_t)cnt);
             mml_param *p = mml_embedding_param(m->mh[f]);
+            mml__rows *t = p->frozen ? NULL : mml__param_rows(p);
             double sq = 0.0;
             for (int64_t r = 0; r < cnt; r++) {
                 if (r > 0 && s[r] == s[r - 1])
                     continue;
+                if (t)
+                    mml__rows_touch(t, s[r]);
                 const float *v = p->value + (int64_t)s[r] * m->k;
                 float *g = p->grad + (int64_t)s[r] * m->k;
                 for (int32_t j = 0; j < m->k; j++) {
