@@ -16,6 +16,18 @@
  * objects created from it are used by one thread at a time. Different
  * contexts may be used from different threads at once.
  *
+ * Threads: with n_threads > 1 the context starts n_threads - 1 worker
+ * threads of its own on first use (they live until mml_ctx_destroy()). A
+ * training or evaluation batch of a model with a built-in backbone is cut
+ * into one contiguous slice of rows per thread; each slice runs its
+ * forward and backward pass with one-thread BLIS, and the slices'
+ * gradients are added in slice order, so results depend on the thread
+ * count and on nothing else. Dense Adam updates large tables on every
+ * thread, each on its own range (the same bits as one thread). Registered
+ * backbones and read-only models use BLIS's own threads instead. The worker
+ * threads allocate through the context's allocator, one allocation at a
+ * time under a lock, and never call the log callback.
+ *
  * Errors: every fallible function returns int, 0 (MML_OK) on success or a
  * negative MML_E* code (status.h), and leaves a message in
  * mml_ctx_last_error() of the context it was given (functions without a

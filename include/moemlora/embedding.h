@@ -5,7 +5,10 @@
  * One table per categorical field: n_rows ids, each mapped to a vector of
  * dimension dim. A batch lookup copies the rows of the batch's ids into the
  * caller's output; the backward pass adds the output gradient to the rows
- * the batch touched (rows it did not touch keep a zero gradient).
+ * the batch touched (rows it did not touch keep a zero gradient) and records
+ * those rows, each once, until mml_params_zero_grad() clears them: the
+ * sparse optimisers (lazy Adam, Adagrad) update exactly the recorded rows,
+ * even a row whose gradient sums to exactly zero (see optimizer.h).
  *
  * Every lookup checks all its arguments and ids before writing anything, so a
  * failing call leaves the output (or the gradient) untouched.

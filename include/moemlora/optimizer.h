@@ -24,27 +24,44 @@
  * Lazy Adam (MML_OPT_LAZY_ADAM), for sparse embedding updates: parameters
  * of group MML_GROUP_EMBEDDING (their group at creation) are updated row by
  * row, every other parameter by the dense Adam above. Each row r of an
- * embedding parameter has its own step count t_r. In a step, a row whose
- * gradient is exactly zero in every element (a row the batch did not use)
- * is left alone: value, m, v and t_r unchanged. Every other row does
+ * embedding parameter has its own step count t_r. A step updates the rows
+ * the batch used and leaves every other row alone (value, m, v and t_r
+ * unchanged). Every used row does
  *     t_r += 1
  *     m[r,:] = b1 m[r,:] + (1 - b1) g[r,:]
  *     v[r,:] = b2 v[r,:] + (1 - b2) g[r,:]^2
  *     value[r,:] -= (lr / (1 - b1^t_r)) * m[r,:] / (sqrt(v[r,:]) / sqrt(1 - b2^t_r) + eps)
  * i.e. dense Adam's formula with the row's own count, so a row seen for the
  * first time after many steps takes a first, fully bias-corrected step.
+ * Which rows the batch used is decided by the batch's ids, not by the
+ * gradient's values: the library's embedding tables (mml_embedding, and so
+ * a model's field, multi-hot and first-order tables) record the rows that
+ * their backward passes (and the model's L2 term) wrote since the gradient
+ * was last zeroed with mml_params_zero_grad(). A used row whose gradient
+ * happens to be exactly zero still counts: t_r advances and m and v decay.
+ * The step's cost then follows the batch, not the table: zeroing, the
+ * non-finite check and the update visit only the recorded rows. For a
+ * parameter that records no rows (one made by the caller, or the model's
+ * numeric weights), the used rows are those whose gradient is not zero in
+ * every element (found by a scan of the whole gradient).
  * Unlike dense Adam (the default, and what the reference protocol uses),
- * untouched rows do not move by their momentum, and a step costs work only
- * for the rows the batch used (after a scan of the gradient). The
- * parameter's own step count (mml_optimizer_steps) still counts every step.
+ * unused rows do not move by their momentum. The parameter's own step count
+ * (mml_optimizer_steps) still counts every step.
  *
  * Adagrad (MML_OPT_ADAGRAD), every parameter, elementwise:
  *     G += g^2                     (G starts at adagrad_init, e.g. TF's 0.1)
  *     value -= lr * g / (sqrt(G) + eps)
  * (PyTorch's Adagrad with lr_decay 0 and initial_accumulator_value =
  * adagrad_init; note PyTorch's default eps is 1e-10, ours 1e-8.) Elements
- * with a zero gradient keep value and G, so Adagrad is naturally sparse.
+ * with a zero gradient keep value and G, so Adagrad is naturally sparse; on
+ * a parameter that records its rows (as above), a step visits only those
+ * rows (the others have a zero gradient), so its cost follows the batch.
  * beta1 and beta2 are unused (still checked).
+ *
+ * Which one: dense Adam is the reference's semantics and the default. Lazy
+ * Adam and Adagrad are for large vocabularies, where a step must cost what
+ * the batch uses, not what the tables hold (dense Adam and SGD visit every
+ * element of every parameter in each step).
  *
  * Thread safety: one thread at a time per optimiser (and its context and the
  * objects made from it).

@@ -12,6 +12,16 @@
  * training zeroes them (mml_params_zero_grad). A frozen parameter still
  * receives gradients if asked, but optimisers neither update it nor touch
  * its optimiser state.
+ *
+ * Sparse rows: an embedding table's parameter (mml_embedding_param(), and so
+ * a model's field, multi-hot and first-order tables) records which rows its
+ * backward passes wrote since its gradient was last zeroed; every other row
+ * of its gradient is zero. mml_params_zero_grad() then clears only those
+ * rows, and the sparse optimisers (lazy Adam, Adagrad) update only those, so
+ * their cost follows the batch, not the table. The record goes with the
+ * gradient buffer, so a copy of the struct finds it too. Code that adds to
+ * such a gradient by other means than the library's backward passes is not
+ * seen by the record: zeroing and sparse steps skip those rows.
  */
 #ifndef MOEMLORA_PARAM_H
 #define MOEMLORA_PARAM_H
@@ -53,7 +63,9 @@ typedef struct mml_param {
     int32_t expert;
     /** Nonzero: optimisers leave value and state alone. */
     int32_t frozen;
-    /** 0; fills the struct to a multiple of 8 bytes. */
+    /** Fills the struct to a multiple of 8 bytes. 0 in a parameter you
+     *  make; the library's own parameters may hold a private value here
+     *  (their gradient records its rows): leave it as it is. */
     int32_t reserved;
 } mml_param;
 
@@ -64,6 +76,10 @@ MML_BEGIN_DECLS
  *  @return rows * cols; 0 for a NULL p. */
 MML_API int64_t mml_param_size(const mml_param *p);
 /** Sets every gradient of the n parameters to zero (NULL entries are skipped).
+ *  For a parameter that records its rows (an embedding table's), only the
+ *  rows written since the last zeroing are cleared (the rest are zero
+ *  already), and the record is emptied: the cost follows the batches, not
+ *  the table.
  *  @param params an array of n parameter pointers, borrowed for the call;
  *         NULL does nothing.
  *  @param n the number of entries; n < 1 does nothing. */

@@ -91,6 +91,9 @@ int mml__check_size(mml_ctx *ctx, uint32_t size, size_t current, const uint32_t 
 #define MML__CHECK_SIZE(ctx, ptr, type, what)                                                     \
     mml__check_size((ctx), (ptr)->struct_size, sizeof(type), MML__OLDER_SIZES_##type, (what))
 
+/* Sorts a[0 .. n) ascending, in place, without allocating. */
+void mml__sort_i32(int32_t *a, size_t n);
+
 /* Grows *buf (capacity *cap floats) to hold at least n floats; contents are lost. */
 int mml__ensure_floats(mml_ctx *ctx, float **buf, size_t *cap, size_t n);
 /* A higher layer keeps per-context state under a key of its own (the address

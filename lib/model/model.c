@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/param_rows.h"
 #include "moemlora/embedding.h"
 #include "moemlora/loss.h"
 #include "moemlora/model.h"
@@ -512,9 +513,13 @@ int mml_model_backward(mml_model *m, const float *dlogits)
     if (m->linear) {
         for (int32_t f = 0; f < m->F; f++) {
             mml_param *p = mml_embedding_param(m->first[f]);
+            mml__rows *t = mml__param_rows(p); /* the rows written, for zeroing and sparse steps */
             if (!p->frozen)
-                for (int64_t r = 0; r < n; r++)
+                for (int64_t r = 0; r < n; r++) {
+                    if (t)
+                        mml__rows_touch(t, ids[r * m->F + f]);
                     p->grad[ids[r * m->F + f]] += dlogits[r];
+                }
         }
         if (m->n_dense > 0 && !m->dense_w.frozen)
             for (int64_t r = 0; r < n; r++)
@@ -571,12 +576,6 @@ int mml_model_backward(mml_model *m, const float *dlogits)
     return MML_OK;
 }
 
-static int cmp_i32(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
 int mml_model_regularization(mml_model *m, double *penalty)
 {
     if (penalty)
@@ -598,13 +597,16 @@ int mml_model_regularization(mml_model *m, double *penalty)
         float two_l = 2.0f * m->l2_emb;
         for (int32_t f = 0; f < m->F; f++) {
             mml_param *p = mml_embedding_param(m->emb[f]);
+            mml__rows *t = p->frozen ? NULL : mml__param_rows(p);
             for (int64_t r = 0; r < m->n; r++)
                 s[r] = ids[r * m->F + f];
-            qsort(s, (size_t)m->n, sizeof *s, cmp_i32);
+            mml__sort_i32(s, (size_t)m->n);
             double sq = 0.0;
             for (int64_t r = 0; r < m->n; r++) {
                 if (r > 0 && s[r] == s[r - 1])
                     continue; /* each distinct row once */
+                if (t)
+                    mml__rows_touch(t, s[r]);
                 const float *v = p->value + (int64_t)s[r] * m->k;
                 float *g = p->grad + (int64_t)s[r] * m->k;
                 for (int32_t j = 0; j < m->k; j++) {
@@ -623,12 +625,15 @@ int mml_model_regularization(mml_model *m, double *penalty)
                 return rc;
             s = (int32_t *)(void *)m->sortbuf;
             memcpy(s, m->mh_idbuf + m->mh_start[f], sizeof(int32_t) * (size_t)cnt);
-            qsort(s, (size_t)cnt, sizeof *s, cmp_i32);
+            mml__sort_i32(s, (size_t)cnt);
             mml_param *p = mml_embedding_param(m->mh[f]);
+            mml__rows *t = p->frozen ? NULL : mml__param_rows(p);
             double sq = 0.0;
             for (int64_t r = 0; r < cnt; r++) {
                 if (r > 0 && s[r] == s[r - 1])
                     continue;
+                if (t)
+                    mml__rows_touch(t, s[r]);
                 const float *v = p->value + (int64_t)s[r] * m->k;
                 float *g = p->grad + (int64_t)s[r] * m->k;
                 for (int32_t j = 0; j < m->k; j++) {

@@ -2,12 +2,14 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/param_rows.h"
 #include "moemlora/embedding.h"
 #include "nn/layers.h"
 
 struct mml_embedding {
     mml_ctx *ctx;
     mml_param param;
+    mml__rows *rows; /* the gradient's block and the rows written since it was zeroed */
     char *name;
     size_t name_size;
     int32_t oov; /* MML_OOV_* */
@@ -63,16 +65,18 @@ int mml_embedding_create(mml_embedding **out, mml_ctx *ctx, const mml_embedding_
     e->name_size = strlen(name) + 1;
     e->name = mml__alloc(ctx, e->name_size);
     size_t n = (size_t)o.n_rows * (size_t)o.dim;
+    e->param.rows = o.n_rows;
+    e->param.cols = o.dim;
     e->param.value = mml__alloc(ctx, n * sizeof(float));
-    e->param.grad = mml__calloc(ctx, n, sizeof(float));
-    if (!e->name || !e->param.value || !e->param.grad) {
+    /* The gradient records the rows that backward passes write (param_rows.h). */
+    if (e->name && e->param.value)
+        e->rows = mml__param_rows_alloc(ctx, &e->param);
+    if (!e->name || !e->param.value || !e->rows) {
         mml_embedding_destroy(e);
         return mml__error(ctx, MML_ENOMEM, "embedding '%s': out of memory", name);
     }
     memcpy(e->name, name, e->name_size);
     e->param.name = e->name;
-    e->param.rows = o.n_rows;
-    e->param.cols = o.dim;
     e->param.group = o.group;
     e->param.expert = -1;
     mml_rng rng;
@@ -97,7 +101,7 @@ void mml_embedding_destroy(mml_embedding *e)
     mml_ctx *ctx = e->ctx;
     size_t n = (size_t)(e->param.rows * e->param.cols);
     mml__free(ctx, e->param.value, n * sizeof(float));
-    mml__free(ctx, e->param.grad, n * sizeof(float));
+    mml__rows_free(ctx, e->rows);
     mml__free(ctx, e->name, e->name_size);
     mml__free(ctx, e, sizeof *e);
 }
@@ -148,11 +152,13 @@ int mml_embedding_backward(mml_embedding *e, const int32_t *ids, int64_t id_stri
     int rc = check_args(e, ids, id_stride, n, dout, dout_row_stride);
     if (rc < 0)
         return rc;
-    if (!e->param.grad)
+    if (!e->param.grad || !e->rows)
         return mml__error(e->ctx, MML_ESTATE, "field '%s': read-only (no gradient)", e->name);
     int64_t dim = e->param.cols;
     for (int64_t r = 0; r < n; r++) {
-        float *g = e->param.grad + row_of(e, ids[r * id_stride]) * dim;
+        int64_t row = row_of(e, ids[r * id_stride]);
+        mml__rows_touch(e->rows, row);
+        float *g = e->param.grad + row * dim;
         const float *d = dout + r * dout_row_stride;
         for (int64_t j = 0; j < dim; j++)
             g[j] += d[j];
@@ -227,7 +233,7 @@ int mml_embedding_backward_multihot(mml_embedding *e, const int64_t *offsets, co
     int rc = check_multihot(e, offsets, ids, n_rows, pooling, dout, dout_row_stride);
     if (rc < 0)
         return rc;
-    if (!e->param.grad)
+    if (!e->param.grad || !e->rows)
         return mml__error(e->ctx, MML_ESTATE, "field '%s' (multi-hot): read-only (no gradient)", e->name);
     int64_t dim = e->param.cols;
     for (int64_t r = 0; r < n_rows; r++) {
@@ -235,7 +241,9 @@ int mml_embedding_backward_multihot(mml_embedding *e, const int64_t *offsets, co
         float scale = pooling == MML_POOL_MEAN && cnt > 1 ? 1.0f / (float)cnt : 1.0f;
         const float *d = dout + r * dout_row_stride;
         for (int64_t i = offsets[r]; i < offsets[r + 1]; i++) {
-            float *g = e->param.grad + row_of(e, ids[i]) * dim;
+            int64_t row = row_of(e, ids[i]);
+            mml__rows_touch(e->rows, row);
+            float *g = e->param.grad + row * dim;
             for (int64_t j = 0; j < dim; j++)
                 g[j] += scale * d[j];
         }
@@ -249,6 +257,8 @@ mml_param *mml_embedding_param(mml_embedding *e) { return e ? &e->param : NULL; 
 
 void mml__embedding_drop_grad(mml_embedding *e)
 {
-    mml__free(e->ctx, e->param.grad, (size_t)(e->param.rows * e->param.cols) * sizeof(float));
+    mml__rows_free(e->ctx, e->rows);
+    e->rows = NULL;
     e->param.grad = NULL;
+    e->param.reserved = 0;
 }

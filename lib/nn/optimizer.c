@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/param_rows.h"
 #include "moemlora/optimizer.h"
 #include "nn/optimizer_internal.h"
 
@@ -225,6 +226,16 @@ static int64_t first_nonfinite(const float *restrict g, int64_t n)
     return -1;
 }
 
+/* The rows a sparse update visits: lazy Adam on an embedding parameter and
+ * Adagrad on a parameter that records the rows its backward passes wrote
+ * (every other row has a zero gradient). NULL: the whole parameter. */
+static mml__rows *sparse_rows(const mml_optimizer *opt, const opt_slot *s)
+{
+    if (!s->row_t && opt->o.kind != MML_OPT_ADAGRAD)
+        return NULL;
+    return mml__param_rows(s->p);
+}
+
 static int check_slot(mml_optimizer *opt, const opt_slot *s, int64_t i)
 {
     const mml_param *p = s->p;
@@ -234,7 +245,15 @@ static int check_slot(mml_optimizer *opt, const opt_slot *s, int64_t i)
                           "buffers, or shape %lld x %lld instead of %lld x %lld)",
                           (long long)i, pname(p), (long long)p->rows, (long long)p->cols,
                           (long long)s->rows, (long long)s->cols);
-    int64_t bad = first_nonfinite(p->grad, s->size);
+    const mml__rows *t = sparse_rows(opt, s);
+    int64_t bad = -1;
+    if (!t)
+        bad = first_nonfinite(p->grad, s->size);
+    for (int64_t k = 0; t && k < t->count && bad < 0; k++) {
+        int64_t at = first_nonfinite(p->grad + t->list[k] * s->cols, s->cols);
+        if (at >= 0)
+            bad = t->list[k] * s->cols + at;
+    }
     if (bad >= 0)
         return mml__error(opt->ctx, MML_ENONFINITE,
                           "optimizer_step: gradient of parameter '%s' at index %lld is %g",
@@ -303,9 +322,49 @@ static adam_coef adam_coefs(const mml_optimizer_options *o, int64_t step)
     return c;
 }
 
-/* Lazy Adam over the rows of one embedding parameter. */
-static void lazy_adam_update(const mml_optimizer_options *o, opt_slot *s)
+/* The sparse loops visit rows scattered over a table that may be far larger
+ * than the caches: fetching the rows a few iterations ahead overlaps those
+ * misses (the update itself is a few instructions per element). */
+#define PREFETCH_ROWS 8
+static inline void prefetch_row(const opt_slot *s, int64_t r, int with_m)
 {
+#if defined(__GNUC__)
+    int64_t off = r * s->cols;
+    __builtin_prefetch(s->p->value + off, 1);
+    __builtin_prefetch(s->p->grad + off, 0);
+    __builtin_prefetch(s->v + off, 1);
+    if (with_m) {
+        __builtin_prefetch(s->m + off, 1);
+        __builtin_prefetch(s->row_t + r, 1);
+    }
+#else
+    (void)s;
+    (void)r;
+    (void)with_m;
+#endif
+}
+
+static void lazy_adam_row(const mml_optimizer_options *o, opt_slot *s, int64_t r)
+{
+    int64_t cols = s->cols;
+    s->row_t[r]++;
+    adam_update(s->p->value + r * cols, s->p->grad + r * cols, s->m + r * cols, s->v + r * cols,
+                cols, adam_coefs(o, s->row_t[r]));
+}
+
+/* Lazy Adam over the rows of one embedding parameter: the rows the batch
+ * wrote when the parameter records them (t), otherwise the rows whose
+ * gradient is not all zero. */
+static void lazy_adam_update(const mml_optimizer_options *o, opt_slot *s, const mml__rows *t)
+{
+    if (t) {
+        for (int64_t k = 0; k < t->count; k++) {
+            if (k + PREFETCH_ROWS < t->count)
+                prefetch_row(s, t->list[k + PREFETCH_ROWS], 1);
+            lazy_adam_row(o, s, t->list[k]);
+        }
+        return;
+    }
     int64_t cols = s->cols;
     for (int64_t r = 0; r < s->rows; r++) {
         const float *g = s->p->grad + r * cols;
@@ -314,9 +373,7 @@ static void lazy_adam_update(const mml_optimizer_options *o, opt_slot *s)
             j++;
         if (j == cols)
             continue; /* untouched row: nothing moves */
-        s->row_t[r]++;
-        adam_update(s->p->value + r * cols, g, s->m + r * cols, s->v + r * cols, cols,
-                    adam_coefs(o, s->row_t[r]));
+        lazy_adam_row(o, s, r);
     }
 }
 
@@ -389,11 +446,22 @@ int mml_optimizer_step(mml_optimizer *opt)
             continue;
         }
         if (o->kind == MML_OPT_ADAGRAD) {
-            adagrad_update(s->p->value, s->p->grad, s->v, s->size, o->lr, o->eps);
+            const mml__rows *t = sparse_rows(opt, s);
+            if (!t) {
+                adagrad_update(s->p->value, s->p->grad, s->v, s->size, o->lr, o->eps);
+                continue;
+            }
+            for (int64_t k = 0; k < t->count; k++) {
+                if (k + PREFETCH_ROWS < t->count)
+                    prefetch_row(s, t->list[k + PREFETCH_ROWS], 0);
+                int64_t off = t->list[k] * s->cols;
+                adagrad_update(s->p->value + off, s->p->grad + off, s->v + off, s->cols, o->lr,
+                               o->eps);
+            }
             continue;
         }
         if (s->row_t) {
-            lazy_adam_update(o, s);
+            lazy_adam_update(o, s, sparse_rows(opt, s));
             continue;
         }
         dense_adam(opt, s);
