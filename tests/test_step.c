@@ -429,12 +429,14 @@ START_TEST(step_allocates_nothing_after_the_first_batch)
     static const int32_t kinds[4] = {MML_OPT_ADAM, MML_OPT_LAZY_ADAM, MML_OPT_ADAGRAD, MML_OPT_SGD};
     enum { NB = 5 };
     static batch_data batches[NB];
+    /* Two threads split each batch (the split's copies are made in the first). */
+    for (uint32_t threads = 1; threads <= 2; threads++)
     for (int n_mh = 0; n_mh <= 1; n_mh++)
         for (int bi = 0; bi < 2; bi++)
             for (int vi = 0; vi < 3; vi++)
                 for (int ki = 0; ki < 4; ki++) {
                     counting_allocator al;
-                    mml_ctx *ctx = counting_ctx(&al, 0, 1, 3);
+                    mml_ctx *ctx = counting_ctx(&al, 0, threads, 3);
                     ck_assert_ptr_nonnull(ctx);
                     mml_model *m = make_model(ctx, backbones[bi], &variants[vi], n_mh);
                     int64_t np = mml_model_n_params(m);
@@ -453,9 +455,9 @@ START_TEST(step_allocates_nothing_after_the_first_batch)
                         for (int i = 0; i < NB; i++) {
                             train_step(ctx, m, opt, ps, np, &batches[i], variants[vi].mode);
                             ck_assert_msg(al.calls == calls && al.live == live,
-                                          "%s %s, optimizer %d, multi-hot %d: batch %d of round "
-                                          "%d allocated %ld times (%ld live blocks more)",
-                                          backbones[bi], variants[vi].name, kinds[ki], n_mh, i,
+                                          "%u threads, %s %s, optimizer %d, multi-hot %d: batch %d "
+                                          "of round %d allocated %ld times (%ld live blocks more)",
+                                          threads, backbones[bi], variants[vi].name, kinds[ki], n_mh, i,
                                           round, al.calls - calls, al.live - live);
                         }
                     mml_optimizer_destroy(opt);
