@@ -4,6 +4,7 @@
  *                   [--epochs N] [--sections stages,experts,tower,threads] [--steps N]
  *                   [--data DIR] [--json FILE]
  *   mml-bench train --write-splits DIR [--config ...] [--data DIR]
+ *   mml-bench train --flops [--config ...] [--backbone ...]
  *
  * Configurations (the model of ../shared/docs/PROTOCOL.md: fields user,
  * item and domain, tower 256-128-64, dropout 0.5, alpha 16 (ranks 16, 8,
@@ -144,6 +145,7 @@ typedef struct opts {
     unsigned sections;
     const char *data_dir; /* holds ml-100k/ */
     const char *json, *write_splits;
+    int print_flops;
 } opts;
 
 /* ------------------------------------------------------------ FLOPs */
@@ -775,6 +777,27 @@ static int write_splits(const opts *o)
     return status;
 }
 
+/* ------------------------------------------------------------ --flops */
+
+static int print_flops(const opts *o)
+{
+    printf("FLOPs per row of a training step (see the formulas in bench/bench_train.c)\n");
+    printf("%-7s %-8s %-8s %7s %10s %10s %10s\n", "config", "backbone", "stage", "experts",
+           "forward", "backward", "total");
+    for (int cfg = 0; cfg < N_CONFIGS; cfg++)
+        for (int bb = 0; bb < o->n_backbones && o->config[cfg]; bb++)
+            for (int k = 0; k < N_STAGES; k++) {
+                shapes s;
+                double f, b;
+                /* One expert per domain, as the stages section trains them. */
+                make_shapes(&s, &configs[cfg], o->backbone[bb], configs[cfg].n_domains);
+                step_flops(&s, &stage_kind[k], &f, &b);
+                printf("%-7s %-8s %-8s %7d %10.0f %10.0f %10.0f\n", configs[cfg].name,
+                       o->backbone[bb], stage_names[k], (int)s.E, f, b, f + b);
+            }
+    return 0;
+}
+
 /* ------------------------------------------------------------ main */
 
 static void usage(FILE *f)
@@ -786,7 +809,9 @@ static void usage(FILE *f)
             "         (all) [--data DIR] (the folder holding ml-100k/; $MML_DATA_DIR, else\n"
             "         ../shared/data) [--json FILE]\n"
             "       mml-bench train --write-splits DIR [--config ...] [--data DIR]\n"
-            "         (DIR/<config>/{train,val,test}.csv for bench/torch_reference.py)\n");
+            "         (DIR/<config>/{train,val,test}.csv for bench/torch_reference.py)\n"
+            "       mml-bench train --flops [--config ...] [--backbone ...]\n"
+            "         (the FLOPs per row of each stage, forward and backward; runs nothing)\n");
 }
 
 static int parse(int argc, char **argv, opts *o)
@@ -806,6 +831,10 @@ static int parse(int argc, char **argv, opts *o)
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
             usage(stdout);
             exit(0);
+        }
+        if (!strcmp(k, "--flops")) {
+            o->print_flops = 1;
+            continue;
         }
         if (a + 1 >= argc) {
             usage(stderr);
@@ -1011,6 +1040,8 @@ int bench_train_main(int argc, char **argv)
         return 2;
     if (o.write_splits)
         return write_splits(&o);
+    if (o.print_flops)
+        return print_flops(&o);
     /* The kernels' name. A context initialises BLIS but runs no product: the
      * parent never enters an OpenMP region, so forking stays safe. */
     char arch[64] = "?";
