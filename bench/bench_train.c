@@ -331,6 +331,7 @@ static int in_child(child_fn fn, const void *arg, void *out, size_t size)
         _exit(0);
     }
     close(fd[1]);
+    memset(out, 0, size);
     char *p = out;
     size_t got = 0;
     while (got < size) {
