@@ -1,11 +1,11 @@
 #!/usr/bin/python3
-"""Serving speed side by side: bench/serve_bench (the library, sessions) and
+"""Serving speed side by side: `mml-bench serve` (the library, sessions) and
 bench/serve_torch.py (PyTorch, the same model) in one run, alternating,
 as ratios.
 
 Usage (from the repository root, after ./scripts/build):
   /usr/bin/python3 bench/serve_compare.py [--backbone mlp,deepfm,autoint]
-      [--rounds 2] [--bench build/bench/serve_bench] [--out FILE.md]
+      [--rounds 2] [--bench build/bench/mml-bench] [--out FILE.md]
 
 Both sides use 2 threads: the library two sessions with one BLIS thread
 each, PyTorch torch.set_num_threads(2); both on the best BLIS kernels of
@@ -32,7 +32,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--backbone", default="mlp,deepfm,autoint")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--bench", default="build/bench/serve_bench")
+    ap.add_argument("--bench", default="build/bench/mml-bench")
     ap.add_argument("--batches", type=int, default=300)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
@@ -40,15 +40,13 @@ def main(argv=None):
     # without BLIS_ARCH_TYPE it would run BLIS's generic kernels.
     env = dict(os.environ)
     if "BLIS_ARCH_TYPE" not in env:
-        mml_train = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.bench))),
-                                 "examples", "mml-train")
-        line = subprocess.run([mml_train, "--print-blis-arch"], check=True, capture_output=True,
+        line = subprocess.run([args.bench, "--print-blis-arch"], check=True, capture_output=True,
                               text=True).stdout.split()
         env["BLIS_ARCH_TYPE"] = line[1].split("=", 1)[1]
     print("BLIS_ARCH_TYPE=%s for PyTorch" % env["BLIS_ARCH_TYPE"], file=sys.stderr)
     runs = {}
     for rnd in range(args.rounds):
-        for side, cmd in (("c", [args.bench, "--backbone", args.backbone, "--batches",
+        for side, cmd in (("c", [args.bench, "serve", "--backbone", args.backbone, "--batches",
                                  str(args.batches), "--json"]),
                           ("pytorch", ["/usr/bin/python3", os.path.join(HERE, "serve_torch.py"),
                                        "--backbone", args.backbone])):

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """PyTorch side of the serving benchmark: the ML-100K-shaped model of
-bench/serve_bench.c (3 fields of 943, 1682 and 2 ids, k = 8, tower 256-128-64,
-2 domains; MoE: one expert per domain and the gate) with random weights,
+`mml-bench serve` (bench/bench_serve.c: 3 fields of 943, 1682 and 2 ids, k = 8,
+tower 256-128-64, 2 domains; MoE: one expert per domain and the gate) with random weights,
 timed as ../shared/docs/PROTOCOL.md says: batches of exactly 1024 rows
 (forward + sigmoid, median of 5 passes after a warm-up) and single rows
 (median of 2,000 calls after 200 warm-ups). Prints one JSON object per line.

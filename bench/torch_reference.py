@@ -10,6 +10,11 @@ Split CSV format: header `label,domain,<field>...`, all values integers, ids
 0-based. The domain column is also a categorical field of the model, placed
 after the others (fields = [user, item, domain] for MovieLens).
 
+Timing mode (--timing-epochs N, used by bench/train_compare.py): every stage
+(and every expert) trains exactly N epochs, with no validation pass (the score
+is a constant, so nothing stops early), and no test evaluation or inference
+timing afterwards; the JSON keeps the stages' training rows/s and peak RSS.
+
 Run with Debian's /usr/bin/python3 (python3-torch 1.13, numpy, sklearn).
 See bench/README.md.
 """
@@ -394,8 +399,10 @@ def train_stage(torch, model, trainable, train, train_rows, validate, mode, args
 
 
 def stage_record(name, epochs, best_val, seconds, speeds):
+    # peak_rss_mb: the whole process's peak so far, at the stage's end
     return {"name": name, "epochs": epochs, "best_val": best_val, "seconds": seconds,
-            "train_rows_per_s": statistics.median(speeds) if speeds else None}
+            "train_rows_per_s": statistics.median(speeds) if speeds else None,
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def measure_speed(torch, model, test, mode):
@@ -437,7 +444,13 @@ def run_one(torch, CTRModel, data, variant, seed, args, names):
     all_train = torch.arange(train.n)
     result = {"backbone": args.backbone, "variant": variant, "seed": seed,
               "threads": args.threads}
+    timing = args.timing_epochs is not None
+    if timing:
+        result["timing_epochs"] = args.timing_epochs
     val_all = lambda mode: (lambda: mean_domain_auc(val, evaluate(torch, model, val, mode), D))
+    if timing:
+        # no validation pass: a constant score, so every stage runs its epochs
+        val_all = lambda mode: (lambda: 0.5)  # noqa: E731
 
     if variant in ("base", "mlora"):
         mode = "none" if variant == "base" else "onehot"
@@ -452,8 +465,9 @@ def run_one(torch, CTRModel, data, variant, seed, args, names):
         ep, best, sec, sp = train_stage(torch, model, model.backbone_params(), train, all_train,
                                         val_all("none"), "none", args, derive_seed(seed, 3, 0))
         stages.append(stage_record("backbone", ep, best, sec, sp))
-        m = split_metrics(test, evaluate(torch, model, test, "none"), D, names)
-        result["after_backbone"] = {"mean_auc": m["mean_auc"], "wauc": m["wauc"]}
+        if not timing:
+            m = split_metrics(test, evaluate(torch, model, test, "none"), D, names)
+            result["after_backbone"] = {"mean_auc": m["mean_auc"], "wauc": m["wauc"]}
 
         # stage 2: each expert alone on its own domain's rows
         experts, tot_ep, tot_sec, all_sp = [], 0, 0.0, []
@@ -464,6 +478,8 @@ def run_one(torch, CTRModel, data, variant, seed, args, names):
             y_va = val.y[rows_va].numpy()
             validate = (lambda i=i, rows_va=rows_va, y_va=y_va:
                         auc_or_none(y_va, evaluate(torch, model, val, "expert", rows_va, i).numpy()))
+            if timing:
+                validate = lambda: 0.5  # noqa: E731
             ep, best, sec, sp = train_stage(torch, model, list(model.experts[i].parameters()),
                                             train, rows_tr, validate, "expert", args,
                                             derive_seed(seed, 4, i), expert=i)
@@ -475,8 +491,9 @@ def run_one(torch, CTRModel, data, variant, seed, args, names):
         stages.append(stage_record("experts", tot_ep, statistics.fmean(vals) if vals else None,
                                    tot_sec, all_sp))
         result["experts"] = experts
-        m = split_metrics(test, evaluate(torch, model, test, "own"), D, names)
-        result["own_experts"] = {"mean_auc": m["mean_auc"], "wauc": m["wauc"]}
+        if not timing:
+            m = split_metrics(test, evaluate(torch, model, test, "own"), D, names)
+            result["own_experts"] = {"mean_auc": m["mean_auc"], "wauc": m["wauc"]}
 
         # stage 3: the gate alone, full gated mixture on all domains
         with torch.no_grad():
@@ -489,12 +506,16 @@ def run_one(torch, CTRModel, data, variant, seed, args, names):
         result["stages"] = stages
         final_mode = "gate"
 
-    result.update(split_metrics(test, evaluate(torch, model, test, final_mode), D, names))
-    result["speed"] = measure_speed(torch, model, test, final_mode)
-    result["speed"]["peak_rss_mb"] = peak_rss_mb()
+    if timing:
+        result["speed"] = {"peak_rss_mb": peak_rss_mb()}
+    else:
+        result.update(split_metrics(test, evaluate(torch, model, test, final_mode), D, names))
+        result["speed"] = measure_speed(torch, model, test, final_mode)
+        result["speed"]["peak_rss_mb"] = peak_rss_mb()
     # keep the documented key order: metrics first, then stages and extras
-    order = ["backbone", "variant", "seed", "threads", "domains", "mean_auc", "wauc", "logloss",
-             "stages", "experts", "gate", "gate_init", "after_backbone", "own_experts", "speed"]
+    order = ["backbone", "variant", "seed", "threads", "timing_epochs", "domains", "mean_auc",
+             "wauc", "logloss", "stages", "experts", "gate", "gate_init", "after_backbone",
+             "own_experts", "speed"]
     return {k: result[k] for k in order if k in result}
 
 
@@ -506,7 +527,19 @@ def fmt(x, spec=".4f"):
     return "-" if x is None else format(x, spec)
 
 
+def print_timing(r, out=sys.stdout):
+    p = lambda *a: print(*a, file=out)  # noqa: E731
+    p("== %s / %s  seed %d  threads %d  (timing: %d epochs a stage)"
+      % (r["backbone"], r["variant"], r["seed"], r["threads"], r["timing_epochs"]))
+    for s in r["stages"]:
+        p("  stage %-8s epochs %3d  %7.1f s  train %s rows/s  peak RSS %.0f MB"
+          % (s["name"], s["epochs"], s["seconds"], fmt(s["train_rows_per_s"], ",.0f"),
+             s["peak_rss_mb"]))
+
+
 def print_run(r, out=sys.stdout):
+    if "timing_epochs" in r:
+        return print_timing(r, out)
     p = lambda *a: print(*a, file=out)
     p("== %s / %s  seed %d  threads %d" % (r["backbone"], r["variant"], r["seed"], r["threads"]))
     p("  %-4s %-14s %7s %8s %8s" % ("id", "domain", "n_test", "AUC", "logloss"))
@@ -567,6 +600,9 @@ def parse_args(argv=None):
     g.add_argument("--batch", type=int, default=1024)
     g.add_argument("--patience", type=int, default=3)
     g.add_argument("--max-epochs", type=int, default=50)
+    g.add_argument("--timing-epochs", type=int, metavar="N",
+                   help="timing mode: exactly N epochs a stage (and expert), no validation, "
+                        "no test evaluation")
     g.add_argument("--threads", type=int, default=2)
     g.add_argument("--json", help="write the results here (one run: an object; several: {runs: [...]})")
     g.add_argument("--domain-names", help="comma-separated names, in domain id order")
@@ -586,6 +622,11 @@ def parse_args(argv=None):
         ap.error("--train, --val and --test are required")
     if args.alpha < 1 or args.experts_per_domain < 1 or args.batch < 1 or args.threads < 1:
         ap.error("--alpha, --experts-per-domain, --batch and --threads must be >= 1")
+    if args.timing_epochs is not None:
+        if args.timing_epochs < 1:
+            ap.error("--timing-epochs must be >= 1")
+        args.max_epochs = args.timing_epochs
+        args.patience = args.timing_epochs + 1
     return args
 
 

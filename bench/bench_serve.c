@@ -1,6 +1,6 @@
-/* Serving speed through sessions on a shared read-only model.
+/* mml-bench serve: serving speed through sessions on a shared read-only model.
  *
- *   serve_bench [--backbone mlp,deepfm,autoint] [--batches N] [--json]
+ *   mml-bench serve [--backbone mlp,deepfm,autoint] [--batches N] [--json]
  *
  * An ML-100K-shaped model (fields of 943, 1682 and 2 ids, embedding 8,
  * tower 256-128-64, 2 domains) of each backbone asked for (default mlp;
@@ -15,16 +15,17 @@
  *     batches a thread, after 50 warm-up batches); rows/s over the wall time of the slower thread,
  *     and the sum of each thread's rows per second of its own CPU time (the
  *     figure to read on a machine that other jobs share).
- * Selects the best BLIS kernels for this CPU first (as mml-train does).
+ * The BLIS kernels are selected by mml_bench.c first (as mml-train does).
  * --json prints one JSON object a model instead (bench/serve_compare.py
  * reads them). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <moemlora/moemlora.h>
+
+#include "bench.h"
 
 #define WARMUP 200
 #define CALLS 2000
@@ -32,26 +33,6 @@
 #define N_THREADS 2
 
 static const int64_t sizes[3] = {943, 1682, 2};
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static uint64_t rng = 88172645463325252ull;
 static uint32_t next(void)
@@ -69,7 +50,7 @@ static mml_ctx *make_ctx(void)
     o.n_threads = 1;
     mml_ctx *ctx = NULL;
     if (mml_ctx_create(&ctx, &o) != MML_OK) {
-        fprintf(stderr, "serve_bench: no context\n");
+        fprintf(stderr, "mml-bench serve: no context\n");
         exit(1);
     }
     return ctx;
@@ -87,7 +68,7 @@ static mml_model *make_model(mml_ctx *ctx, const char *backbone, int moe)
     o.gate = moe;
     mml_model *m = NULL;
     if (mml_model_create(&m, ctx, &o) != MML_OK) {
-        fprintf(stderr, "serve_bench: %s\n", mml_ctx_last_error(ctx));
+        fprintf(stderr, "mml-bench serve: %s\n", mml_ctx_last_error(ctx));
         exit(1);
     }
     /* Trained-looking weights: experts (B = 0 at init) and biases count. */
@@ -97,7 +78,7 @@ static mml_model *make_model(mml_ctx *ctx, const char *backbone, int moe)
             p->value[j] += 0.05f * ((float)(next() % 2001) / 1000.0f - 1.0f);
     }
     if (mml_model_make_readonly(m) != MML_OK) {
-        fprintf(stderr, "serve_bench: %s\n", mml_ctx_last_error(ctx));
+        fprintf(stderr, "mml-bench serve: %s\n", mml_ctx_last_error(ctx));
         exit(1);
     }
     return m;
@@ -120,8 +101,7 @@ static void fill_rows(rows *r)
 
 static double median_us(double *t, int n)
 {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return 1e6 * (n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]));
+    return 1e6 * bench_median(t, n);
 }
 
 typedef struct job {
@@ -148,11 +128,11 @@ static void *worker(void *arg)
     for (int b = 0; j->rc == MML_OK && b < 50; b++)
         j->rc = mml_session_predict(s, &j->r->v, p, NULL);
     pthread_barrier_wait(j->start);
-    double t0 = now(), c0 = cpu_now();
+    double t0 = bench_now(), c0 = bench_thread_cpu_now();
     for (int b = 0; j->rc == MML_OK && b < j->batches; b++)
         j->rc = mml_session_predict(s, &j->r->v, p, NULL);
-    j->seconds = now() - t0;
-    j->cpu_seconds = cpu_now() - c0;
+    j->seconds = bench_now() - t0;
+    j->cpu_seconds = bench_thread_cpu_now() - c0;
     free(p);
     mml_session_destroy(s);
     mml_ctx_destroy(ctx);
@@ -161,11 +141,11 @@ static void *worker(void *arg)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: serve_bench [--backbone mlp,deepfm,autoint] [--batches N] [--json]\n");
+    fprintf(stderr, "usage: mml-bench serve [--backbone mlp,deepfm,autoint] [--batches N] [--json]\n");
     exit(2);
 }
 
-int main(int argc, char **argv)
+int bench_serve_main(int argc, char **argv)
 {
     int batches = 300, json = 0;
     char list[256] = "mlp";
@@ -179,8 +159,6 @@ int main(int argc, char **argv)
         else
             usage();
     }
-    if (mml_blis_arch_select("auto", 0) != MML_OK)
-        fprintf(stderr, "serve_bench: could not select the BLIS kernels\n");
     rows *r = malloc(sizeof *r);
     fill_rows(r);
     for (char *save = NULL, *backbone = strtok_r(list, ",", &save); backbone;
@@ -194,18 +172,18 @@ int main(int argc, char **argv)
         mml_ctx *sctx = make_ctx();
         mml_session *s = NULL;
         if (mml_session_create(&s, sctx, m, NULL) != MML_OK) {
-            fprintf(stderr, "serve_bench: %s\n", mml_ctx_last_error(sctx));
+            fprintf(stderr, "mml-bench serve: %s\n", mml_ctx_last_error(sctx));
             return 1;
         }
         double *t = malloc(sizeof(double) * CALLS);
         float prob;
         for (int i = 0; i < WARMUP + CALLS; i++) {
             int k = i % BATCH;
-            double t0 = now();
+            double t0 = bench_now();
             int rc = mml_session_predict_row(s, r->ids + 3 * k, NULL, r->dom[k], &prob);
-            double dt = now() - t0;
+            double dt = bench_now() - t0;
             if (rc != MML_OK) {
-                fprintf(stderr, "serve_bench: %s\n", mml_ctx_last_error(sctx));
+                fprintf(stderr, "mml-bench serve: %s\n", mml_ctx_last_error(sctx));
                 return 1;
             }
             if (i >= WARMUP)
@@ -217,9 +195,9 @@ int main(int argc, char **argv)
         for (int i = 0; i < WARMUP + CALLS; i++) {
             one.ids = r->ids + 3 * (i % BATCH);
             one.domain = r->dom + i % BATCH;
-            double t0 = now();
+            double t0 = bench_now();
             mml_model_predict(m, &one, mml_model_mix_mode(m), 0, &prob);
-            double dt = now() - t0;
+            double dt = bench_now() - t0;
             if (i >= WARMUP)
                 t[i - WARMUP] = dt;
         }
@@ -245,7 +223,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < N_THREADS; i++) {
             pthread_join(th[i], NULL);
             if (jobs[i].rc != MML_OK) {
-                fprintf(stderr, "serve_bench: a worker failed with %d\n", jobs[i].rc);
+                fprintf(stderr, "mml-bench serve: a worker failed with %d\n", jobs[i].rc);
                 return 1;
             }
             if (jobs[i].seconds > slowest)
