@@ -245,7 +245,8 @@ static int check_slot(mml_optimizer *opt, const opt_slot *s, int64_t i)
                           "buffers, or shape %lld x %lld instead of %lld x %lld)",
                           (long long)i, pname(p), (long long)p->rows, (long long)p->cols,
                           (long long)s->rows, (long long)s->cols);
-    const mml__rows *t = sparse_rows(opt, s);
+    /* A tracked table's other rows hold zeros: only the recorded ones can be bad. */
+    const mml__rows *t = mml__param_rows(s->p);
     int64_t bad = -1;
     if (!t)
         bad = first_nonfinite(p->grad, s->size);
