@@ -47,13 +47,6 @@ int mml__lora_matches(const mml_lora *lora, mml_ctx *ctx, int32_t n_layers, cons
  * U and Us receive n x (n_active r) intermediates (Us may alias U when g is NULL). */
 int mml__lora_layer_forward(const mml_lora *lora, mml_ctx *ctx, int32_t layer, const float *x,
                             int64_t n, const mml__mixing *mix, float *U, float *Us, float *y);
-/* Backward of the layer given dA = d loss / d (pre-activation). Accumulates
- * parameter gradients when param_grads, writes dx = dx_beta * dx + ... when dx
- * is not NULL, and accumulates dG (n x n_active) when not NULL. dU is scratch. */
-int mml__lora_layer_backward(mml_lora *lora, mml_ctx *ctx, int32_t layer, const float *x,
-                             int64_t n, const mml__mixing *mix, const float *U, const float *Us,
-                             const float *dA, int param_grads, float *dx, float dx_beta,
-                             float *dG, float *dU);
 
 /* Per-domain routing with the rows already sorted by expert (expert e owns
  * rows [offs[e], offs[e + 1]) of x, y, U, dA and dx), so no row moves:
@@ -64,6 +57,17 @@ int mml__lora_sorted_forward(const mml_lora *lora, mml_ctx *ctx, int32_t layer, 
 int mml__lora_sorted_backward(mml_lora *lora, mml_ctx *ctx, int32_t layer, const float *x,
                               const int64_t *offs, const float *U, const float *dA,
                               int param_grads, float *dx, float *dU);
+
+/* The first half of mml__lora_layer_backward() for a mixture without
+ * routing: the gradients of c and B (param_grads), dG, and dU (n x n_active r,
+ * row stride ldu), the gradient of U already scaled by the gate weights; the
+ * caller finishes with A_t's gradient (dU^T x) and dx (dU A_t). */
+int mml__lora_layer_backward_du(mml_lora *lora, mml_ctx *ctx, int32_t layer, int64_t n,
+                                const mml__mixing *mix, const float *U, const float *Us,
+                                const float *dA, int param_grads, float *dG, float *dU,
+                                int64_t ldu);
+/* The gradient block of layer's stacked A_t from expert first on. */
+float *mml__lora_layer_grad_At(mml_lora *lora, int32_t layer, int32_t first);
 
 /* Read-only models: free the gradient buffers (the params' grad becomes NULL). */
 void mml__lora_drop_grads(mml_lora *lora);

@@ -407,39 +407,29 @@ int mml__lora_layer_forward(const mml_lora *l, mml_ctx *ctx, int32_t layer, cons
     return MML_OK;
 }
 
-int mml__lora_layer_backward(mml_lora *l, mml_ctx *ctx, int32_t layer, const float *x, int64_t n,
-                             const mml__mixing *mx, const float *U, const float *Us,
-                             const float *dA, int param_grads, float *dx, float dx_beta,
-                             float *dG, float *dU)
+int mml__lora_layer_backward_du(mml_lora *l, mml_ctx *ctx, int32_t layer, int64_t n,
+                                const mml__mixing *mx, const float *U, const float *Us,
+                                const float *dA, int param_grads, float *dG, float *dU,
+                                int64_t ldu)
 {
-    if (mx->route)
-        return mml__error(ctx, MML_ESTATE, "lora: routed rows go through mml__lora_sorted_backward");
-    int32_t r = l->rank[layer], din = l->dims[layer], dout = l->dims[layer + 1];
+    int32_t r = l->rank[layer], dout = l->dims[layer + 1];
     int32_t na = mx->n_active;
     int64_t K = (int64_t)na * r;
-    const float *At = A_t(l, layer) + (size_t)mx->first * (size_t)r * (size_t)din;
     const float *B = B_of(l, layer) + (size_t)mx->first * (size_t)r * (size_t)dout;
     const float *C = C_of(l, layer) + (size_t)mx->first * (size_t)dout;
-    float *dAt = grad_at(l, layer, At), *dB = grad_at(l, layer, B), *dC = grad_at(l, layer, C);
+    float *dB = grad_at(l, layer, B), *dC = grad_at(l, layer, C);
     int rc;
     if (param_grads) {
-        if (mx->g) {
+        if (mx->g)
             rc = mml__gemm(ctx, 1, 0, na, dout, n, 1.0f, mx->g, na, 1, dA, dout, 1, 1.0f, dC, dout, 1);
-            if (rc < 0)
-                return rc;
-        } else {
-            for (int64_t i = 0; i < n; i++)
-                for (int32_t j = 0; j < dout; j++)
-                    dC[j] += dA[i * dout + j];
-        }
-        rc = mml__gemm(ctx, 1, 0, K, dout, n, 1.0f, Us, K, 1, dA, dout, 1, 1.0f, dB, dout, 1);
+        else
+            rc = (mml__col_sums_add(n, dout, dA, dC), MML_OK);
+        if (rc >= 0)
+            rc = mml__gemm(ctx, 1, 0, K, dout, n, 1.0f, Us, K, 1, dA, dout, 1, 1.0f, dB, dout, 1);
         if (rc < 0)
             return rc;
     }
-    if (!param_grads && !dx && !dG)
-        return MML_OK;
-    /* dU = dA B^T, the gradient of the scaled intermediate Us. */
-    rc = mml__gemm(ctx, 0, 1, n, K, dout, 1.0f, dA, dout, 1, B, dout, 1, 0.0f, dU, K, 1);
+    rc = mml__gemm(ctx, 0, 1, n, K, dout, 1.0f, dA, dout, 1, B, dout, 1, 0.0f, dU, ldu, 1);
     if (rc < 0)
         return rc;
     if (dG && mx->g) {
@@ -448,7 +438,7 @@ int mml__lora_layer_backward(mml_lora *l, mml_ctx *ctx, int32_t layer, const flo
             return rc;
         for (int64_t i = 0; i < n; i++)
             for (int32_t e = 0; e < na; e++) {
-                const float *u = U + i * K + (int64_t)e * r, *du = dU + i * K + (int64_t)e * r;
+                const float *u = U + i * K + (int64_t)e * r, *du = dU + i * ldu + (int64_t)e * r;
                 float s = 0.0f;
                 for (int32_t t = 0; t < r; t++)
                     s += du[t] * u[t];
@@ -459,19 +449,19 @@ int mml__lora_layer_backward(mml_lora *l, mml_ctx *ctx, int32_t layer, const flo
         for (int64_t i = 0; i < n; i++)
             for (int32_t e = 0; e < na; e++) {
                 float g = mx->g[i * na + e];
-                float *du = dU + i * K + (int64_t)e * r;
+                float *du = dU + i * ldu + (int64_t)e * r;
                 for (int32_t t = 0; t < r; t++)
                     du[t] *= g;
             }
-    if (param_grads) {
-        rc = mml__gemm(ctx, 1, 0, K, din, n, 1.0f, dU, K, 1, x, din, 1, 1.0f, dAt, din, 1);
-        if (rc < 0)
-            return rc;
-    }
-    if (dx)
-        return mml__gemm(ctx, 0, 0, n, din, K, 1.0f, dU, K, 1, At, din, 1, dx_beta, dx, din, 1);
     return MML_OK;
 }
+
+float *mml__lora_layer_grad_At(mml_lora *l, int32_t layer, int32_t first)
+{
+    return grad_at(l, layer, A_t(l, layer) + (size_t)first * (size_t)l->rank[layer] *
+                                                 (size_t)l->dims[layer]);
+}
+
 
 void mml__lora_drop_grads(mml_lora *l)
 {

@@ -31,6 +31,7 @@ struct mml_tower {
     /* With adapters: a layer's [x W | x A] (cap_rows x (max_width + cap_cols)) and
      * the weights [W | A] side by side (wcat_floats). */
     float *pu, *wcat;
+    float *gcat; /* backward: x^T [dP | dU], the size of wcat */
     int32_t max_width;
     int64_t last_rows;
     int32_t last_training;
@@ -174,8 +175,9 @@ static void free_scratch(mml_tower *t)
     if (cols) {
         mml__free(ctx, t->pu, rows * ((size_t)t->max_width + cols) * sizeof(float));
         mml__free(ctx, t->wcat, wcat_floats(t, t->cap_cols) * sizeof(float));
+        mml__free(ctx, t->gcat, wcat_floats(t, t->cap_cols) * sizeof(float));
     }
-    t->pu = t->wcat = NULL;
+    t->pu = t->wcat = t->gcat = NULL;
     t->onehot = t->tmp_a = t->tmp_b = t->dU = NULL;
     t->cap_rows = t->cap_cols = 0;
     t->have_masks = 0;
@@ -215,6 +217,7 @@ static int ensure_scratch(mml_tower *t, int64_t rows, int64_t cols)
         ok &= (t->dU = mml__alloc(ctx, r * c * sizeof(float))) != NULL;
         ok &= (t->pu = mml__alloc(ctx, r * ((size_t)t->max_width + c) * sizeof(float))) != NULL;
         ok &= (t->wcat = mml__alloc(ctx, wcat_floats(t, cols) * sizeof(float))) != NULL;
+        ok &= (t->gcat = mml__alloc(ctx, wcat_floats(t, cols) * sizeof(float))) != NULL;
     }
     ok &= (t->tmp_a = mml__alloc(ctx, r * (size_t)t->max_width * sizeof(float))) != NULL;
     ok &= (t->tmp_b = mml__alloc(ctx, r * (size_t)t->max_width * sizeof(float))) != NULL;
@@ -260,6 +263,21 @@ void mml_tower_destroy(mml_tower *t)
  * copying the weights. */
 #define MIXED_ONE_PRODUCT_ROWS 8
 
+/* wcat = [W | A] of layer l for the active experts (din x (dout + K)). */
+static void build_wcat(mml_tower *t, const mml_lora *lora, int32_t l, const mml__mixing *mx)
+{
+    int32_t din = t->dims[l], dout = t->dims[l + 1], r;
+    const float *At, *B, *C, *W = W_of(t, l);
+    mml__lora_layer_ptrs(lora, l, mx->first, &r, &At, &B, &C);
+    int64_t K = (int64_t)mx->n_active * r, w = dout + K;
+    float *wc = t->wcat;
+    for (int32_t p = 0; p < din; p++) {
+        memcpy(wc + (int64_t)p * w, W + (int64_t)p * dout, sizeof(float) * (size_t)dout);
+        for (int64_t q = 0; q < K; q++)
+            wc[(int64_t)p * w + dout + q] = At[q * din + p];
+    }
+}
+
 /* A layer with every row on the same experts (one expert, or the gated
  * mixture): [P | U] = x [W | A] (P the shared product, U every active
  * expert's r columns), Us = U scaled by the row's gate weights, then one
@@ -275,13 +293,8 @@ static int layer_forward_mixed(mml_tower *t, const mml_lora *lora, int32_t l, in
     float *pu = t->pu, *y = t->h[l + 1], *U = t->U[l], *Us = mx->g ? t->Us[l] : t->U[l];
     int rc;
     if (n > MIXED_ONE_PRODUCT_ROWS) {
-        float *wc = t->wcat;
-        for (int32_t p = 0; p < din; p++) {
-            memcpy(wc + (int64_t)p * w, W + (int64_t)p * dout, sizeof(float) * (size_t)dout);
-            for (int64_t q = 0; q < K; q++)
-                wc[(int64_t)p * w + dout + q] = At[q * din + p];
-        }
-        rc = mml__gemm(ctx, 0, 0, n, w, din, 1.0f, x, din, 1, wc, w, 1, 0.0f, pu, w, 1);
+        build_wcat(t, lora, l, mx);
+        rc = mml__gemm(ctx, 0, 0, n, w, din, 1.0f, x, din, 1, t->wcat, w, 1, 0.0f, pu, w, 1);
     } else {
         rc = mml__gemm(ctx, 0, 0, n, dout, din, 1.0f, x, din, 1, W, dout, 1, 0.0f, pu, w, 1);
         if (rc >= 0)
@@ -433,6 +446,59 @@ int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *l
     return MML_OK;
 }
 
+/* Backward of a layer_forward_mixed() layer given d = d loss / d (its
+ * pre-activation): [dP | dU] side by side in pu (dP = d times the dropout
+ * mask, dU from the experts), then one product for the weight gradients,
+ * x^T [dP | dU] = [dW | dA], and one for the input's, [dP | dU] [W | A]^T. */
+static int mixed_layer_backward(mml_tower *t, mml_lora *lora, int32_t l, int64_t n,
+                                const mml__mixing *mx, float *d, int lora_grads, float *dG,
+                                float *dx, float beta)
+{
+    mml_ctx *ctx = t->ctx;
+    int32_t din = t->dims[l], dout = t->dims[l + 1], r;
+    const float *At, *B, *C, *x = t->h[l];
+    mml__lora_layer_ptrs(lora, l, mx->first, &r, &At, &B, &C);
+    int64_t K = (int64_t)mx->n_active * r, w = dout + K;
+    float *P = t->pu;
+    int need_du = lora_grads || dx || dG;
+    int rc = MML_OK;
+    if (need_du && (rc = mml__lora_layer_backward_du(lora, ctx, l, n, mx, t->U[l],
+                                                     mx->g ? t->Us[l] : t->U[l], d, lora_grads,
+                                                     dG, P + dout, w)) < 0)
+        return rc;
+    if (t->last_training) {
+        const float *m = t->mask[l];
+        for (int64_t i = 0; i < n * dout; i++)
+            d[i] *= m[i];
+    }
+    mml_param *Wp = &t->params[2 * l], *bp = &t->params[2 * l + 1];
+    if (!bp->frozen)
+        mml__col_sums_add(n, dout, d, bp->grad);
+    if (!Wp->frozen || dx)
+        for (int64_t i = 0; i < n; i++)
+            memcpy(P + i * w, d + i * dout, sizeof(float) * (size_t)dout);
+    if (!Wp->frozen && lora_grads) {
+        float *G = t->gcat, *dAt = mml__lora_layer_grad_At(lora, l, mx->first);
+        rc = mml__gemm(ctx, 1, 0, din, w, n, 1.0f, x, din, 1, P, w, 1, 0.0f, G, w, 1);
+        if (rc < 0)
+            return rc;
+        for (int32_t p = 0; p < din; p++) {
+            mml__add_to(dout, G + (int64_t)p * w, Wp->grad + (int64_t)p * dout);
+            for (int64_t q = 0; q < K; q++)
+                dAt[q * din + p] += G[(int64_t)p * w + dout + q];
+        }
+    } else if (!Wp->frozen) {
+        rc = mml__gemm(ctx, 1, 0, din, dout, n, 1.0f, x, din, 1, d, dout, 1, 1.0f, Wp->grad, dout, 1);
+    } else if (lora_grads) {
+        rc = mml__gemm(ctx, 1, 0, K, din, n, 1.0f, P + dout, w, 1, x, din, 1, 1.0f,
+                       mml__lora_layer_grad_At(lora, l, mx->first), din, 1);
+    }
+    if (rc < 0 || !dx)
+        return rc;
+    build_wcat(t, lora, l, mx);
+    return mml__gemm(ctx, 0, 1, n, din, w, 1.0f, P, w, 1, t->wcat, w, 1, beta, dx, din, 1);
+}
+
 int mml_tower_backward(mml_tower *t, const float *dout, float *dx, mml_lora *lora, float *dweights)
 {
     if (!t)
@@ -475,16 +541,15 @@ int mml_tower_backward(mml_tower *t, const float *dout, float *dx, mml_lora *lor
             if (dx_l)
                 beta = 1.0f;
         } else if (t->last_active) {
-            /* Experts below the top layer still need dx even when frozen themselves. */
-            rc = mml__lora_layer_backward(lora, ctx, l, x, n, &mx, t->U[l],
-                                          mx.g ? t->Us[l] : t->U[l], cur, lora_grads, dx_l, beta,
-                                          dG, t->dU);
+            rc = mixed_layer_backward(t, lora, l, n, &mx, cur, lora_grads, dG, dx_l, beta);
             if (rc < 0)
                 return rc;
-            if (dx_l)
-                beta = 1.0f;
+            float *swap = cur;
+            cur = next;
+            next = swap;
+            continue;
         }
-        if (t->last_training && t->last_active) {
+        if (t->last_training && perm) {
             const float *m = t->mask[l];
             for (int64_t i = 0; i < n * dout_w; i++)
                 cur[i] *= m[i];
@@ -571,7 +636,7 @@ int mml__tower_replica(const mml_tower *t, mml_ctx *ctx, mml_tower **out)
     r->ctx = ctx;
     r->replica = 1;
     r->cap_rows = r->cap_cols = 0;
-    r->onehot = r->tmp_a = r->tmp_b = r->dU = r->pu = r->wcat = NULL;
+    r->onehot = r->tmp_a = r->tmp_b = r->dU = r->pu = r->wcat = r->gcat = NULL;
     memset(&r->routing, 0, sizeof r->routing);
     r->have_masks = r->replay = r->last_active = r->last_gated = r->last_training = 0;
     r->last_rows = 0;
