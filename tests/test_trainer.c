@@ -225,6 +225,8 @@ START_TEST(same_seed_same_model)
     for (int run = 0; run < 3; run++) {
         world w;
         world_init(&w, run == 2 ? 99 : 11);
+        /* _i + 1 threads: with 2, every batch is split across them. */
+        ck_assert_int_eq(mml_ctx_set_threads(w.ctx, (uint32_t)_i + 1), MML_OK);
         mml_trainer_options o;
         tiny_options(&o, MML_VARIANT_MOE);
         o.max_epochs = 2;
@@ -711,7 +713,7 @@ static Suite *trainer_suite(void)
     tcase_add_test(tc, stages_freeze_what_they_say);
     tcase_add_test(tc, early_stopping_restores_the_best_epoch);
     tcase_add_test(tc, progress_can_cancel);
-    tcase_add_test(tc, same_seed_same_model);
+    tcase_add_loop_test(tc, same_seed_same_model, 0, 2);
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, extras_pass_through);
     tcase_add_test(tc, allocation_failures_leak_nothing);
