@@ -307,6 +307,22 @@ static NOINLINE void adam_update(float *restrict w, const float *restrict g,
         adam_one(w, g, m, v, i, c);
 }
 
+/* adam_update() with every gradient +0, without reading one: the rows a
+ * batch did not touch (the same bits: gi * c is computed, not folded). */
+static NOINLINE void adam_update_untouched(float *restrict w, float *restrict m,
+                                           float *restrict v, int64_t n, adam_coef c)
+{
+    const float gi = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float mi = c.b1 * m[i] + c.one_minus_b1 * gi;
+        float vi = c.b2 * v[i] + c.one_minus_b2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
+        w[i] -= c.step_size * mi / denom;
+    }
+}
+
 static adam_coef adam_coefs(const mml_optimizer_options *o, int64_t step)
 {
     /* Bias corrections in double, as PyTorch computes them in Python floats. */
@@ -399,10 +415,42 @@ typedef struct adam_job {
     int32_t n_tasks;
 } adam_job;
 
+/* Dense Adam over rows [r0, r1) of a tracked table: 64 rows that no batch
+ * row touched (one zero word of the mark bits) are updated without reading
+ * their gradient. */
+static void adam_rows(const opt_slot *s, const mml__rows *t, int64_t r0, int64_t r1, adam_coef c)
+{
+    int64_t cols = s->cols;
+    float *w = s->p->value, *g = s->p->grad;
+    for (int64_t r = r0; r < r1;) {
+        int64_t end = (r | 63) + 1 < r1 ? (r | 63) + 1 : r1;
+        if (t->mark[r >> 6] == 0) {
+            adam_update_untouched(w + r * cols, s->m + r * cols, s->v + r * cols,
+                                  (end - r) * cols, c);
+            r = end;
+            continue;
+        }
+        for (; r < end; r++) {
+            int64_t o = r * cols;
+            if (t->mark[r >> 6] & ((uint64_t)1 << (r & 63)))
+                adam_update(w + o, g + o, s->m + o, s->v + o, cols, c);
+            else
+                adam_update_untouched(w + o, s->m + o, s->v + o, cols, c);
+        }
+    }
+}
+
 static void adam_task(void *arg, int32_t task)
 {
     const adam_job *j = arg;
     const opt_slot *s = j->s;
+    const mml__rows *t = mml__param_rows(s->p);
+    if (t) {
+        int64_t words = (s->rows + 63) / 64;
+        int64_t r0 = words * task / j->n_tasks * 64, r1 = words * (task + 1) / j->n_tasks * 64;
+        adam_rows(s, t, r0, r1 < s->rows ? r1 : s->rows, j->c);
+        return;
+    }
     int64_t lines = (s->size + STATE_PAD - 1) / STATE_PAD;
     int64_t a = lines * task / j->n_tasks * STATE_PAD, b = lines * (task + 1) / j->n_tasks * STATE_PAD;
     if (b > s->size)
@@ -415,10 +463,6 @@ static void dense_adam(mml_optimizer *opt, opt_slot *s)
 {
     adam_coef c = adam_coefs(&opt->o, s->t);
     mml__pool *pool = s->size >= PARALLEL_MIN_FLOATS ? mml__ctx_pool(opt->ctx) : NULL;
-    if (!pool) {
-        adam_update(s->p->value, s->p->grad, s->m, s->v, s->size, c);
-        return;
-    }
     adam_job j = {s, c, mml__pool_size(pool)};
     mml__pool_run(pool, adam_task, &j);
 }
