@@ -26,7 +26,8 @@
  * thread, each on its own range (the same bits as one thread). Registered
  * backbones and read-only models use BLIS's own threads instead. The worker
  * threads allocate through the context's allocator, one allocation at a
- * time under a lock, and never call the log callback.
+ * time under a lock, and never call the log callback. Like any threads,
+ * they do not survive fork(): a child process makes its own contexts.
  *
  * Errors: every fallible function returns int, 0 (MML_OK) on success or a
  * negative MML_E* code (status.h), and leaves a message in

@@ -96,3 +96,33 @@ CLONES void mml__add_to(int64_t n, const float *restrict x, float *restrict y)
     for (int64_t i = 0; i < n; i++)
         y[i] += x[i];
 }
+
+CLONES void mml__bias_mask_rows(int64_t rows, int64_t cols, float *restrict y, int64_t ldy,
+                                const float *restrict bias, const float *restrict mask)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        float *restrict yr = y + i * ldy;
+        const float *restrict mr = mask + i * cols;
+        for (int64_t j = 0; j < cols; j++)
+            yr[j] = (yr[j] + bias[j]) * mr[j];
+    }
+}
+
+CLONES void mml__mask_copy(int64_t rows, int64_t cols, float *restrict d,
+                           const float *restrict mask, float *restrict out, int64_t ldo)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        float *restrict dr = d + i * cols;
+        float *restrict o = out + i * ldo;
+        const float *restrict mr = mask ? mask + i * cols : NULL;
+        if (mr)
+            for (int64_t j = 0; j < cols; j++) {
+                float v = dr[j] * mr[j];
+                dr[j] = v;
+                o[j] = v;
+            }
+        else
+            for (int64_t j = 0; j < cols; j++)
+                o[j] = dr[j];
+    }
+}

@@ -120,6 +120,12 @@ void mml__bias_mask_relu(int64_t rows, int64_t cols, float *y, const float *bias
 void mml__col_sums_add(int64_t rows, int64_t cols, const float *x, float *sums);
 /* y += x. */
 void mml__add_to(int64_t n, const float *x, float *y);
+/* Rows of y (row stride ldy): y = (y + bias) mask, mask dense rows x cols. */
+void mml__bias_mask_rows(int64_t rows, int64_t cols, float *y, int64_t ldy, const float *bias,
+                         const float *mask);
+/* d = d mask (mask NULL: 1), copied to the rows of out (row stride ldo). */
+void mml__mask_copy(int64_t rows, int64_t cols, float *d, const float *mask, float *out,
+                    int64_t ldo);
 
 /* Worker threads owned by one object (pool.c). n_workers >= 1 threads start
  * at creation and wait; a job runs fn(arg, 0) on the caller and

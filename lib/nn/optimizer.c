@@ -415,28 +415,21 @@ typedef struct adam_job {
     int32_t n_tasks;
 } adam_job;
 
-/* Dense Adam over rows [r0, r1) of a tracked table: 64 rows that no batch
- * row touched (one zero word of the mark bits) are updated without reading
- * their gradient. */
+/* Dense Adam over rows [r0, r1) of a tracked table, 64 rows (one word of
+ * the mark bits) at a time: a block that no batch row touched is updated
+ * without reading its gradient, any other block as usual (its untouched
+ * rows' gradients are zeros: the same arithmetic). */
 static void adam_rows(const opt_slot *s, const mml__rows *t, int64_t r0, int64_t r1, adam_coef c)
 {
     int64_t cols = s->cols;
     float *w = s->p->value, *g = s->p->grad;
     for (int64_t r = r0; r < r1;) {
-        int64_t end = (r | 63) + 1 < r1 ? (r | 63) + 1 : r1;
-        if (t->mark[r >> 6] == 0) {
-            adam_update_untouched(w + r * cols, s->m + r * cols, s->v + r * cols,
-                                  (end - r) * cols, c);
-            r = end;
-            continue;
-        }
-        for (; r < end; r++) {
-            int64_t o = r * cols;
-            if (t->mark[r >> 6] & ((uint64_t)1 << (r & 63)))
-                adam_update(w + o, g + o, s->m + o, s->v + o, cols, c);
-            else
-                adam_update_untouched(w + o, s->m + o, s->v + o, cols, c);
-        }
+        int64_t end = (r | 63) + 1 < r1 ? (r | 63) + 1 : r1, o = r * cols, len = (end - r) * cols;
+        if (t->mark[r >> 6] == 0)
+            adam_update_untouched(w + o, s->m + o, s->v + o, len, c);
+        else
+            adam_update(w + o, g + o, s->m + o, s->v + o, len, c);
+        r = end;
     }
 }
 

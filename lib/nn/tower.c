@@ -258,6 +258,9 @@ void mml_tower_destroy(mml_tower *t)
     mml__free(ctx, t, sizeof *t);
 }
 
+/* Up to this many experts, per-domain routing runs as a one-hot mixture. */
+#define ONE_HOT_MAX_EXPERTS 4
+
 /* Rows above this go through one product with [W | A] side by side (BLIS
  * packs x once for both); fewer rows take two small products instead of
  * copying the weights. */
@@ -317,9 +320,7 @@ static int layer_forward_mixed(mml_tower *t, const mml_lora *lora, int32_t l, in
         float *m = t->mask[l];
         if (draw)
             mml__dropout_mask(&t->dropout_rng, t->dropout, keep_scale, m, n * dout);
-        for (int64_t i = 0; i < n; i++)
-            for (int32_t j = 0; j < dout; j++)
-                pu[i * w + j] = (pu[i * w + j] + b[j]) * m[i * dout + j];
+        mml__bias_mask_rows(n, dout, pu, w, b, m);
         bias = NULL;
     }
     /* One expert (no gate): its c with weight 1 on every row. */
@@ -360,7 +361,17 @@ int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *l
     if (rc < 0)
         return rc;
     int gated = active && mix->mode == MML_MIX_GATED;
-    if (gated) {
+    if (mx.route && mx.n_active <= ONE_HOT_MAX_EXPERTS) {
+        /* Few experts: every row through all of them, weighted one-hot, in
+         * one product per layer and direction, costs less than a product per
+         * expert. */
+        float *g = t->onehot;
+        memset(g, 0, sizeof(float) * (size_t)(n * mx.n_active));
+        for (int64_t i = 0; i < n; i++)
+            g[i * mx.n_active + mix->domain[i]] = 1.0f;
+        mx.g = g;
+        mx.route = NULL;
+    } else if (gated) {
         /* Keep a copy: the caller's weights are not ours to hold until backward. */
         memcpy(t->onehot, mx.g, sizeof(float) * (size_t)(n * mx.n_active));
         mx.g = t->onehot;
@@ -466,17 +477,12 @@ static int mixed_layer_backward(mml_tower *t, mml_lora *lora, int32_t l, int64_t
                                                      mx->g ? t->Us[l] : t->U[l], d, lora_grads,
                                                      dG, P + dout, w)) < 0)
         return rc;
-    if (t->last_training) {
-        const float *m = t->mask[l];
-        for (int64_t i = 0; i < n * dout; i++)
-            d[i] *= m[i];
-    }
+    /* d = d m, and [dP | .] = d. */
+    const float *m = t->last_training ? t->mask[l] : NULL;
+    mml__mask_copy(n, dout, d, m, P, w);
     mml_param *Wp = &t->params[2 * l], *bp = &t->params[2 * l + 1];
     if (!bp->frozen)
         mml__col_sums_add(n, dout, d, bp->grad);
-    if (!Wp->frozen || dx)
-        for (int64_t i = 0; i < n; i++)
-            memcpy(P + i * w, d + i * dout, sizeof(float) * (size_t)dout);
     if (!Wp->frozen && lora_grads) {
         float *G = t->gcat, *dAt = mml__lora_layer_grad_At(lora, l, mx->first);
         rc = mml__gemm(ctx, 1, 0, din, w, n, 1.0f, x, din, 1, P, w, 1, 0.0f, G, w, 1);
