@@ -1,4 +1,4 @@
-/* mml-bench: what its sections (bench_serve.c, bench_train.c) share with
+/* mml-bench: what its sections (bench_serve.c, bench_train.c, bench_sparse.c) share with
  * the main program (mml_bench.c). */
 #ifndef MML_BENCH_H
 #define MML_BENCH_H
@@ -16,5 +16,6 @@ double bench_median(double *v, int n);
 /* The sections: argv[0] is the section's name. Exit status. */
 int bench_serve_main(int argc, char **argv);
 int bench_train_main(int argc, char **argv);
+int bench_sparse_main(int argc, char **argv);
 
 #endif

@@ -51,7 +51,7 @@ double bench_median(double *v, int n)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: mml-bench [--blis-arch NAME|auto] serve|train [options]   (--help after the\n"
+    fprintf(f, "usage: mml-bench [--blis-arch NAME|auto] serve|train|sparse [options]   (--help after the\n"
                "                 section lists its options)\n"
                "       mml-bench --print-blis-arch\n");
 }
@@ -99,6 +99,8 @@ int main(int argc, char **argv)
         return bench_serve_main(argc - a, argv + a);
     if (!strcmp(argv[a], "train"))
         return bench_train_main(argc - a, argv + a);
+    if (!strcmp(argv[a], "sparse"))
+        return bench_sparse_main(argc - a, argv + a);
     fprintf(stderr, "mml-bench: unknown section '%s'\n", argv[a]);
     usage(stderr);
     return 2;

@@ -1,6 +1,6 @@
 /* Training step time against the size of an embedding table.
  *
- *   sparse_step_bench [--rows 100000,10000000] [--optimizer lazy-adam,adagrad]
+ *   mml-bench sparse [--rows 100000,10000000] [--optimizer lazy-adam,adagrad]
  *                     [--variant base|mlora|moe] [--hidden 256,128,64]
  *                     [--batch 1024] [--steps 100] [--rounds 5] [--threads 1]
  *
@@ -31,6 +31,8 @@
 #include <time.h>
 
 #include <moemlora/moemlora.h>
+
+#include "bench.h"
 
 #define N_FIELDS 5
 #define N_BATCHES 32
@@ -68,7 +70,7 @@ static uint64_t next(void)
 
 static void die(const char *what, mml_ctx *ctx)
 {
-    fprintf(stderr, "sparse_step_bench: %s: %s\n", what, ctx ? mml_ctx_last_error(ctx) : "");
+    fprintf(stderr, "mml-bench sparse: %s: %s\n", what, ctx ? mml_ctx_last_error(ctx) : "");
     exit(1);
 }
 
@@ -138,7 +140,7 @@ static void run_init(run *r, int64_t rows, int32_t kind, const char *variant, in
         mo.n_experts = 2;
         mo.gate = 1;
     } else if (strcmp(variant, "base") != 0) {
-        fprintf(stderr, "sparse_step_bench: unknown variant '%s'\n", variant);
+        fprintf(stderr, "mml-bench sparse: unknown variant '%s'\n", variant);
         exit(2);
     }
     if (mml_model_create(&r->model, r->ctx, &mo) != MML_OK)
@@ -221,11 +223,11 @@ static int32_t kind_of(const char *name)
         return MML_OPT_ADAM;
     if (strcmp(name, "sgd") == 0)
         return MML_OPT_SGD;
-    fprintf(stderr, "sparse_step_bench: unknown optimizer '%s'\n", name);
+    fprintf(stderr, "mml-bench sparse: unknown optimizer '%s'\n", name);
     exit(2);
 }
 
-int main(int argc, char **argv)
+int bench_sparse_main(int argc, char **argv)
 {
     int64_t sizes[MAX_SIZES] = {100000, 10000000}, hid[MAX_HIDDEN] = {256, 128, 64};
     int n_sizes = 2, n_hidden = 3, n_steps = 100, rounds = 5;
@@ -236,7 +238,7 @@ int main(int argc, char **argv)
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a], *val = a + 1 < argc ? argv[a + 1] : NULL;
         if (!val) {
-            fprintf(stderr, "sparse_step_bench: %s needs a value\n", arg);
+            fprintf(stderr, "mml-bench sparse: %s needs a value\n", arg);
             return 2;
         }
         a++;
@@ -257,19 +259,19 @@ int main(int argc, char **argv)
         else if (strcmp(arg, "--threads") == 0)
             threads = (uint32_t)atoi(val);
         else {
-            fprintf(stderr, "sparse_step_bench: unknown option %s\n", arg);
+            fprintf(stderr, "mml-bench sparse: unknown option %s\n", arg);
             return 2;
         }
     }
     if (n_sizes < 1 || n_hidden < 1 || batch < 1 || n_steps < 1 || rounds < 1 || threads < 1) {
-        fprintf(stderr, "sparse_step_bench: bad option value\n");
+        fprintf(stderr, "mml-bench sparse: bad option value\n");
         return 2;
     }
     int32_t hidden[MAX_HIDDEN];
     for (int i = 0; i < n_hidden; i++)
         hidden[i] = (int32_t)hid[i];
     if (mml_blis_arch_select("auto", 0) != MML_OK)
-        fprintf(stderr, "sparse_step_bench: could not select the BLIS kernels\n");
+        fprintf(stderr, "mml-bench sparse: could not select the BLIS kernels\n");
     int32_t mode = strcmp(variant, "moe") == 0     ? MML_MIX_GATED
                    : strcmp(variant, "mlora") == 0 ? MML_MIX_DOMAIN
                                                    : MML_MIX_NONE;
