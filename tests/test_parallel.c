@@ -80,18 +80,20 @@ static int step(mml_model *m, mml_ctx *ctx, batch *b, int32_t mode, int32_t expe
     return rc;
 }
 
-static const int32_t modes[4] = {MML_MIX_NONE, MML_MIX_DOMAIN, MML_MIX_GATED, MML_MIX_SINGLE};
+/* The fifth: per-domain routing with more than 4 experts (sorted blocks, not one-hot). */
+static const int32_t modes[5] = {MML_MIX_NONE, MML_MIX_DOMAIN, MML_MIX_GATED, MML_MIX_SINGLE,
+                                 MML_MIX_DOMAIN};
 
 /* Without dropout the split changes nothing but the order of additions. */
 START_TEST(two_threads_match_one_thread)
 {
-    const char *backbone = mml_backbone_builtin_name(_i / 4);
-    int32_t mode = modes[_i % 4];
+    const char *backbone = mml_backbone_builtin_name(_i / 5);
+    int32_t mode = modes[_i % 5], E = _i % 5 == 4 ? 2 * D : D;
     int32_t n_dense = _i % 2 ? 2 : 0;
     mml_ctx *c1 = plain_ctx(1, 7), *c2 = plain_ctx(2, 7);
     int gate = mode == MML_MIX_GATED;
-    mml_model *m1 = make_model(c1, backbone, D, gate, n_dense, 0.0f);
-    mml_model *m2 = make_model(c2, backbone, D, gate, n_dense, 0.0f);
+    mml_model *m1 = make_model(c1, backbone, E, gate, n_dense, 0.0f);
+    mml_model *m2 = make_model(c2, backbone, E, gate, n_dense, 0.0f);
     randomize(m1);
     randomize(m2);
     static batch b1, b2;
@@ -299,7 +301,7 @@ static Suite *suite(void)
     Suite *s = suite_create("parallel");
     TCase *t = tcase_create("parallel");
     tcase_set_timeout(t, 300);
-    tcase_add_loop_test(t, two_threads_match_one_thread, 0, 9 * 4);
+    tcase_add_loop_test(t, two_threads_match_one_thread, 0, 9 * 5);
     tcase_add_loop_test(t, split_steps_are_repeatable, 0, 2);
     tcase_add_test(t, worker_error_reaches_the_caller);
 #ifndef MML_TSAN_ONLY
