@@ -43,10 +43,6 @@ int mml__lora_trainable(const mml_lora *lora, int32_t first, int32_t n);
 /* Checks that lora was built for these tower widths. */
 int mml__lora_matches(const mml_lora *lora, mml_ctx *ctx, int32_t n_layers, const int32_t *dims);
 
-/* y (n x d_out) += the mixture's adapter output for layer `layer`.
- * U and Us receive n x (n_active r) intermediates (Us may alias U when g is NULL). */
-int mml__lora_layer_forward(const mml_lora *lora, mml_ctx *ctx, int32_t layer, const float *x,
-                            int64_t n, const mml__mixing *mix, float *U, float *Us, float *y);
 
 /* Per-domain routing with the rows already sorted by expert (expert e owns
  * rows [offs[e], offs[e + 1]) of x, y, U, dA and dx), so no row moves:

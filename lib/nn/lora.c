@@ -370,43 +370,6 @@ int mml__lora_sorted_backward(mml_lora *l, mml_ctx *ctx, int32_t layer, const fl
     return MML_OK;
 }
 
-int mml__lora_layer_forward(const mml_lora *l, mml_ctx *ctx, int32_t layer, const float *x,
-                            int64_t n, const mml__mixing *mx, float *U, float *Us, float *y)
-{
-    if (mx->route)
-        return mml__error(ctx, MML_ESTATE, "lora: routed rows go through mml__lora_sorted_forward");
-    int32_t r = l->rank[layer], din = l->dims[layer], dout = l->dims[layer + 1];
-    int32_t na = mx->n_active;
-    int64_t K = (int64_t)na * r;
-    const float *At = A_t(l, layer) + (size_t)mx->first * (size_t)r * (size_t)din;
-    const float *B = B_of(l, layer) + (size_t)mx->first * (size_t)r * (size_t)dout;
-    const float *C = C_of(l, layer) + (size_t)mx->first * (size_t)dout;
-    int rc = mml__gemm(ctx, 0, 1, n, K, din, 1.0f, x, din, 1, At, din, 1, 0.0f, U, K, 1);
-    if (rc < 0)
-        return rc;
-    if (mx->g) {
-        for (int64_t i = 0; i < n; i++)
-            for (int32_t e = 0; e < na; e++) {
-                float g = mx->g[i * na + e];
-                const float *u = U + i * K + (int64_t)e * r;
-                float *us = Us + i * K + (int64_t)e * r;
-                for (int32_t t = 0; t < r; t++)
-                    us[t] = u[t] * g;
-            }
-    } else if (Us != U) {
-        memcpy(Us, U, sizeof(float) * (size_t)(n * K));
-    }
-    rc = mml__gemm(ctx, 0, 0, n, dout, K, 1.0f, Us, K, 1, B, dout, 1, 1.0f, y, dout, 1);
-    if (rc < 0)
-        return rc;
-    if (mx->g)
-        return mml__gemm(ctx, 0, 0, n, dout, na, 1.0f, mx->g, na, 1, C, dout, 1, 1.0f, y, dout, 1);
-    for (int64_t i = 0; i < n; i++)
-        for (int32_t j = 0; j < dout; j++)
-            y[i * dout + j] += C[j];
-    return MML_OK;
-}
-
 int mml__lora_layer_backward_du(mml_lora *l, mml_ctx *ctx, int32_t layer, int64_t n,
                                 const mml__mixing *mx, const float *U, const float *Us,
                                 const float *dA, int param_grads, float *dG, float *dU,

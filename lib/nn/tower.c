@@ -428,9 +428,8 @@ int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *l
             mml__bias_mask_relu(n, dout, y, b, NULL, 0);
         }
         if (active) {
-            rc = perm ? mml__lora_sorted_forward(lora, ctx, l, t->h[l], mx.route->offs, t->U[l], y)
-                      : mml__lora_layer_forward(lora, ctx, l, t->h[l], n, &mx, t->U[l],
-                                                mx.g ? t->Us[l] : t->U[l], y);
+            /* Only routed mixtures get here (the others went through layer_forward_mixed). */
+            rc = mml__lora_sorted_forward(lora, ctx, l, t->h[l], mx.route->offs, t->U[l], y);
             if (rc < 0)
                 return rc;
         }
