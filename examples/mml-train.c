@@ -51,6 +51,8 @@ typedef struct args {
     const char *blis_arch; /* NULL: auto unless BLIS_ARCH_TYPE is set */
     int print_blis_arch;
     int verbose;
+    int quiet;    /* no progress line, no tables on stdout */
+    int log_json; /* --log-format json: stderr lines are JSON objects */
 } args;
 
 typedef struct data {
@@ -64,10 +66,30 @@ static int creating_ctx;
 
 /* The library's warnings go to stderr. Errors are printed where a call
  * fails, from mml_ctx_last_error(), except while a context is being made. */
+/* --log-format json: every line on stderr is one JSON object. */
+static int log_json;
+
+static void json_line(json_t *o)
+{
+    char *text = json_dumps(o, JSON_COMPACT);
+    if (text)
+        fprintf(stderr, "%s\n", text);
+    free(text);
+    json_decref(o);
+}
+
 static void print_log(void *user, int level, const char *message)
 {
     static char last_warning[1024]; /* each run's context warns again: print once */
     (void)user;
+    if (log_json) {
+        static const char *const names[4] = {"", "info", "warn", "error"};
+        if (level == MML_LOG_ERROR && !creating_ctx)
+            return;
+        json_line(json_pack("{s:s,s:s,s:s}", "event", "log", "level",
+                            names[level >= 1 && level <= 3 ? level : 3], "message", message));
+        return;
+    }
     if (level == MML_LOG_INFO) {
         fprintf(stderr, "mml-train: %s\n", message);
     } else if (level == MML_LOG_WARN) {
@@ -98,7 +120,9 @@ static void usage(FILE *f)
             "kernels: --blis-arch NAME|auto (auto: the fastest BLIS kernels this CPU runs,\n"
             "  unless BLIS_ARCH_TYPE is set)  --print-blis-arch (print the\n"
             "  kernels it would use and exit)\n"
-            "  --verbose (the trainer's line per epoch on stderr)\n"
+            "  --verbose (the trainer's line per epoch on stderr)  --quiet (no progress line,\n"
+            "  no tables)  --log-format text|json (json: one object per stderr line, an\n"
+            "  \"epoch\" event after every epoch; no progress line)\n"
             "output: --json FILE  --write-splits DIR (write train/val/test CSV and exit)\n"
             "model files (one variant and seed):\n"
             "  --save FILE (the trained model)  --checkpoint FILE (the model and the trainer's\n"
@@ -191,6 +215,19 @@ static int parse_args(int argc, char **argv, args *a)
         }
         if (!strcmp(o, "--verbose")) {
             a->verbose = 1;
+            continue;
+        }
+        if (!strcmp(o, "--quiet")) {
+            a->quiet = 1;
+            continue;
+        }
+        if (!strcmp(o, "--log-format") && i + 1 < argc) {
+            const char *f = argv[++i];
+            if (strcmp(f, "json") && strcmp(f, "text")) {
+                fprintf(stderr, "mml-train: --log-format %s: expected text or json\n", f);
+                exit(2);
+            }
+            a->log_json = !strcmp(f, "json");
             continue;
         }
         if (!strcmp(o, "--print-blis-arch")) {
@@ -435,16 +472,50 @@ static int load_data(mml_ctx *ctx, const args *a, data *d)
 
 /* ---- one run ---- */
 
+static const char *const stage_names[4] = {"joint", "backbone", "experts", "gate"};
+
+/* What the progress line and the epoch events know of the run. */
+typedef struct progress_state {
+    const char *tag;
+    int32_t stage, expert; /* of best */
+    double best;           /* best validation score of this stage (or expert) so far */
+    int have_best;
+} progress_state;
+
 static int show_progress(void *user, const mml_progress *p)
 {
-    static const char *const stage_names[4] = {"joint", "backbone", "experts", "gate"};
-    const char *tag = user;
-    fprintf(stderr, "\r%s %s", tag, stage_names[p->stage]);
+    progress_state *ps = user;
+    fprintf(stderr, "\r%s %s", ps->tag, stage_names[p->stage]);
     if (p->expert >= 0)
         fprintf(stderr, " expert %d", p->expert);
-    fprintf(stderr, " epoch %d step %lld/%lld %.0f rows/s loss %.4f eta %.0fs   ", p->epoch,
-            (long long)p->step, (long long)p->steps, p->rows_per_s, p->loss, p->eta_s);
+    fprintf(stderr, " epoch %d/%d step %lld/%lld %.0f rows/s loss %.4f eta %.0fs", p->epoch,
+            p->max_epochs, (long long)p->step, (long long)p->steps, p->rows_per_s, p->loss,
+            p->eta_s);
+    if (ps->have_best && ps->stage == p->stage && ps->expert == p->expert)
+        fprintf(stderr, " best val %.4f", ps->best);
+    fprintf(stderr, "   ");
     return 0;
+}
+
+/* After every epoch: the best validation so far, and the JSON event. */
+static void epoch_done(progress_state *ps, const mml_trainer *tr)
+{
+    int64_t n = mml_trainer_n_epoch_reports(tr);
+    mml_epoch_report er;
+    if (n < 1 || mml_trainer_epoch_report(tr, n - 1, &er) != MML_OK)
+        return;
+    if (!ps->have_best || ps->stage != er.stage || ps->expert != er.expert || er.val_score > ps->best) {
+        ps->best = er.val_score;
+        ps->stage = er.stage;
+        ps->expert = er.expert;
+        ps->have_best = 1;
+    }
+    if (log_json)
+        json_line(json_pack("{s:s,s:s,s:s,s:i,s:i,s:f,s:f,s:f,s:f}", "event", "epoch", "run",
+                            ps->tag, "stage", stage_names[er.stage], "expert", (int)er.expert,
+                            "epoch", (int)er.epoch, "train_loss", er.train_loss, "validation",
+                            er.val_score, "best_validation", ps->best, "rows_per_s",
+                            er.rows_per_s));
 }
 
 static json_t *evaluate_json(mml_ctx *ctx, mml_trainer *tr, const data *d, int32_t mode,
@@ -584,6 +655,7 @@ static json_t *stages_json(mml_trainer *tr, json_t **experts)
 
 /* After every epoch: the checkpoint file, and --stop-after. */
 typedef struct checkpointing {
+    progress_state *ps;
     mml_ctx *ctx;
     const args *a;
     const char *tag;
@@ -596,6 +668,7 @@ static int on_checkpoint(void *user, mml_trainer *tr, const mml_progress *where)
 {
     checkpointing *c = user;
     (void)where;
+    epoch_done(c->ps, tr);
     if (c->a->checkpoint && mml_trainer_save(tr, c->a->checkpoint) < 0) {
         /* The context's message names the failure; the run's own would only say "stopped". */
         fprintf(stderr, "mml-train: %s: --checkpoint %s: %s\n", c->tag, c->a->checkpoint,
@@ -665,15 +738,14 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     to.gate_top_k = a->gate_top_k;
     to.l2_embedding = a->l2_embedding;
     to.l2_dense = a->l2_dense;
-    if (isatty(STDERR_FILENO)) {
+    progress_state ps = {tag, -1, -1, 0.0, 0};
+    if (isatty(STDERR_FILENO) && !a->quiet && !a->log_json) {
         to.progress = show_progress;
-        to.progress_user = tag;
+        to.progress_user = &ps;
     }
-    checkpointing cp = {ctx, a, tag, 0, 0, 0};
-    if (a->checkpoint || a->stop_after) {
-        to.checkpoint = on_checkpoint;
-        to.checkpoint_user = &cp;
-    }
+    checkpointing cp = {&ps, ctx, a, tag, 0, 0, 0};
+    to.checkpoint = on_checkpoint;
+    to.checkpoint_user = &cp;
     to.first_stage = a->first_stage;
     mml_trainer *tr = NULL;
     mml_model *init = NULL;
@@ -876,6 +948,7 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc;
+    log_json = a.log_json;
     mml_ctx *ctx = NULL;
     data d = {0};
     /* Before the first context: BLIS fixes its kernels when it initialises. */
@@ -911,7 +984,8 @@ int main(int argc, char **argv)
             }
         }
     } else {
-        printf("data: %lld train, %lld validation, %lld test rows, %d domains; threads %u; "
+        if (!a.quiet)
+            printf("data: %lld train, %lld validation, %lld test rows, %d domains; threads %u; "
                "BLIS kernels %s (best for this CPU: %s)\n",
                (long long)mml_dataset_n_rows(d.train), (long long)mml_dataset_n_rows(d.val),
                (long long)mml_dataset_n_rows(d.test), mml_dataset_n_domains(d.train), a.threads,
@@ -925,11 +999,12 @@ int main(int argc, char **argv)
                     status = stopped ? STOPPED : 1;
                     break;
                 }
-                print_run(run);
+                if (!a.quiet)
+                    print_run(run);
                 fflush(stdout);
                 json_array_append_new(runs, run);
             }
-        if (status == 0 && json_array_size(runs) > 1)
+        if (status == 0 && json_array_size(runs) > 1 && !a.quiet)
             print_summary(runs, &a);
         if (status == 0 && a.json) {
             json_t *doc = json_array_size(runs) == 1 ? json_incref(json_array_get(runs, 0))

@@ -138,6 +138,24 @@ grep -q "batch_size" "$tmp/err" || { cat "$tmp/err"; fail "the refused option is
 "$exe" --stage nope >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad --stage must exit 2"
 "$exe" --resume "$tmp/ck.mml" --stage gate >/dev/null 2>&1; [ $? -eq 2 ] || fail "--resume with --stage must exit 2"
 
+# --quiet prints nothing on stdout; --log-format json gives one JSON object per stderr line.
+# shellcheck disable=SC2086
+"$exe" $small --variant moe --seed 4 --quiet >"$tmp/quiet.out" 2>&1 || fail "--quiet run failed"
+[ ! -s "$tmp/quiet.out" ] || { cat "$tmp/quiet.out"; fail "--quiet printed something"; }
+# shellcheck disable=SC2086
+"$exe" $small --variant moe --seed 4 --quiet --log-format json --json "$tmp/logjson.json" \
+  >"$tmp/log.out" 2>"$tmp/log.err" || fail "--log-format json run failed"
+[ ! -s "$tmp/log.out" ] || fail "--quiet --log-format json printed on stdout"
+python3 - "$tmp/log.err" <<'PY' || fail "--log-format json lines"
+import json, sys
+events = [json.loads(line) for line in open(sys.argv[1])]
+epochs = [e for e in events if e["event"] == "epoch"]
+assert {e["stage"] for e in epochs} == {"backbone", "experts", "gate"}, epochs
+for e in epochs:
+    assert e["best_validation"] >= e["validation"] - 1e-12, e
+PY
+"$exe" --log-format xml >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad --log-format must exit 2"
+
 python3 - "$tmp/ref.json" "$tmp/resumed3.json" "$tmp/resumed9.json" "$tmp/rerun.json" "$tmp/tuned.json" <<'PY' || fail "resumed JSON"
 import json, sys
 ref = json.load(open(sys.argv[1]))
