@@ -12,6 +12,8 @@
 
 #include <moemlora/moemlora.h>
 
+#include "plot.h"
+
 #define MAX_LIST 64
 
 typedef struct args {
@@ -52,6 +54,7 @@ typedef struct args {
     int print_blis_arch;
     int verbose;
     int quiet;    /* no progress line, no tables on stdout */
+    const char *plot; /* --plot DIR */
     int log_json; /* --log-format json: stderr lines are JSON objects */
 } args;
 
@@ -123,6 +126,8 @@ static void usage(FILE *f)
             "  --verbose (the trainer's line per epoch on stderr)  --quiet (no progress line,\n"
             "  no tables)  --log-format text|json (json: one object per stderr line, an\n"
             "  \"epoch\" event after every epoch; no progress line)\n"
+            "  --plot DIR (creates DIR: PNG charts of the per-domain test AUC, the validation\n"
+            "  AUC per epoch and the gate, drawn by gnuplot; their data files and script)\n"
             "output: --json FILE  --write-splits DIR (write train/val/test CSV and exit)\n"
             "model files (one variant and seed):\n"
             "  --save FILE (the trained model)  --checkpoint FILE (the model and the trainer's\n"
@@ -215,6 +220,10 @@ static int parse_args(int argc, char **argv, args *a)
         }
         if (!strcmp(o, "--verbose")) {
             a->verbose = 1;
+            continue;
+        }
+        if (!strcmp(o, "--plot") && i + 1 < argc) {
+            a->plot = argv[++i];
             continue;
         }
         if (!strcmp(o, "--quiet")) {
@@ -788,6 +797,7 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     json_object_set_new(run, "blis_arch", json_string(mml_ctx_blis_arch(ctx)));
     json_t *experts;
     json_object_set_new(run, "stages", stages_json(tr, &experts));
+    json_object_set_new(run, "epochs", plot_epochs_json(tr));
     if (variant == MML_VARIANT_MOE) {
         json_object_set_new(run, "gate", gate_json(mml_trainer_model(tr)));
         json_object_set_new(run, "gate_init", gate_init);
@@ -1006,6 +1016,8 @@ int main(int argc, char **argv)
             }
         if (status == 0 && json_array_size(runs) > 1 && !a.quiet)
             print_summary(runs, &a);
+        if (status == 0 && a.plot && plot_write(a.plot, runs) < 0)
+            status = 1;
         if (status == 0 && a.json) {
             json_t *doc = json_array_size(runs) == 1 ? json_incref(json_array_get(runs, 0))
                                                       : json_pack("{s:O}", "runs", runs);

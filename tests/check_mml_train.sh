@@ -156,6 +156,24 @@ for e in epochs:
 PY
 "$exe" --log-format xml >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad --log-format must exit 2"
 
+# --plot DIR: the data files and script always; the PNGs when gnuplot is installed;
+# without gnuplot it says so and still succeeds.
+# shellcheck disable=SC2086
+"$exe" $small --variant all --seed 4 --quiet --plot "$tmp/plots" 2>"$tmp/plot.err" || fail "--plot run failed"
+for f in domain_auc.dat validation.dat gate.dat plots.gp; do
+  [ -s "$tmp/plots/$f" ] || fail "--plot did not write $f"
+done
+if command -v gnuplot >/dev/null 2>&1; then
+  for f in domain_auc.png validation.png gate.png; do
+    head -c 8 "$tmp/plots/$f" | od -An -c | grep -q "P   N   G" || fail "--plot did not draw $f"
+  done
+fi
+# shellcheck disable=SC2086
+PATH=/nonexistent "$exe" $small --variant moe --seed 4 --quiet --plot "$tmp/plots2" 2>"$tmp/plot2.err" ||
+  fail "--plot without gnuplot must still succeed"
+grep -q "gnuplot not found" "$tmp/plot2.err" || { cat "$tmp/plot2.err"; fail "no word about gnuplot"; }
+[ -s "$tmp/plots2/gate.dat" ] || fail "--plot without gnuplot wrote no data files"
+
 python3 - "$tmp/ref.json" "$tmp/resumed3.json" "$tmp/resumed9.json" "$tmp/rerun.json" "$tmp/tuned.json" <<'PY' || fail "resumed JSON"
 import json, sys
 ref = json.load(open(sys.argv[1]))
