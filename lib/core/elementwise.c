@@ -56,11 +56,11 @@ CLONES void mml__relu_grad(int64_t n, const float *restrict h, const float *rest
     }
 }
 
-CLONES void mml__bias_mask_relu(int64_t rows, int64_t cols, float *restrict y,
+CLONES void mml__bias_mask_relu(int64_t rows, int64_t cols, float *restrict y, int64_t ldy,
                                 const float *restrict bias, const float *restrict mask, int relu)
 {
     for (int64_t i = 0; i < rows; i++) {
-        float *restrict yr = y + i * cols;
+        float *restrict yr = y + i * ldy;
         const float *restrict mr = mask ? mask + i * cols : NULL;
         if (mr && relu)
             for (int64_t j = 0; j < cols; j++) {
@@ -95,17 +95,6 @@ CLONES void mml__add_to(int64_t n, const float *restrict x, float *restrict y)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] += x[i];
-}
-
-CLONES void mml__bias_mask_rows(int64_t rows, int64_t cols, float *restrict y, int64_t ldy,
-                                const float *restrict bias, const float *restrict mask)
-{
-    for (int64_t i = 0; i < rows; i++) {
-        float *restrict yr = y + i * ldy;
-        const float *restrict mr = mask + i * cols;
-        for (int64_t j = 0; j < cols; j++)
-            yr[j] = (yr[j] + bias[j]) * mr[j];
-    }
 }
 
 CLONES void mml__mask_copy(int64_t rows, int64_t cols, float *restrict d,

@@ -112,17 +112,14 @@ void *mml__ctx_attached(const mml_ctx *ctx, const void *key);
 void mml__dropout_mask(struct mml_rng *rng, float p, float keep, float *m, int64_t n);
 /* g = h > 0 ? g mask : 0 (mask NULL: 1). */
 void mml__relu_grad(int64_t n, const float *h, const float *mask, float *g);
-/* Each row of y (rows x cols, dense): y = (y + bias) mask, then ReLU when
- * relu; mask NULL: 1. */
-void mml__bias_mask_relu(int64_t rows, int64_t cols, float *y, const float *bias,
+/* Each row of y (rows x cols, row stride ldy): y = (y + bias) mask (mask
+ * dense rows x cols; NULL: 1), then ReLU when relu. */
+void mml__bias_mask_relu(int64_t rows, int64_t cols, float *y, int64_t ldy, const float *bias,
                          const float *mask, int relu);
 /* sums[j] += x[i][j] over the rows, row after row. */
 void mml__col_sums_add(int64_t rows, int64_t cols, const float *x, float *sums);
 /* y += x. */
 void mml__add_to(int64_t n, const float *x, float *y);
-/* Rows of y (row stride ldy): y = (y + bias) mask, mask dense rows x cols. */
-void mml__bias_mask_rows(int64_t rows, int64_t cols, float *y, int64_t ldy, const float *bias,
-                         const float *mask);
 /* d = d mask (mask NULL: 1), copied to the rows of out (row stride ldo). */
 void mml__mask_copy(int64_t rows, int64_t cols, float *d, const float *mask, float *out,
                     int64_t ldo);

@@ -462,18 +462,7 @@ int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32
     }
     mml_backbone_input in = {sizeof in, training ? 1 : 0, n, m->embbuf,
                              m->n_dense ? m->dense : NULL, &mix};
-    mml__par_reset(m);
-    int32_t slices = mml__par_slices(m, n);
-    if (slices > 1) {
-        rc = mml__par_forward(m, &in, slices, logits);
-    } else {
-        int alone = mml__par_enabled(m);
-        if (alone)
-            mml__blis_rntm_set_threads(ctx, 1);
-        rc = mml_backbone_forward(m->backbone, &in, logits);
-        if (alone)
-            mml__blis_rntm_set_threads(ctx, ctx->n_threads);
-    }
+    rc = mml__par_forward(m, &in, logits);
     if (rc < 0)
         goto fail;
     for (int64_t r = 0; r < n; r++)
@@ -543,16 +532,7 @@ int mml_model_backward(mml_model *m, const float *dlogits)
     }
     mml_backbone_grads g = {sizeof g, 0, need_emb ? m->demb : NULL, NULL,
                             need_gate ? m->dweights : NULL};
-    if (mml__par_active(m) > 1) {
-        rc = mml__par_backward(m, dlogits, &g);
-    } else {
-        int alone = mml__par_enabled(m);
-        if (alone)
-            mml__blis_rntm_set_threads(ctx, 1);
-        rc = mml_backbone_backward(m->backbone, dlogits, &g);
-        if (alone)
-            mml__blis_rntm_set_threads(ctx, ctx->n_threads);
-    }
+    rc = mml__par_backward(m, dlogits, &g);
     if (rc < 0)
         return rc;
     for (int32_t f = 0; need_emb && f < m->F; f++) {

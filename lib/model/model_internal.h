@@ -60,18 +60,12 @@ struct mml_model {
 /* parallel.c */
 typedef struct mml__par mml__par;
 void mml__par_destroy(mml__par *p);
-/* Whether batches may split (then a batch too small to split still runs
- * BLIS on one thread: OpenMP's idle threads would spin against the pool's). */
-int mml__par_enabled(const mml_model *m);
-/* How many slices a batch of n_rows gets: 1 means the caller's thread alone. */
-int32_t mml__par_slices(const mml_model *m, int64_t n_rows);
-/* The backbone's forward pass over n_slices (>= 2) slices of in's rows. */
-int mml__par_forward(mml_model *m, const struct mml_backbone_input *in, int32_t n_slices,
-                     float *logits);
-/* Slices of the last forward pass (0: it was not split, or failed). */
-int32_t mml__par_active(const mml_model *m);
-void mml__par_reset(mml_model *m);
-/* Backward of a split forward pass; the copies' gradients end up in the model's. */
+/* The backbone's forward pass over in's rows: cut into one slice per
+ * thread of the context when the model and the batch allow it, else in the
+ * caller's thread alone. */
+int mml__par_forward(mml_model *m, const struct mml_backbone_input *in, float *logits);
+/* Backward of the last mml__par_forward(): a split pass's copies add their
+ * gradients to the model's, in slice order. */
 int mml__par_backward(mml_model *m, const float *dlogits, const struct mml_backbone_grads *g);
 /* Folds the copies' kinks of the last forward pass into h. */
 uint64_t mml__par_kink_pattern(const mml_model *m, uint64_t h);

@@ -116,15 +116,15 @@ static int par_create(mml_model *m, int32_t n_slices, mml__par **out)
     return MML_OK;
 }
 
-int mml__par_enabled(const mml_model *m)
+static int par_enabled(const mml_model *m)
 {
     return m->ctx->n_threads > 1 && !m->no_split && !m->replay && !m->readonly &&
            mml__backbone_is_builtin(m->backbone);
 }
 
-int32_t mml__par_slices(const mml_model *m, int64_t n_rows)
+static int32_t par_slices(const mml_model *m, int64_t n_rows)
 {
-    if (!mml__par_enabled(m))
+    if (!par_enabled(m))
         return 1;
     int64_t t = n_rows / MIN_SLICE_ROWS, workers = mml__pool_size(mml__ctx_pool(m->ctx));
     if (t > workers)
@@ -176,7 +176,8 @@ static int first_error(mml__par *p)
     return MML_OK;
 }
 
-int mml__par_forward(mml_model *m, const mml_backbone_input *in, int32_t n_slices, float *logits)
+static int split_forward(mml_model *m, const mml_backbone_input *in, int32_t n_slices,
+                         float *logits)
 {
     if (m->par && m->par->n_slices < n_slices) {
         mml__par_destroy(m->par);
@@ -226,15 +227,7 @@ int mml__par_forward(mml_model *m, const mml_backbone_input *in, int32_t n_slice
     return rc;
 }
 
-int32_t mml__par_active(const mml_model *m) { return m->par ? m->par->active : 0; }
-
-void mml__par_reset(mml_model *m)
-{
-    if (m->par)
-        m->par->active = 0;
-}
-
-int mml__par_backward(mml_model *m, const float *dlogits, const mml_backbone_grads *g)
+static int split_backward(mml_model *m, const float *dlogits, const mml_backbone_grads *g)
 {
     mml__par *p = m->par;
     int32_t fk = (m->F + m->M) * m->k;
@@ -269,6 +262,38 @@ int mml__par_backward(mml_model *m, const float *dlogits, const mml_backbone_gra
             mml__add_to(dst->rows * dst->cols, src->grad, dst->grad);
         }
     return MML_OK;
+}
+
+/* A batch the model could split but that is too small runs in the caller's
+ * thread alone, BLIS included: OpenMP's idle threads would spin against the
+ * pool's. */
+static void alone(mml_model *m, int begin)
+{
+    if (par_enabled(m))
+        mml__blis_rntm_set_threads(m->ctx, begin ? 1 : m->ctx->n_threads);
+}
+
+int mml__par_forward(mml_model *m, const mml_backbone_input *in, float *logits)
+{
+    if (m->par)
+        m->par->active = 0;
+    int32_t slices = par_slices(m, in->n_rows);
+    if (slices > 1)
+        return split_forward(m, in, slices, logits);
+    alone(m, 1);
+    int rc = mml_backbone_forward(m->backbone, in, logits);
+    alone(m, 0);
+    return rc;
+}
+
+int mml__par_backward(mml_model *m, const float *dlogits, const mml_backbone_grads *g)
+{
+    if (m->par && m->par->active > 1)
+        return split_backward(m, dlogits, g);
+    alone(m, 1);
+    int rc = mml_backbone_backward(m->backbone, dlogits, g);
+    alone(m, 0);
+    return rc;
 }
 
 uint64_t mml__par_kink_pattern(const mml_model *m, uint64_t h)

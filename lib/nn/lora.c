@@ -328,7 +328,7 @@ int mml__lora_sorted_forward(const mml_lora *l, mml_ctx *ctx, int32_t layer, con
             rc = mml__gemm(ctx, 0, 0, ne, dout, r, 1.0f, Ue, r, 1, B, dout, 1, 1.0f, Ye, dout, 1);
         if (rc < 0)
             return rc;
-        mml__bias_mask_relu(ne, dout, Ye, C, NULL, 0);
+        mml__bias_mask_relu(ne, dout, Ye, dout, C, NULL, 0);
     }
     return MML_OK;
 }

@@ -285,16 +285,21 @@ typedef struct adam_coef {
 
 /* The operation order follows PyTorch's kernels (mul_ then add_/addcmul_,
  * sqrt / bc2_sqrt + eps, addcdiv) so float results agree closely. */
-static inline void adam_one(float *restrict w, const float *restrict g, float *restrict m,
-                            float *restrict v, int64_t i, adam_coef c)
+static inline void adam_one_g(float *restrict w, float gi, float *restrict m, float *restrict v,
+                              int64_t i, adam_coef c)
 {
-    float gi = g[i];
     float mi = c.b1 * m[i] + c.one_minus_b1 * gi;
     float vi = c.b2 * v[i] + c.one_minus_b2 * gi * gi;
     m[i] = mi;
     v[i] = vi;
     float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
     w[i] -= c.step_size * mi / denom;
+}
+
+static inline void adam_one(float *restrict w, const float *restrict g, float *restrict m,
+                            float *restrict v, int64_t i, adam_coef c)
+{
+    adam_one_g(w, g[i], m, v, i, c);
 }
 
 static NOINLINE void adam_update(float *restrict w, const float *restrict g,
@@ -312,15 +317,8 @@ static NOINLINE void adam_update(float *restrict w, const float *restrict g,
 static NOINLINE void adam_update_untouched(float *restrict w, float *restrict m,
                                            float *restrict v, int64_t n, adam_coef c)
 {
-    const float gi = 0.0f;
-    for (int64_t i = 0; i < n; i++) {
-        float mi = c.b1 * m[i] + c.one_minus_b1 * gi;
-        float vi = c.b2 * v[i] + c.one_minus_b2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
-        w[i] -= c.step_size * mi / denom;
-    }
+    for (int64_t i = 0; i < n; i++)
+        adam_one_g(w, 0.0f, m, v, i, c);
 }
 
 static adam_coef adam_coefs(const mml_optimizer_options *o, int64_t step)

@@ -320,7 +320,7 @@ static int layer_forward_mixed(mml_tower *t, const mml_lora *lora, int32_t l, in
         float *m = t->mask[l];
         if (draw)
             mml__dropout_mask(&t->dropout_rng, t->dropout, keep_scale, m, n * dout);
-        mml__bias_mask_rows(n, dout, pu, w, b, m);
+        mml__bias_mask_relu(n, dout, pu, w, b, m, 0);
         bias = NULL;
     }
     /* One expert (no gate): its c with weight 1 on every row. */
@@ -421,11 +421,11 @@ int mml_tower_forward(mml_tower *t, const float *x, int64_t n, const mml_lora *l
             if (draw)
                 mml__dropout_mask(&t->dropout_rng, t->dropout, keep_scale, m, n * dout);
             /* Without experts: y = ReLU(m (x W + b)) in one pass. */
-            mml__bias_mask_relu(n, dout, y, b, m, !active);
+            mml__bias_mask_relu(n, dout, y, dout, b, m, !active);
             if (!active)
                 continue;
         } else {
-            mml__bias_mask_relu(n, dout, y, b, NULL, 0);
+            mml__bias_mask_relu(n, dout, y, dout, b, NULL, 0);
         }
         if (active) {
             /* Only routed mixtures get here (the others went through layer_forward_mixed). */
