@@ -5,8 +5,9 @@
 
 #include <stdint.h>
 
-/* Monotonic wall clock and this thread's CPU time, in seconds. */
+/* Monotonic wall clock, this process's and this thread's CPU time, in seconds. */
 double bench_now(void);
+double bench_process_cpu_now(void);
 double bench_thread_cpu_now(void);
 /* For qsort over doubles, ascending. */
 int bench_cmp_double(const void *a, const void *b);

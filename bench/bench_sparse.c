@@ -40,25 +40,6 @@
 #define MAX_SIZES 8
 #define MAX_HIDDEN 8
 
-static double now(clockid_t clock)
-{
-    struct timespec ts;
-    clock_gettime(clock, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static uint64_t rng_state = 88172645463325252ull;
 static uint64_t next(void)
 {
@@ -289,14 +270,14 @@ int bench_sparse_main(int argc, char **argv)
         }
         for (int k = 0; k < rounds; k++)
             for (int i = 0; i < n_sizes; i++) {
-                double w0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
+                double w0 = bench_now(), c0 = bench_process_cpu_now();
                 steps(&runs[i], n_steps, mode);
-                runs[i].wall[k] = (now(CLOCK_MONOTONIC) - w0) / n_steps;
-                runs[i].cpu[k] = (now(CLOCK_PROCESS_CPUTIME_ID) - c0) / n_steps;
+                runs[i].wall[k] = (bench_now() - w0) / n_steps;
+                runs[i].cpu[k] = (bench_process_cpu_now() - c0) / n_steps;
             }
         double wall0 = 0.0, cpu0 = 0.0;
         for (int i = 0; i < n_sizes; i++) {
-            double wall = median(runs[i].wall, rounds), cpu = median(runs[i].cpu, rounds);
+            double wall = bench_median(runs[i].wall, rounds), cpu = bench_median(runs[i].cpu, rounds);
             if (i == 0) {
                 wall0 = wall;
                 cpu0 = cpu;

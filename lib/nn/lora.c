@@ -383,10 +383,11 @@ int mml__lora_layer_backward_du(mml_lora *l, mml_ctx *ctx, int32_t layer, int64_
     float *dB = grad_at(l, layer, B), *dC = grad_at(l, layer, C);
     int rc;
     if (param_grads) {
+        rc = MML_OK;
         if (mx->g)
             rc = mml__gemm(ctx, 1, 0, na, dout, n, 1.0f, mx->g, na, 1, dA, dout, 1, 1.0f, dC, dout, 1);
         else
-            rc = (mml__col_sums_add(n, dout, dA, dC), MML_OK);
+            mml__col_sums_add(n, dout, dA, dC);
         if (rc >= 0)
             rc = mml__gemm(ctx, 1, 0, K, dout, n, 1.0f, Us, K, 1, dA, dout, 1, 1.0f, dB, dout, 1);
         if (rc < 0)
