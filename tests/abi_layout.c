@@ -202,6 +202,25 @@ _Static_assert(offsetof(mml_synthetic_options, bias_scale) == L(64, 64), "mml_sy
 _Static_assert(offsetof(mml_synthetic_options, offset_min) == L(72, 72), "mml_synthetic_options.offset_min");
 _Static_assert(offsetof(mml_synthetic_options, offset_max) == L(80, 80), "mml_synthetic_options.offset_max");
 
+_Static_assert(sizeof(mml_arrays) == L(112, 80), "size of mml_arrays");
+_Static_assert(offsetof(mml_arrays, struct_size) == L(0, 0), "mml_arrays.struct_size");
+_Static_assert(offsetof(mml_arrays, n_fields) == L(4, 4), "mml_arrays.n_fields");
+_Static_assert(offsetof(mml_arrays, n_rows) == L(8, 8), "mml_arrays.n_rows");
+_Static_assert(offsetof(mml_arrays, ids) == L(16, 16), "mml_arrays.ids");
+_Static_assert(offsetof(mml_arrays, ids_row_stride) == L(24, 20), "mml_arrays.ids_row_stride");
+_Static_assert(offsetof(mml_arrays, field_sizes) == L(32, 28), "mml_arrays.field_sizes");
+_Static_assert(offsetof(mml_arrays, field_names) == L(40, 32), "mml_arrays.field_names");
+_Static_assert(offsetof(mml_arrays, domain) == L(48, 36), "mml_arrays.domain");
+_Static_assert(offsetof(mml_arrays, labels) == L(56, 40), "mml_arrays.labels");
+_Static_assert(offsetof(mml_arrays, n_domains) == L(64, 44), "mml_arrays.n_domains");
+_Static_assert(offsetof(mml_arrays, domain_field) == L(68, 48), "mml_arrays.domain_field");
+_Static_assert(offsetof(mml_arrays, domain_names) == L(72, 52), "mml_arrays.domain_names");
+_Static_assert(offsetof(mml_arrays, n_dense) == L(80, 56), "mml_arrays.n_dense");
+_Static_assert(offsetof(mml_arrays, reserved) == L(84, 60), "mml_arrays.reserved");
+_Static_assert(offsetof(mml_arrays, dense) == L(88, 64), "mml_arrays.dense");
+_Static_assert(offsetof(mml_arrays, dense_row_stride) == L(96, 68), "mml_arrays.dense_row_stride");
+_Static_assert(offsetof(mml_arrays, dense_names) == L(104, 76), "mml_arrays.dense_names");
+
 _Static_assert(sizeof(mml_batcher_options) == L(32, 32), "size of mml_batcher_options");
 _Static_assert(offsetof(mml_batcher_options, struct_size) == L(0, 0), "mml_batcher_options.struct_size");
 _Static_assert(offsetof(mml_batcher_options, shuffle) == L(4, 4), "mml_batcher_options.shuffle");

@@ -1021,6 +1021,189 @@ static int op_synthetic(mml_ctx *ctx, void *user)
 START_TEST(synthetic_allocation_failures) { fail_every_allocation(op_synthetic, NULL); }
 END_TEST
 
+/* ------------------------------------------------------------ caller arrays */
+
+/* 12 rows, fields user (5), item (3), dom (3, the domain), one numeric column. */
+typedef struct arrays_fixture {
+    int32_t ids[12 * 3];
+    int32_t domain[12];
+    float labels[12], dense[12];
+    const char *names[3], *dense_names[1];
+    mml_arrays a;
+} arrays_fixture;
+
+static void arrays_fixture_init(arrays_fixture *x)
+{
+    for (int r = 0; r < 12; r++) {
+        x->ids[3 * r] = r % 5;
+        x->ids[3 * r + 1] = (r * 7) % 3;
+        x->ids[3 * r + 2] = x->domain[r] = r % 3;
+        x->labels[r] = (float)((r / 3) % 2);
+        x->dense[r] = 0.25f * (float)r;
+    }
+    x->names[0] = "user", x->names[1] = "item", x->names[2] = "dom";
+    x->dense_names[0] = "age";
+    mml_arrays_init(&x->a);
+    x->a.n_fields = 3;
+    x->a.n_rows = 12;
+    x->a.ids = x->ids;
+    x->a.field_names = x->names;
+    x->a.domain = x->domain;
+    x->a.domain_field = 2;
+    x->a.labels = x->labels;
+    x->a.n_dense = 1;
+    x->a.dense = x->dense;
+    x->a.dense_names = x->dense_names;
+}
+
+START_TEST(arrays_build_a_data_set)
+{
+    mml_ctx *ctx = plain_ctx(1, 1);
+    arrays_fixture x;
+    arrays_fixture_init(&x);
+    mml_dataset *ds = NULL;
+    ck_assert_int_eq(mml_dataset_from_arrays(ctx, &x.a, &ds), MML_OK);
+    ck_assert_int_eq(mml_dataset_n_rows(ds), 12);
+    ck_assert_int_eq(mml_dataset_n_fields(ds), 3);
+    ck_assert_int_eq(mml_dataset_n_dense(ds), 1);
+    ck_assert_int_eq(mml_dataset_n_domains(ds), 3);
+    ck_assert_int_eq(mml_dataset_domain_field(ds), 2);
+    ck_assert_int_eq(mml_dataset_field_size(ds, 0), 5);
+    ck_assert_int_eq(mml_dataset_field_size(ds, 1), 3);
+    ck_assert_int_eq(mml_dataset_field_size(ds, 2), 3);
+    ck_assert_str_eq(mml_dataset_field_name(ds, 1), "item");
+    ck_assert_str_eq(mml_dataset_dense_name(ds, 0), "age");
+    ck_assert_str_eq(mml_dataset_domain_name(ds, 2), "d2");
+    ck_assert_int_eq(mml_dataset_domain_rows(ds, 1), 4);
+    mml_batch_view b;
+    ck_assert_int_eq(mml_dataset_view(ds, 0, 12, &b), MML_OK);
+    for (int r = 0; r < 12; r++) {
+        for (int f = 0; f < 3; f++)
+            ck_assert_int_eq(b.ids[r * b.ids_row_stride + f], x.ids[3 * r + f]);
+        ck_assert_int_eq(b.domain[r], x.domain[r]);
+        ck_assert_float_eq(b.labels[r], x.labels[r]);
+        ck_assert_float_eq(b.dense[r * b.dense_row_stride], x.dense[r]);
+    }
+    /* The caller's arrays are copied, not kept. */
+    x.ids[0] = 4;
+    ck_assert_int_eq(mml_dataset_view(ds, 0, 1, &b), MML_OK);
+    ck_assert_int_eq(b.ids[0], 0);
+
+    /* The split: 60/20/20 of each (domain, class) group, every row once. */
+    mml_dataset *s[3];
+    ck_assert_int_eq(mml_dataset_split(ctx, ds, 7, &s[0], &s[1], &s[2]), MML_OK);
+    ck_assert_int_eq(mml_dataset_n_rows(s[0]) + mml_dataset_n_rows(s[1]) + mml_dataset_n_rows(s[2]),
+                     12);
+    ck_assert_int_eq(mml_dataset_n_rows(s[0]), 6); /* 6 groups of 2: round(1.2) = 1 each */
+    ck_assert_str_eq(mml_dataset_field_name(s[2], 0), "user");
+    destroy3(s);
+    ck_assert_int_eq(mml_dataset_split(ctx, NULL, 7, &s[0], &s[1], &s[2]), MML_EINVAL);
+    ck_assert_ptr_null(s[0]);
+    mml_dataset_destroy(ds);
+
+    /* Defaults: sizes from the largest ids, names f0.., d0.., x0..; domain
+     * from the domain field; a separate "domain" column when none carries it. */
+    x.a.field_names = NULL;
+    x.a.dense_names = NULL;
+    x.a.domain = NULL;
+    ck_assert_int_eq(mml_dataset_from_arrays(ctx, &x.a, &ds), MML_OK);
+    ck_assert_str_eq(mml_dataset_field_name(ds, 2), "f2");
+    ck_assert_str_eq(mml_dataset_dense_name(ds, 0), "x0");
+    ck_assert_int_eq(mml_dataset_field_size(ds, 0), 5);
+    mml_dataset_destroy(ds);
+    x.a.domain = x.domain;
+    x.a.domain_field = -1;
+    x.a.n_domains = 5;
+    int64_t sizes[3] = {10, 3, 3};
+    x.a.field_sizes = sizes;
+    x.a.ids_row_stride = 3;
+    ck_assert_int_eq(mml_dataset_from_arrays(ctx, &x.a, &ds), MML_OK);
+    ck_assert_int_eq(mml_dataset_domain_field(ds), -1);
+    ck_assert_int_eq(mml_dataset_n_domains(ds), 5);
+    ck_assert_int_eq(mml_dataset_domain_rows(ds, 4), 0);
+    ck_assert_int_eq(mml_dataset_field_size(ds, 0), 10);
+    mml_dataset_destroy(ds);
+    mml_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Each bad input: a negative code, a message naming it, no data set. */
+START_TEST(arrays_bad_input)
+{
+    mml_ctx *ctx = plain_ctx(1, 1);
+    arrays_fixture x;
+    mml_dataset *ds = (mml_dataset *)&x;
+    int64_t sizes[3] = {5, 3, 3}, small[3] = {2, 3, 3}, big_dom[3] = {5, 3, 4};
+    const char *dup[3] = {"user", "item", "user"}, *empty[3] = {"user", "", "dom"};
+    const char *clash[3] = {"user", "domain", "dom"}, *dense_clash[1] = {"item"};
+    struct { int what; int rc; const char *needle; } cases[] = {
+        {0, MML_EINVAL, "counts"},       {1, MML_EINVAL, "NULL ids"},
+        {2, MML_EINVAL, "NULL labels"},  {3, MML_EINVAL, "row 2, field 0: id 2 outside [0, 2)"},
+        {4, MML_EINVAL, "row 5: label"}, {5, MML_ENONFINITE, "row 6, numeric column 0"},
+        {6, MML_EINVAL, "row 7: domain 9"}, {7, MML_EINVAL, "domain field 2 holds"},
+        {8, MML_EINVAL, "used twice"},   {9, MML_EINVAL, "empty"},
+        {10, MML_EINVAL, "stride"},      {11, MML_EINVAL, "has size 0"},
+        {12, MML_EINVAL, "not the 3 domains"}, {13, MML_EINVAL, "also the name"},
+        {14, MML_EINVAL, "names a field and a numeric column"}, {15, MML_EVERSION, NULL},
+        {16, MML_EINVAL, "NULL domain"}, {17, MML_EINVAL, "row 1: domain 1 outside [0, 1)"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        arrays_fixture_init(&x);
+        int64_t zero[3] = {0, 3, 3};
+        switch (cases[k].what) {
+        case 0: x.a.n_rows = 0; break;
+        case 1: x.a.ids = NULL; break;
+        case 2: x.a.labels = NULL; break;
+        case 3: x.a.field_sizes = small; break;
+        case 4: x.labels[5] = 0.5f; break;
+        case 5: x.dense[6] = INFINITY; break;
+        case 6: x.domain[7] = 9; x.a.n_domains = 3; break;
+        case 7: x.domain[8] = 1; break;
+        case 8: x.a.field_names = dup; break;
+        case 9: x.a.field_names = empty; break;
+        case 10: x.a.ids_row_stride = 2; break;
+        case 11: x.a.field_sizes = zero; break;
+        case 12: x.a.field_sizes = big_dom; break;
+        case 13: x.a.field_names = clash; x.a.domain_field = -1; break;
+        case 14: x.a.dense_names = dense_clash; break;
+        case 15: x.a.struct_size = 3; break;
+        case 16: x.a.domain = NULL; x.a.domain_field = -1; break;
+        case 17: x.a.n_domains = 1; x.a.field_sizes = sizes; x.a.domain_field = -1; break;
+        }
+        ds = (mml_dataset *)&x;
+        int rc = mml_dataset_from_arrays(ctx, &x.a, &ds);
+        ck_assert_msg(rc == cases[k].rc, "case %d: %d (%s)", cases[k].what, rc,
+                      mml_ctx_last_error(ctx));
+        ck_assert_ptr_null(ds);
+        if (cases[k].needle)
+            ck_assert_msg(strstr(mml_ctx_last_error(ctx), cases[k].needle), "case %d: '%s'",
+                          cases[k].what, mml_ctx_last_error(ctx));
+    }
+    ck_assert_int_eq(mml_dataset_from_arrays(ctx, NULL, &ds), MML_EINVAL);
+    ck_assert_int_eq(mml_dataset_from_arrays(ctx, &x.a, NULL), MML_EINVAL);
+    ck_assert_int_eq(mml_dataset_from_arrays(NULL, &x.a, &ds), MML_EINVAL);
+    ck_assert_int_eq(mml_arrays_init(NULL), MML_EINVAL);
+    ck_assert_int_eq(mml_arrays_init_sized(&x.a, 5), MML_EVERSION);
+    mml_ctx_destroy(ctx);
+}
+END_TEST
+
+static int op_arrays(mml_ctx *ctx, void *user)
+{
+    (void)user;
+    arrays_fixture x;
+    arrays_fixture_init(&x);
+    mml_dataset *ds = NULL, *s[3];
+    int rc = mml_dataset_from_arrays(ctx, &x.a, &ds);
+    if (rc == MML_OK && (rc = mml_dataset_split(ctx, ds, 3, &s[0], &s[1], &s[2])) == MML_OK)
+        destroy3(s);
+    mml_dataset_destroy(ds);
+    return rc;
+}
+
+START_TEST(arrays_allocation_failures) { fail_every_allocation(op_arrays, NULL); }
+END_TEST
+
 /* ------------------------------------------------------------ data set, CSV output */
 
 START_TEST(dataset_accessors_and_view)
@@ -1414,6 +1597,9 @@ static Suite *data_suite(void)
     tcase_add_test(g, synthetic_allocation_failures);
     tcase_add_test(g, dataset_accessors_and_view);
     tcase_add_test(g, write_csv_round_trip);
+    tcase_add_test(g, arrays_build_a_data_set);
+    tcase_add_test(g, arrays_bad_input);
+    tcase_add_test(g, arrays_allocation_failures);
     suite_add_tcase(s, g);
     TCase *b = tcase_create("batcher");
     tcase_set_timeout(b, 120);

@@ -462,6 +462,62 @@ typedef struct mml_synthetic_options {
     double offset_max;
 } mml_synthetic_options;
 
+/* ---------------------------------------------------------------- arrays */
+
+/** Since 1.3: a data set held in caller arrays, for mml_dataset_from_arrays()
+ * (language bindings, and services that already hold their rows in memory).
+ * Initialise with mml_arrays_init(), then set the pointers and counts.
+ *
+ * Every field is categorical with ids given directly: field f of row r is
+ * `ids[r * ids_row_stride + f]`, in [0, field_sizes[f]). Rows of raw values
+ * for mml_session_predict_raw() and mml-predict are then the ids written as
+ * canonical integers, under the column names field_names, "domain" (unless a
+ * field carries the domain: see domain_field), dense_names and "label". The
+ * arrays are read during the call only: the data set keeps its own copy. */
+typedef struct mml_arrays {
+    /** Set by mml_arrays_init(). */
+    uint32_t struct_size;
+    /** F categorical fields; 1 .. 4096. */
+    int32_t n_fields;
+    /** Rows; >= 1. */
+    int64_t n_rows;
+    /** n_rows x F ids (see above). */
+    const int32_t *ids;
+    /** Elements from one row of ids to the next; 0 (default) means F. */
+    int64_t ids_row_stride;
+    /** F vocabulary sizes, each 1 .. INT32_MAX; NULL (default): each
+     *  field's largest id + 1. Give them when several data sets (training,
+     *  validation, serving) must agree on the sizes. */
+    const int64_t *field_sizes;
+    /** F distinct non-empty column names; NULL (default): "f0", "f1", ... */
+    const char *const *field_names;
+    /** n_rows domain ids in [0, n_domains); NULL (default): the values of
+     *  the field domain_field. */
+    const int32_t *domain;
+    /** n_rows labels, each exactly 0 or 1. */
+    const float *labels;
+    /** D >= 1; 0 (default): the largest domain id + 1. */
+    int32_t n_domains;
+    /** -1 (default): no field carries the domain, and the domain is the
+     *  column "domain"; else the field whose value is the row's domain id
+     *  (as the domain field of MovieLens and the synthetic set: its size is
+     *  then D, and it must equal domain[r] where both are given). */
+    int32_t domain_field;
+    /** D distinct non-empty domain names; NULL (default): "d0", "d1", ... */
+    const char *const *domain_names;
+    /** Numeric values per row; default 0. */
+    int32_t n_dense;
+    /** 0; reserved for later releases. */
+    int32_t reserved;
+    /** n_rows x n_dense finite values, value j of row r at
+     *  `dense[r * dense_row_stride + j]`; may be NULL when n_dense is 0. */
+    const float *dense;
+    /** Elements from one row of dense to the next; 0 (default) means n_dense. */
+    int64_t dense_row_stride;
+    /** n_dense distinct non-empty column names; NULL (default): "x0", "x1", ... */
+    const char *const *dense_names;
+} mml_arrays;
+
 /* ---------------------------------------------------------------- batcher */
 
 /** Cuts a data set into batches. Each epoch visits every selected row exactly
@@ -620,6 +676,49 @@ MML_API int mml_synthetic_options_init_sized(mml_synthetic_options *o, uint32_t 
  *         MML_ENOMEM. */
 MML_API int mml_synthetic_generate(mml_ctx *ctx, const mml_synthetic_options *o,
                                    mml_dataset **train, mml_dataset **val, mml_dataset **test);
+
+/** Fills *a with the defaults of every field (since 1.3): no rows, no
+ * arrays, domain_field -1.
+ * @param[out] a the struct to fill: struct_size bytes written, and
+ *             a->struct_size set to struct_size
+ * @param struct_size the caller's sizeof(mml_arrays)
+ * @return MML_OK; MML_EINVAL for a NULL a; MML_EVERSION (nothing written)
+ *         for a size that no release produced. */
+MML_API int mml_arrays_init_sized(mml_arrays *a, uint32_t struct_size);
+/** mml_arrays_init_sized() with the caller's sizeof(mml_arrays), so that a
+ * newer library never writes past an older application's struct.
+ * @param a the struct to fill */
+#define mml_arrays_init(a) mml_arrays_init_sized((a), (uint32_t)sizeof(mml_arrays))
+/** Makes a data set from caller arrays (since 1.3; see mml_arrays). The data
+ * set copies the rows; the arrays are read during the call only.
+ * @param ctx the context; must outlive the data set
+ * @param a the arrays
+ * @param[out] out receives the data set, owned by the caller (release with
+ *             mml_dataset_destroy()); NULL on failure
+ * @return MML_OK; MML_EINVAL for a NULL ctx (no message), a, out, ids or
+ *         labels, a count out of range, a row stride below the row's width,
+ *         a name that is empty, NULL or used twice, an id outside its
+ *         field's size, a domain outside [0, D) or different from the domain
+ *         field's value, or a label other than 0 and 1 (the message names the
+ *         row and field); MML_ENONFINITE for a non-finite numeric value (row
+ *         and column named); MML_EVERSION for an a->struct_size that no
+ *         release produced; MML_ENOMEM. */
+MML_API int mml_dataset_from_arrays(mml_ctx *ctx, const mml_arrays *a, mml_dataset **out);
+/** Splits a data set 60/20/20 into training, validation and test rows, per
+ * domain and label class, with a seeded shuffle (since 1.3): the split the
+ * loaders and the synthetic generator make. The three share ds's schema.
+ * @param ctx the context that receives the messages; the new data sets
+ *        belong to ds's context, which must outlive them
+ * @param ds the data set to split (not changed)
+ * @param seed the shuffle's seed
+ * @param[out] train receives the training rows
+ * @param[out] val receives the validation rows
+ * @param[out] test receives the test rows
+ * @return MML_OK, and the caller owns the three new data sets; on failure
+ *         every output is NULL, and: MML_EINVAL for a NULL ctx (no message),
+ *         ds or output; MML_ENOMEM. */
+MML_API int mml_dataset_split(mml_ctx *ctx, const mml_dataset *ds, uint64_t seed,
+                              mml_dataset **train, mml_dataset **val, mml_dataset **test);
 
 /** Fills *o with the defaults of every field.
  * @param[out] o the options to fill: struct_size bytes written, and
