@@ -494,6 +494,17 @@ MML_API int mml_trainer_epoch_report_sized(const mml_trainer *trainer, int64_t i
 #define mml_trainer_epoch_report(trainer, index, out)                                            \
     mml_trainer_epoch_report_sized((trainer), (index), (out), (uint32_t)sizeof(mml_epoch_report))
 
+/** The seed of a stage's shuffles (since 1.3): the trainer's batcher for
+ * (stage, expert) has mml_batcher_options.seed =
+ * mml_trainer_shuffle_seed(mml_ctx_seed(ctx), stage, expert), so a pipeline
+ * composed from the pieces shuffles exactly as the trainer does. The shared
+ * model's joint stage and MoE-MLoRA's stage 1 get the same seed.
+ * @param ctx_seed the context's seed (mml_ctx_seed())
+ * @param stage an MML_STAGE_* value
+ * @param expert stage 2: the expert; else -1
+ * @return the batcher seed */
+MML_API uint64_t mml_trainer_shuffle_seed(uint64_t ctx_seed, int32_t stage, int32_t expert);
+
 MML_END_DECLS
 
 #endif

@@ -377,13 +377,18 @@ static double median(double *v, int32_t n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static uint64_t shuffle_seed(const mml_trainer *t, int32_t stage, int32_t expert)
+uint64_t mml_trainer_shuffle_seed(uint64_t ctx_seed, int32_t stage, int32_t expert)
 {
     /* The joint stage of the shared model and MoE's backbone stage shuffle alike. */
     uint64_t key = stage == MML_STAGE_BACKBONE ? (uint64_t)MML_STAGE_JOINT : (uint64_t)stage;
-    uint64_t x = t->ctx->seed ^ (0x9E3779B97F4A7C15ull * (key * 65536u + (uint64_t)(expert + 1)));
+    uint64_t x = ctx_seed ^ (0x9E3779B97F4A7C15ull * (key * 65536u + (uint64_t)(expert + 1)));
     x = (x ^ (x >> 31)) * 0xBF58476D1CE4E5B9ull;
     return x ^ (x >> 29);
+}
+
+static uint64_t shuffle_seed(const mml_trainer *t, int32_t stage, int32_t expert)
+{
+    return mml_trainer_shuffle_seed(t->ctx->seed, stage, expert);
 }
 
 /* "the joint stage", "expert 3 (domain 1)", ... for messages. */
