@@ -73,11 +73,20 @@ class Datasets {
         val_.reset(b);
         test_.reset(c);
     }
+    // The built-in synthetic data set (mml_synthetic_generate()), split 60/20/20.
+    static Datasets synthetic(Context &ctx, const mml_synthetic_options *opt = nullptr)
+    {
+        mml_dataset *a = nullptr, *b = nullptr, *c = nullptr;
+        detail::check(mml_synthetic_generate(ctx.get(), opt, &a, &b, &c), ctx.get(),
+                      "mml_synthetic_generate");
+        return Datasets(a, b, c);
+    }
     const mml_dataset *train() const noexcept { return train_.get(); }
     const mml_dataset *val() const noexcept { return val_.get(); }
     const mml_dataset *test() const noexcept { return test_.get(); }
 
   private:
+    Datasets(mml_dataset *a, mml_dataset *b, mml_dataset *c) : train_(a), val_(b), test_(c) {}
     detail::Handle<mml_dataset, mml_dataset_destroy> train_, val_, test_;
 };
 
@@ -111,10 +120,16 @@ class Model {
 // The staged trainer over a data set's rows.
 class Trainer {
   public:
-    Trainer(Context &ctx, const mml_trainer_options &opt, const Datasets &data) : ctx_(ctx.get())
+    Trainer(Context &ctx, const mml_trainer_options &opt, const Datasets &data)
+        : Trainer(ctx, &opt, data)
+    {
+    }
+    // The defaults: MoE-MLoRA on the MLP backbone (mml_trainer_options_init()).
+    Trainer(Context &ctx, const Datasets &data) : Trainer(ctx, nullptr, data) {}
+    Trainer(Context &ctx, const mml_trainer_options *opt, const Datasets &data) : ctx_(ctx.get())
     {
         mml_trainer *t = nullptr;
-        detail::check(mml_trainer_create(&t, ctx_, &opt, data.train(), data.val()), ctx_,
+        detail::check(mml_trainer_create(&t, ctx_, opt, data.train(), data.val()), ctx_,
                       "mml_trainer_create");
         trainer_.reset(t);
     }
