@@ -155,13 +155,14 @@ static int exchange(mml__dp *dp, int rc, hdr *mine)
     return MML_OK;
 }
 
-/* Every worker's payload of dp->hdrs[q].bytes, concatenated, into dp->recv. */
-static int gather_payload(mml__dp *dp, const void *send, int64_t bytes)
+/* Every worker's payload, concatenated, into dp->recv: each of `each`
+ * bytes, or (each < 0) of dp->hdrs[q].bytes. */
+static int gather_payload(mml__dp *dp, const void *send, int64_t bytes, int64_t each)
 {
     size_t total = 0;
     for (int32_t q = 0; q < dp->h.size; q++) {
-        dp->counts[q] = dp->hdrs[q].bytes;
-        total += (size_t)dp->hdrs[q].bytes;
+        dp->counts[q] = each >= 0 ? each : dp->hdrs[q].bytes;
+        total += (size_t)dp->counts[q];
     }
     int rc = grow_bytes(dp, &dp->recv, &dp->recv_cap, total ? total : 1);
     if (rc < 0) {
@@ -236,9 +237,8 @@ static int sum_dense(mml__dp *dp, mml_param **params, int64_t n, float scale)
         if (cb < 0)
             return hook_failed(dp, "sum_f32", cb);
     } else {
-        for (int32_t q = 0; q < dp->h.size; q++)
-            dp->hdrs[q].bytes = (int64_t)(P * sizeof(float));
-        if ((rc = gather_payload(dp, buf, (int64_t)(P * sizeof(float)))) < 0)
+        int64_t bytes = (int64_t)(P * sizeof(float));
+        if ((rc = gather_payload(dp, buf, bytes, bytes)) < 0)
             return rc;
         const float *all = (const float *)(const void *)dp->recv;
         memcpy(buf, all, P * sizeof(float));
@@ -376,7 +376,7 @@ int mml__dp_step(mml__dp *dp, int rc, mml_param **params, int64_t n, int64_t *ro
     if ((rc = sum_dense(dp, params, n, scale)) < 0)
         return rc;
     sparse_pack(params, n, scale, dp->send);
-    if ((rc = gather_payload(dp, dp->send, mine.bytes)) < 0)
+    if ((rc = gather_payload(dp, dp->send, mine.bytes, -1)) < 0)
         return rc;
     return sparse_unpack(dp, params, n);
 }
@@ -409,7 +409,7 @@ int mml__dp_combine(mml__dp *dp, int rc, mml_metrics *dst)
     }
     if ((rc = exchange(dp, rc, &mine)) < 0)
         return rc;
-    if ((rc = gather_payload(dp, dp->send, (int64_t)bytes)) < 0)
+    if ((rc = gather_payload(dp, dp->send, (int64_t)bytes, -1)) < 0)
         return rc;
     size_t off = 0;
     for (int32_t q = 0; q < dp->h.size; q++) {
