@@ -8,10 +8,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Started by an MPI launcher (mpirun, mpiexec, srun): the variables that
+ * Open MPI, MPICH's Hydra and PMI/PMIx launchers set. Alone, mml-train
+ * makes no MPI call at all: a singleton MPI_Init would want a daemon. */
+static int launched(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK",
+                                       "PMIX_RANK", "MPI_LOCALNRANKS"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i]))
+            return 1;
+    return 0;
+}
+
 int mpi_reducer_init(mpi_reducer *r, int *argc, char ***argv)
 {
     memset(r, 0, sizeof *r);
     r->fail_rank = -1;
+    r->size = 1;
+    if (!launched())
+        return 0;
+    r->active = 1;
     if (MPI_Init(argc, argv) != MPI_SUCCESS) {
         fprintf(stderr, "mml-train: MPI_Init failed\n");
         return -1;
@@ -138,6 +155,8 @@ void mpi_reducer_hook(mpi_reducer *r, mml_reduce_hook *h)
 
 int mpi_reducer_agree(mpi_reducer *r, int status, const char *message)
 {
+    if (!r->active)
+        return status;
     struct {
         int status;
         char msg[508];
@@ -165,6 +184,8 @@ int mpi_reducer_agree(mpi_reducer *r, int status, const char *message)
 
 int mpi_reducer_differs(mpi_reducer *r, unsigned long long v)
 {
+    if (!r->active)
+        return -1;
     unsigned long long *all = malloc(sizeof v * (size_t)r->size);
     if (!all) {
         fprintf(stderr, "mml-train: rank %d: out of memory\n", r->rank);
@@ -181,13 +202,16 @@ int mpi_reducer_differs(mpi_reducer *r, unsigned long long v)
 
 int mpi_reducer_bcast(mpi_reducer *r, int value)
 {
-    (void)r;
+    if (!r->active)
+        return value;
     MPI_Bcast(&value, 1, MPI_INT, 0, MPI_COMM_WORLD);
     return value;
 }
 
 int mpi_reducer_finish(mpi_reducer *r, int status)
 {
+    if (!r->active)
+        return status;
     int worst = status;
     MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     free(r->tmp);

@@ -7,6 +7,7 @@
 #include <moemlora/trainer.h>
 
 typedef struct mpi_reducer {
+    int active;      /* started by an MPI launcher: MPI is initialised */
     int rank, size;
     long calls;      /* callback calls so far (fault injection) */
     int fail_rank;   /* MML_MPI_TEST_FAIL=RANK:CALL: a test-only injected failure */
@@ -15,7 +16,8 @@ typedef struct mpi_reducer {
     long tmp_cap;
 } mpi_reducer;
 
-/* MPI_Init (also without mpirun: a single rank). 0, or -1 with a message on stderr. */
+/* MPI_Init when an MPI launcher started the process; without one a single
+ * rank that makes no MPI call. 0, or -1 with a message on stderr. */
 int mpi_reducer_init(mpi_reducer *r, int *argc, char ***argv);
 /* The hook of this rank: gather = MPI_Allgatherv, sum_f32 = a reduce-scatter
  * (MPI_Alltoallv) summed in rank order then MPI_Allgatherv, so that every

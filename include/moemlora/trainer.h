@@ -37,6 +37,14 @@
  * it ends bitwise identical to one never interrupted (same seed, thread
  * count, data and options; built-in backbones).
  *
+ * Since 1.3: data-parallel training. mml_trainer_options.reduce gives a
+ * table of collective callbacks (mml_reduce_hook) through which one trainer
+ * per worker (an MPI rank, say) trains on its shard of the rows, with the
+ * gradients summed over workers after every step and the validation and
+ * test metrics computed exactly over every worker's rows; every worker ends
+ * every step with the same weights, bit for bit. The library itself does
+ * no communication (examples/mpi_reduce.c implements the table over MPI).
+ *
  * A trainer and its model are used by one thread at a time, like their
  * context; the callbacks run on the thread that runs the trainer. Fallible
  * functions return 0 (MML_OK) or a negative MML_E* code with a message in
@@ -377,7 +385,10 @@ MML_API int mml_trainer_options_init_sized(mml_trainer_options *opt, uint32_t st
  *         name or shape (the message names the first);
  *         MML_ENOTFOUND for a backbone that is neither built in nor
  *         registered; MML_ECALLBACK when a registered backbone's callback
- *         fails; MML_ENOMEM. */
+ *         fails; MML_ENOMEM. Since 1.3, with a reduce hook: MML_EVERSION for
+ *         its struct_size; MML_EINVAL for a bad rank or size, a NULL gather
+ *         or abort, and, with more than one worker, nonzero l2_embedding or
+ *         l2_dense or a batch_size below the number of workers. */
 MML_API int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_options *opt,
                                const mml_dataset *train, const mml_dataset *val);
 /** Releases a trainer and its model (mml_trainer_model() becomes invalid);
@@ -403,7 +414,11 @@ MML_API void mml_trainer_destroy(mml_trainer *trainer);
  *         (the stage is paused); MML_ECALLBACK when the validation callback returned
  *         a negative value (or a registered backbone's callback failed);
  *         MML_ENONFINITE when a logit becomes NaN or infinite (diverged
- *         training); MML_ENOMEM; or another code from the model's passes. */
+ *         training); MML_ENOMEM; or another code from the model's passes.
+ *         Since 1.3, with a reduce hook of more than one worker, a failure
+ *         on one worker inside a step or a validation is returned on every
+ *         worker with that worker's code and message ("worker 1 of 2:
+ *         ..."), and MML_ECALLBACK when a hook callback fails. */
 MML_API int mml_trainer_run_stage(mml_trainer *trainer, int32_t stage);
 /** Runs every stage of the variant that has not run yet, in order.
  * @param trainer the trainer
@@ -432,7 +447,13 @@ MML_API int32_t mml_trainer_mix_mode(const mml_trainer *trainer);
  *         once the model was handed over, or from a callback;
  *         MML_ENONFINITE for a NaN or infinite logit; MML_ENOMEM; or another
  *         code from the model's forward pass. On failure metrics keeps the
- *         batches added before the failing one. */
+ *         batches added before the failing one. Since 1.3, with a reduce
+ *         hook of more than one worker (mml_reduce_hook), this is a
+ *         collective call: every worker evaluates its range of ds's rows and
+ *         metrics receives every worker's rows (in rank order), so that
+ *         every worker computes the same exact metrics; a failure on one
+ *         worker is returned on every worker ("worker 1 of 2: ..."), and
+ *         MML_ECALLBACK when a hook callback fails. */
 MML_API int mml_trainer_evaluate(mml_trainer *trainer, const mml_dataset *ds, int32_t mix_mode,
                                  mml_metrics *metrics);
 
