@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <moemlora/moemlora.h>
@@ -15,8 +16,6 @@
 #include "plot.h"
 
 #ifdef MML_WITH_MPI
-#include <time.h>
-
 #include "mpi_reduce.h"
 /* Data-parallel training: one rank per process (mpirun -np N); rank 0 alone
  * prints tables and writes files. Alone, a single rank of one. */
