@@ -293,12 +293,64 @@ START_TEST(a_failure_on_one_worker_ends_all)
 }
 END_TEST
 
+/* Hooks the trainer refuses, with a message naming what is wrong. */
+START_TEST(bad_hooks_are_refused)
+{
+    mml_ctx *ctx = plain_ctx(1, 1);
+    worker w;
+    memset(&w, 0, sizeof w);
+    mml_reduce_hook good;
+    memset(&good, 0, sizeof good);
+    good.struct_size = sizeof good;
+    good.rank = 1;
+    good.size = 2;
+    good.user = &w;
+    good.gather = bus_gather;
+    good.abort = bus_abort;
+    for (int k = 0; k < 7; k++) {
+        mml_reduce_hook h = good;
+        mml_trainer_options o;
+        mml_trainer_options_init(&o);
+        o.reduce = &h;
+        int want = MML_EINVAL;
+        const char *word = "reduce hook";
+        switch (k) {
+        case 0: h.struct_size = 12, want = MML_EVERSION, word = "mml_reduce_hook"; break;
+        case 1: h.size = 0; break;
+        case 2: h.rank = 2; break;
+        case 3: h.gather = NULL; break;
+        case 4: h.abort = NULL; break;
+        case 5: o.l2_dense = 1e-4f, word = "l2_dense"; break;
+        default: o.batch_size = 1, word = "batch_size"; break;
+        }
+        mml_trainer *t = NULL;
+        int rc = mml_trainer_create(&t, ctx, &o, g_train, g_val);
+        ck_assert_msg(rc == want && !t, "case %d: %d", k, rc);
+        ck_assert_msg(strstr(mml_ctx_last_error(ctx), word), "case %d: %s", k,
+                      mml_ctx_last_error(ctx));
+    }
+    /* Size 1 with L2: the plain trainer, which has L2. */
+    mml_reduce_hook one = good;
+    one.rank = 0;
+    one.size = 1;
+    mml_trainer_options o;
+    mml_trainer_options_init(&o);
+    o.reduce = &one;
+    o.l2_dense = 1e-4f;
+    mml_trainer *t = NULL;
+    ck_assert_int_eq(mml_trainer_create(&t, ctx, &o, g_train, g_val), MML_OK);
+    mml_trainer_destroy(t);
+    mml_ctx_destroy(ctx);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("reduce");
     TCase *t = tcase_create("reduce");
     tcase_add_unchecked_fixture(t, data_setup, data_teardown);
     tcase_set_timeout(t, 300);
+    tcase_add_test(t, bad_hooks_are_refused);
     tcase_add_test(t, one_worker_is_the_plain_trainer);
     tcase_add_loop_test(t, workers_agree_bit_for_bit, 0, 2);
     tcase_add_loop_test(t, a_failure_on_one_worker_ends_all, 0, 3);
