@@ -27,6 +27,7 @@ typedef struct worker {
     const mml_dataset *train, *val, *test;
     int32_t variant;
     int threads;
+    float l2_dense;
     counting_allocator al;
     long fail_after; /* 0: never; else fail the allocation this many after create */
     int rc, eval_rc;
@@ -134,6 +135,7 @@ static void *train_worker(void *arg)
     o.max_epochs = 2;
     o.dropout = 0.1f;
     o.lr = 3e-3f;
+    o.l2_dense = w->l2_dense;
     if (w->b)
         o.reduce = &h;
     mml_trainer *t = NULL;
@@ -195,6 +197,8 @@ static void data_teardown(void)
 }
 
 /* n workers (0: the plain trainer, no hook) of variant; results in w[0 .. n). */
+static float g_l2_dense;
+
 static void run_workers(worker *w, int n, int32_t variant, int threads, long fail_rank1_after)
 {
     static bus b;
@@ -214,6 +218,7 @@ static void run_workers(worker *w, int n, int32_t variant, int threads, long fai
         w[q].variant = variant;
         w[q].threads = threads;
         w[q].fail_after = q == 1 ? fail_rank1_after : 0;
+        w[q].l2_dense = g_l2_dense;
         ck_assert_int_eq(pthread_create(&th[q], NULL, train_worker, &w[q]), 0);
     }
     for (int q = 0; q < k; q++)
@@ -279,6 +284,27 @@ START_TEST(workers_agree_bit_for_bit)
 }
 END_TEST
 
+/* The dense L2 penalty: every worker's share adds up to the one penalty. */
+START_TEST(dense_l2_with_two_workers)
+{
+    worker a[2], b[2];
+    g_l2_dense = 1e-3f;
+    run_workers(a, 2, MML_VARIANT_MLORA, 1, 0);
+    run_workers(b, 2, MML_VARIANT_MLORA, 1, 0);
+    g_l2_dense = 0.0f;
+    for (int q = 0; q < 2; q++)
+        ck_assert_msg(a[q].rc == MML_OK && b[q].rc == MML_OK, "%s", a[q].msg);
+    ck_assert(same_values(&a[0], &a[1]));
+    ck_assert(same_values(&a[0], &b[0]));
+    worker c[2];
+    run_workers(c, 2, MML_VARIANT_MLORA, 1, 0);
+    ck_assert_msg(!same_values(&a[0], &c[0]), "the penalty changed nothing");
+    free_workers(a, 2);
+    free_workers(b, 2);
+    free_workers(c, 2);
+}
+END_TEST
+
 /* An allocation failing on worker 1 during training ends every worker's run
  * with an error, none waits for ever, nothing leaks (train_worker checks). */
 START_TEST(a_failure_on_one_worker_ends_all)
@@ -320,7 +346,7 @@ START_TEST(bad_hooks_are_refused)
         case 2: h.rank = 2; break;
         case 3: h.gather = NULL; break;
         case 4: h.abort = NULL; break;
-        case 5: o.l2_dense = 1e-4f, word = "l2_dense"; break;
+        case 5: o.l2_embedding = 1e-4f, word = "l2_embedding"; break;
         default: o.batch_size = 1, word = "batch_size"; break;
         }
         mml_trainer *t = NULL;
@@ -336,7 +362,7 @@ START_TEST(bad_hooks_are_refused)
     mml_trainer_options o;
     mml_trainer_options_init(&o);
     o.reduce = &one;
-    o.l2_dense = 1e-4f;
+    o.l2_embedding = 1e-4f;
     mml_trainer *t = NULL;
     ck_assert_int_eq(mml_trainer_create(&t, ctx, &o, g_train, g_val), MML_OK);
     mml_trainer_destroy(t);
@@ -353,6 +379,7 @@ static Suite *suite(void)
     tcase_add_test(t, bad_hooks_are_refused);
     tcase_add_test(t, one_worker_is_the_plain_trainer);
     tcase_add_loop_test(t, workers_agree_bit_for_bit, 0, 2);
+    tcase_add_test(t, dense_l2_with_two_workers);
     tcase_add_loop_test(t, a_failure_on_one_worker_ends_all, 0, 3);
     suite_add_tcase(s, t);
     return s;

@@ -178,8 +178,10 @@ typedef int (*mml_checkpoint_fn)(void *user, mml_trainer *trainer, const mml_pro
  * evaluation reaches every worker (each returns it, naming the worker);
  * any other failure on one worker, or a failing callback, calls abort. The
  * progress, validate and checkpoint callbacks must return the same decision
- * on every worker. The L2 penalties (l2_embedding, l2_dense) are refused
- * with size > 1, and the dropout stream is drawn per worker and epoch.
+ * on every worker. With size > 1 l2_embedding is refused (a row used on
+ * two workers would be penalised twice); l2_dense works (each worker's
+ * penalty is weighted by its share like its loss); the dropout stream is
+ * drawn per worker and epoch.
  *
  * With size == 1 (or no table) the trainer runs as it does without one, bit
  * for bit. The callbacks are called on the thread running the trainer. */
@@ -387,8 +389,8 @@ MML_API int mml_trainer_options_init_sized(mml_trainer_options *opt, uint32_t st
  *         registered; MML_ECALLBACK when a registered backbone's callback
  *         fails; MML_ENOMEM. Since 1.3, with a reduce hook: MML_EVERSION for
  *         its struct_size; MML_EINVAL for a bad rank or size, a NULL gather
- *         or abort, and, with more than one worker, nonzero l2_embedding or
- *         l2_dense or a batch_size below the number of workers. */
+ *         or abort, and, with more than one worker, a nonzero l2_embedding
+ *         or a batch_size below the number of workers. */
 MML_API int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_options *opt,
                                const mml_dataset *train, const mml_dataset *val);
 /** Releases a trainer and its model (mml_trainer_model() becomes invalid);

@@ -177,11 +177,11 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
     t->opt = o;
     t->opt.reduce = NULL; /* copied into t->dp */
     if ((rc = mml__dp_create(&t->dp, ctx, o.reduce)) >= 0 && t->dp &&
-        (o.l2_embedding != 0.0f || o.l2_dense != 0.0f || o.batch_size < mml__dp_size(t->dp)))
+        (o.l2_embedding != 0.0f || o.batch_size < mml__dp_size(t->dp)))
         rc = mml__error(ctx, MML_EINVAL, "trainer: data-parallel training over %d workers needs "
-                        "l2_embedding and l2_dense 0 (they are %g and %g) and batch_size >= "
-                        "the workers (it is %lld)", (int)mml__dp_size(t->dp),
-                        (double)o.l2_embedding, (double)o.l2_dense, (long long)o.batch_size);
+                        "l2_embedding 0 (it is %g) and batch_size >= the workers (it is %lld)",
+                        (int)mml__dp_size(t->dp), (double)o.l2_embedding,
+                        (long long)o.batch_size);
     if (rc < 0) {
         mml_trainer_destroy(t);
         return rc;
@@ -619,6 +619,11 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
                  (rc = mml_model_backward(t->model, t->dlogits)) < 0 ||
                  (rc = mml_model_regularization(t->model, &penalty)) < 0))
                 n_rows = 0;
+            if (t->dp) {
+                /* Each worker's L2 gradient, weighted by its share, adds up to one. */
+                loss += penalty;
+                penalty = 0.0;
+            }
             if (t->dp)
                 rc = mml__dp_step(t->dp, rc, r->params, r->nt, &n_rows,
                                   n_rows > 0 ? b.weights : NULL, &loss);
