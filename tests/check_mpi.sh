@@ -33,12 +33,14 @@ run 1 $opts --json "$tmp/np1.json" 2>"$tmp/err" || { cat "$tmp/err"; fail "mpiru
 [ "$(field "$tmp/np1.json" weights_fnv1a)" = "$(field "$tmp/one.json" weights_fnv1a)" ] ||
   fail "one rank under mpirun differs from one process"
 for np in 2 3; do
+  # Two ranks twice: the same bits (three once, to keep the test short).
   for k in a b; do
+    [ $np = 3 ] && [ $k = b ] && continue
     # shellcheck disable=SC2086
     run $np $opts --json "$tmp/np$np$k.json" 2>"$tmp/err" || { cat "$tmp/err"; fail "mpirun -np $np ($k)"; }
   done
   [ "$(field "$tmp/np${np}a.json" ranks)" = "$np" ] || fail "$np ranks: the JSON says otherwise"
-  [ "$(field "$tmp/np${np}a.json" weights_fnv1a)" = "$(field "$tmp/np${np}b.json" weights_fnv1a)" ] ||
+  [ $np = 3 ] || [ "$(field "$tmp/np${np}a.json" weights_fnv1a)" = "$(field "$tmp/np${np}b.json" weights_fnv1a)" ] ||
     fail "$np ranks: two runs differ"
   python3 - "$tmp/one.json" "$tmp/np${np}a.json" <<'PY' || fail "$np ranks: test WAUC too far from one process"
 import json, sys
