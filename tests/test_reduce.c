@@ -6,6 +6,8 @@
 #include <pthread.h>
 
 #include "testutil.h"
+#include "internal.h"
+#include "train/metrics_internal.h"
 
 enum { MAXW = 3 };
 
@@ -319,6 +321,61 @@ START_TEST(a_failure_on_one_worker_ends_all)
 }
 END_TEST
 
+/* Rows split over three accumulators and combined give exactly the AUCs of
+ * one accumulator of every row (and its log loss up to the order of sums). */
+START_TEST(combined_metrics_are_exact)
+{
+    enum { R = 5000, DOM = 3 };
+    mml_ctx *ctx = plain_ctx(1, 1);
+    static float logit[R], label[R];
+    static int32_t dom[R], grp[R];
+    mml_rng rng;
+    mml__rng_init(&rng, 9, 1);
+    for (int i = 0; i < R; i++) {
+        dom[i] = (int32_t)mml__rng_below(&rng, DOM);
+        grp[i] = (int32_t)mml__rng_below(&rng, 40);
+        label[i] = (float)mml__rng_below(&rng, 2);
+        /* Coarse scores: many ties across the parts. */
+        logit[i] = (float)((int)mml__rng_below(&rng, 50) - 25) * 0.1f + label[i] * 0.3f;
+    }
+    mml_metrics *all = NULL, *part[3] = {NULL, NULL, NULL}, *comb = NULL;
+    ck_assert_int_eq(mml_metrics_create(&all, ctx, DOM), MML_OK);
+    ck_assert_int_eq(mml_metrics_create(&comb, ctx, DOM), MML_OK);
+    ck_assert_int_eq(mml_metrics_add_grouped(all, logit, label, dom, grp, R), MML_OK);
+    int cut[4] = {0, 1234, 1235, R};
+    for (int k = 0; k < 3; k++) {
+        ck_assert_int_eq(mml_metrics_create(&part[k], ctx, DOM), MML_OK);
+        ck_assert_int_eq(mml_metrics_add_grouped(part[k], logit + cut[k], label + cut[k],
+                                                 dom + cut[k], grp + cut[k], cut[k + 1] - cut[k]),
+                         MML_OK);
+        size_t n = mml__metrics_packed_size(part[k]);
+        void *buf = malloc(n);
+        mml__metrics_pack(part[k], buf);
+        ck_assert_int_eq(mml__metrics_append_packed(comb, buf, n), MML_OK);
+        /* A block that does not fit is refused and changes nothing. */
+        ck_assert_int_eq(mml__metrics_append_packed(comb, buf, n - 1), MML_ECORRUPT);
+        free(buf);
+    }
+    mml_metrics_summary a, c;
+    ck_assert_int_eq(mml_metrics_compute(all, &a), MML_OK);
+    ck_assert_int_eq(mml_metrics_compute(comb, &c), MML_OK);
+    ck_assert(a.n == c.n && a.auc == c.auc && a.wauc == c.wauc && a.mean_auc == c.mean_auc &&
+              a.gauc == c.gauc);
+    ck_assert(fabs(a.logloss - c.logloss) < 1e-12);
+    for (int32_t d = 0; d < DOM; d++) {
+        mml_domain_metrics x, y;
+        ck_assert_int_eq(mml_metrics_domain(all, d, &x), MML_OK);
+        ck_assert_int_eq(mml_metrics_domain(comb, d, &y), MML_OK);
+        ck_assert(x.n == y.n && x.n_positive == y.n_positive && x.auc == y.auc);
+    }
+    for (int k = 0; k < 3; k++)
+        mml_metrics_destroy(part[k]);
+    mml_metrics_destroy(all);
+    mml_metrics_destroy(comb);
+    mml_ctx_destroy(ctx);
+}
+END_TEST
+
 /* Hooks the trainer refuses, with a message naming what is wrong. */
 START_TEST(bad_hooks_are_refused)
 {
@@ -376,6 +433,7 @@ static Suite *suite(void)
     TCase *t = tcase_create("reduce");
     tcase_add_unchecked_fixture(t, data_setup, data_teardown);
     tcase_set_timeout(t, 300);
+    tcase_add_test(t, combined_metrics_are_exact);
     tcase_add_test(t, bad_hooks_are_refused);
     tcase_add_test(t, one_worker_is_the_plain_trainer);
     tcase_add_loop_test(t, workers_agree_bit_for_bit, 0, 2);
