@@ -8,11 +8,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <moemlora/moemlora.h>
 
 #include "plot.h"
+
+#ifdef MML_WITH_MPI
+#include "mpi_reduce.h"
+/* Data-parallel training: one rank per process (mpirun -np N); rank 0 alone
+ * prints tables and writes files. Alone, a single rank of one. */
+static mpi_reducer mpi;
+#define RANK mpi.rank
+#define RANKS mpi.size
+#else
+#define RANK 0
+#define RANKS 1
+#endif
 
 #define MAX_LIST 64
 
@@ -50,6 +63,8 @@ typedef struct args {
     const char *save, *checkpoint, *resume, *init; /* model and checkpoint files */
     int32_t first_stage;                            /* --stage; -1: the variant's first */
     int stop_after;                                 /* --stop-after N epochs; 0: never */
+    int checkpoint_every;                           /* --checkpoint-every N epochs (1) */
+    double checkpoint_minutes;                      /* --checkpoint-minutes M; 0: off */
     const char *blis_arch; /* NULL: auto unless BLIS_ARCH_TYPE is set */
     int print_blis_arch;
     int verbose;
@@ -136,7 +151,10 @@ static void usage(FILE *f)
             "  --init FILE (start from a saved model: fine-tune it)  --stage\n"
             "  joint|backbone|experts|gate (start with that stage; with --init, e.g. re-run\n"
             "  stage 2 and 3 of a MoE model)  --stop-after N (stop after N epochs, after\n"
-            "  their checkpoint, exit status 3)\n");
+            "  their checkpoint, exit status 3)  --checkpoint-every N (epochs; 1)\n"
+            "  --checkpoint-minutes M (also once M minutes passed since the last one)\n"
+            "distributed: mpirun -np N mml-train ... (built with MPI): the same options, the\n"
+            "  training rows and --batch split across the ranks (docs/DISTRIBUTED.md)\n");
 }
 
 static int parse_int(const char *s, long long lo, long long hi, long long *out)
@@ -210,6 +228,7 @@ static int parse_args(int argc, char **argv, args *a)
     a->n_seeds = 1;
     a->data_seed = 123;
     a->first_stage = -1;
+    a->checkpoint_every = 1;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     a->threads = cpus > 0 ? (uint32_t)cpus : 1;
     for (int i = 1; i < argc; i++) {
@@ -402,6 +421,13 @@ static int parse_args(int argc, char **argv, args *a)
         } else if (!strcmp(o, "--stop-after")) {
             if (parse_int(v, 1, 1 << 30, &n) < 0) return bad_value(o, v);
             a->stop_after = (int)n;
+        } else if (!strcmp(o, "--checkpoint-every")) {
+            if (parse_int(v, 1, 1 << 30, &n) < 0) return bad_value(o, v);
+            a->checkpoint_every = (int)n;
+        } else if (!strcmp(o, "--checkpoint-minutes")) {
+            double m;
+            if (parse_float(v, 0.0, 1e9, &m) < 0) return bad_value(o, v);
+            a->checkpoint_minutes = m;
         } else {
             fprintf(stderr, "mml-train: unknown option %s\n", o);
             usage(stderr);
@@ -671,19 +697,47 @@ typedef struct checkpointing {
     int epochs;
     int stopped; /* by --stop-after */
     int failed;  /* the save failed (its message is printed) */
+    int since;   /* epochs since the last checkpoint */
+    double last; /* when it was written (seconds) */
 } checkpointing;
+
+static double wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static int on_checkpoint(void *user, mml_trainer *tr, const mml_progress *where)
 {
     checkpointing *c = user;
     (void)where;
     epoch_done(c->ps, tr);
-    if (c->a->checkpoint && mml_trainer_save(tr, c->a->checkpoint) < 0) {
+    c->since++;
+    /* Every --checkpoint-every epochs, after --checkpoint-minutes, and before --stop-after. */
+    int due = c->a->checkpoint &&
+              (c->since >= c->a->checkpoint_every ||
+               (c->a->checkpoint_minutes > 0 && wall_s() - c->last >= 60.0 * c->a->checkpoint_minutes) ||
+               (c->a->stop_after && c->epochs + 1 >= c->a->stop_after));
+    /* Rank 0 writes the file and decides: every rank must stop alike. */
+    int bad = 0;
+    if (due && RANK == 0 && mml_trainer_save(tr, c->a->checkpoint) < 0) {
         /* The context's message names the failure; the run's own would only say "stopped". */
         fprintf(stderr, "mml-train: %s: --checkpoint %s: %s\n", c->tag, c->a->checkpoint,
                 mml_ctx_last_error(c->ctx));
+        bad = 1;
+    }
+#ifdef MML_WITH_MPI
+    if (due && RANKS > 1)
+        bad = mpi_reducer_bcast(&mpi, bad);
+#endif
+    if (bad) {
         c->failed = 1;
         return 1;
+    }
+    if (due) {
+        c->since = 0;
+        c->last = wall_s();
     }
     if (c->a->stop_after && ++c->epochs >= c->a->stop_after) {
         c->stopped = 1;
@@ -701,6 +755,8 @@ static int make_ctx(const args *a, uint64_t seed, mml_ctx **ctx)
     co.n_threads = a->threads;
     co.log = print_log;
     co.log_level = a->verbose ? MML_LOG_INFO : MML_LOG_WARN;
+    if (RANK > 0) /* rank 0 says it for all */
+        co.log_level = MML_LOG_ERROR;
     creating_ctx = 1;
     int rc = mml_ctx_create(ctx, &co);
     creating_ctx = 0;
@@ -716,6 +772,20 @@ static int gate_started(const mml_trainer *tr)
             return 1;
     }
     return 0;
+}
+
+/* FNV-1a over every weight's bits: equal digests, equal models (run to run,
+ * rank to rank). */
+static unsigned long long weights_digest(mml_model *m)
+{
+    unsigned long long h = 1469598103934665603ull;
+    for (int64_t i = 0; i < mml_model_n_params(m); i++) {
+        const mml_param *p = mml_model_param(m, i);
+        const unsigned char *b = (const unsigned char *)p->value;
+        for (size_t j = 0; j < sizeof(float) * (size_t)mml_param_size(p); j++)
+            h = (h ^ b[j]) * 1099511628211ull;
+    }
+    return h;
 }
 
 /* Exit status 3: --stop-after stopped the run as planned. */
@@ -752,7 +822,12 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
         to.progress = show_progress;
         to.progress_user = &ps;
     }
-    checkpointing cp = {&ps, ctx, a, tag, 0, 0, 0};
+    checkpointing cp = {&ps, ctx, a, tag, 0, 0, 0, 0, wall_s()};
+#ifdef MML_WITH_MPI
+    mml_reduce_hook hook;
+    mpi_reducer_hook(&mpi, &hook);
+    to.reduce = &hook;
+#endif
     to.checkpoint = on_checkpoint;
     to.checkpoint_user = &cp;
     to.first_stage = a->first_stage;
@@ -767,6 +842,18 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     *rc = a->resume ? mml_trainer_resume(&tr, ctx, &to, a->resume, d->train, d->val)
                     : mml_trainer_create(&tr, ctx, &to, d->train, d->val);
     mml_model_destroy(init); /* its weights are copied */
+#ifdef MML_WITH_MPI
+    if (RANKS > 1) {
+        /* Every rank goes on, or none; rank 0 prints the first failure. */
+        int agreed = mpi_reducer_agree(&mpi, *rc < 0 ? *rc : 0, *rc < 0 ? mml_ctx_last_error(ctx) : NULL);
+        if (agreed < 0 && *rc >= 0)
+            *rc = agreed;
+        if (agreed < 0) {
+            cp.failed = 1; /* printed */
+            goto done;
+        }
+    }
+#endif
     if (*rc < 0)
         goto done;
     if (variant == MML_VARIANT_MOE) {
@@ -788,8 +875,26 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     } else if ((*rc = mml_trainer_run(tr)) < 0) {
         goto done;
     }
+    unsigned long long digest = weights_digest(mml_trainer_model(tr));
+#ifdef MML_WITH_MPI
+    if (RANKS > 1) {
+        /* The trainer's promise, checked: every rank ends with rank 0's bits. */
+        int bad = mpi_reducer_differs(&mpi, digest);
+        if (bad >= 0) {
+            *rc = mml_ctx_set_error(ctx, MML_ESTATE, "the ranks' weights differ");
+            if (RANK == 0)
+                fprintf(stderr, "mml-train: %s: rank %d's weights differ from rank 0's\n", tag, bad);
+            cp.failed = 1;
+            goto done;
+        }
+    }
+#endif
     if (!(run = evaluate_json(ctx, tr, d, mml_trainer_mix_mode(tr), 1, rc)))
         goto done;
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", digest);
+    json_object_set_new(run, "weights_fnv1a", json_string(hex));
+    json_object_set_new(run, "ranks", json_integer(RANKS));
     json_object_set_new(run, "backbone", json_string(a->backbone));
     json_object_set_new(run, "variant", json_string(variant_names[variant]));
     json_object_set_new(run, "seed", json_integer((json_int_t)seed));
@@ -811,7 +916,7 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     if (a->save) {
         /* The model is ours now: it outlives the trainer. */
         mml_model *m = NULL;
-        if ((*rc = mml_trainer_take_model(tr, &m)) >= 0)
+        if ((*rc = mml_trainer_take_model(tr, &m)) >= 0 && RANK == 0)
             *rc = mml_model_save(m, a->save);
         mml_model_destroy(m);
         if (*rc < 0) {
@@ -824,10 +929,12 @@ done:
         fprintf(stderr, "\r%*s\r", 100, "");
     if (*rc == MML_ECANCELED && cp.stopped) {
         *stopped = 1;
-        fprintf(stderr, "mml-train: %s: stopped after %d epochs (--stop-after)%s%s\n", tag,
+        if (RANK == 0)
+            fprintf(stderr, "mml-train: %s: stopped after %d epochs (--stop-after)%s%s\n", tag,
                 cp.epochs, a->checkpoint ? "; continue with --resume " : "",
                 a->checkpoint ? a->checkpoint : "");
-    } else if (*rc < 0 && !cp.failed) {
+    } else if (*rc < 0 && !cp.failed && (RANK == 0 || RANKS == 1)) {
+        /* Under MPI the failure is every rank's (a local one aborts the job). */
         fprintf(stderr, "mml-train: %s: %s\n", tag, mml_ctx_last_error(ctx));
     }
     json_decref(after_backbone);
@@ -952,7 +1059,7 @@ static int write_json(const char *path, json_t *doc)
     return 0;
 }
 
-int main(int argc, char **argv)
+static int train_main(int argc, char **argv)
 {
     args a;
     int rc = parse_args(argc, argv, &a);
@@ -976,13 +1083,30 @@ int main(int argc, char **argv)
         mml_ctx_destroy(ctx);
         return 0;
     }
-    if ((rc = load_data(ctx, &a, &d)) < 0) {
+    rc = load_data(ctx, &a, &d);
+#ifdef MML_WITH_MPI
+    if (RANKS > 1) {
+        if (rc >= 0 && mpi.fail_rank == RANK && mpi.fail_call == 0)
+            rc = mml_ctx_set_error(ctx, MML_EIO, "injected failure reading the data (test)");
+        /* Every rank has loaded the whole data set, or none trains. */
+        if (mpi_reducer_agree(&mpi, rc < 0 ? rc : 0, rc < 0 ? mml_ctx_last_error(ctx) : NULL)) {
+            mml_dataset_destroy(d.train);
+            mml_dataset_destroy(d.val);
+            mml_dataset_destroy(d.test);
+            mml_ctx_destroy(ctx);
+            return 1;
+        }
+    }
+#endif
+    if (rc < 0) {
         fprintf(stderr, "mml-train: %s\n", mml_ctx_last_error(ctx));
         mml_ctx_destroy(ctx);
         return 1;
     }
     int status = 0;
-    if (a.write_splits) {
+    if (a.write_splits && RANK > 0) {
+        /* Rank 0 writes them. */
+    } else if (a.write_splits) {
         const char *names[3] = {"train.csv", "val.csv", "test.csv"};
         const mml_dataset *sets[3] = {d.train, d.val, d.test};
         for (int i = 0; i < 3 && status == 0; i++) {
@@ -1016,9 +1140,9 @@ int main(int argc, char **argv)
             }
         if (status == 0 && json_array_size(runs) > 1 && !a.quiet)
             print_summary(runs, &a);
-        if (status == 0 && a.plot && plot_write(a.plot, runs) < 0)
+        if (status == 0 && a.plot && RANK == 0 && plot_write(a.plot, runs) < 0)
             status = 1;
-        if (status == 0 && a.json) {
+        if (status == 0 && a.json && RANK == 0) {
             json_t *doc = json_array_size(runs) == 1 ? json_incref(json_array_get(runs, 0))
                                                       : json_pack("{s:O}", "runs", runs);
             if (write_json(a.json, doc) < 0) {
@@ -1034,4 +1158,18 @@ int main(int argc, char **argv)
     mml_dataset_destroy(d.test);
     mml_ctx_destroy(ctx);
     return status;
+}
+
+int main(int argc, char **argv)
+{
+#ifdef MML_WITH_MPI
+    if (mpi_reducer_init(&mpi, &argc, &argv) < 0)
+        return 1;
+    /* Rank 0 alone prints the tables. */
+    if (mpi.rank > 0 && !freopen("/dev/null", "w", stdout))
+        return mpi_reducer_finish(&mpi, 1);
+    return mpi_reducer_finish(&mpi, train_main(argc, argv));
+#else
+    return train_main(argc, argv);
+#endif
 }

@@ -316,7 +316,17 @@ _Static_assert(offsetof(mml_progress, rows_per_s) == L(40, 40), "mml_progress.ro
 _Static_assert(offsetof(mml_progress, loss) == L(48, 48), "mml_progress.loss");
 _Static_assert(offsetof(mml_progress, eta_s) == L(56, 56), "mml_progress.eta_s");
 
-_Static_assert(sizeof(mml_trainer_options) == L(152, 112), "size of mml_trainer_options");
+_Static_assert(sizeof(mml_reduce_hook) == L(48, 32), "size of mml_reduce_hook");
+_Static_assert(offsetof(mml_reduce_hook, struct_size) == L(0, 0), "mml_reduce_hook.struct_size");
+_Static_assert(offsetof(mml_reduce_hook, rank) == L(4, 4), "mml_reduce_hook.rank");
+_Static_assert(offsetof(mml_reduce_hook, size) == L(8, 8), "mml_reduce_hook.size");
+_Static_assert(offsetof(mml_reduce_hook, reserved) == L(12, 12), "mml_reduce_hook.reserved");
+_Static_assert(offsetof(mml_reduce_hook, user) == L(16, 16), "mml_reduce_hook.user");
+_Static_assert(offsetof(mml_reduce_hook, gather) == L(24, 20), "mml_reduce_hook.gather");
+_Static_assert(offsetof(mml_reduce_hook, sum_f32) == L(32, 24), "mml_reduce_hook.sum_f32");
+_Static_assert(offsetof(mml_reduce_hook, abort) == L(40, 28), "mml_reduce_hook.abort");
+
+_Static_assert(sizeof(mml_trainer_options) == L(160, 116), "size of mml_trainer_options");
 _Static_assert(offsetof(mml_trainer_options, struct_size) == L(0, 0), "mml_trainer_options.struct_size");
 _Static_assert(offsetof(mml_trainer_options, variant) == L(4, 4), "mml_trainer_options.variant");
 _Static_assert(offsetof(mml_trainer_options, backbone) == L(8, 8), "mml_trainer_options.backbone");
@@ -344,6 +354,7 @@ _Static_assert(offsetof(mml_trainer_options, first_stage) == L(128, 96), "mml_tr
 _Static_assert(offsetof(mml_trainer_options, reserved) == L(132, 100), "mml_trainer_options.reserved");
 _Static_assert(offsetof(mml_trainer_options, checkpoint) == L(136, 104), "mml_trainer_options.checkpoint");
 _Static_assert(offsetof(mml_trainer_options, checkpoint_user) == L(144, 108), "mml_trainer_options.checkpoint_user");
+_Static_assert(offsetof(mml_trainer_options, reduce) == L(152, 112), "mml_trainer_options.reduce");
 
 _Static_assert(sizeof(mml_stage_report) == L(56, 56), "size of mml_stage_report");
 _Static_assert(offsetof(mml_stage_report, struct_size) == L(0, 0), "mml_stage_report.struct_size");

@@ -37,6 +37,14 @@
  * it ends bitwise identical to one never interrupted (same seed, thread
  * count, data and options; built-in backbones).
  *
+ * Since 1.3: data-parallel training. mml_trainer_options.reduce gives a
+ * table of collective callbacks (mml_reduce_hook) through which one trainer
+ * per worker (an MPI rank, say) trains on its shard of the rows, with the
+ * gradients summed over workers after every step and the validation and
+ * test metrics computed exactly over every worker's rows; every worker ends
+ * every step with the same weights, bit for bit. The library itself does
+ * no communication (examples/mpi_reduce.c implements the table over MPI).
+ *
  * A trainer and its model are used by one thread at a time, like their
  * context; the callbacks run on the thread that runs the trainer. Fallible
  * functions return 0 (MML_OK) or a negative MML_E* code with a message in
@@ -146,6 +154,67 @@ typedef int (*mml_validate_fn)(void *user, int32_t stage, int32_t expert, int32_
  *         state saved in the call would */
 typedef int (*mml_checkpoint_fn)(void *user, mml_trainer *trainer, const mml_progress *where);
 
+/** The collective operations of data-parallel training (since 1.3): a table
+ * of callbacks through which several trainers, one per worker (an MPI rank,
+ * say), each on its own shard of the rows, train one model together. The
+ * library does no communication itself; examples/mpi_reduce.c implements
+ * the table over MPI. Give it through mml_trainer_options.reduce; the trainer
+ * copies it at creation.
+ *
+ * With size > 1 every worker's trainer must be made with the same options,
+ * seed, thread count and data sets, and every worker must make the same
+ * calls in the same order (run, run_stage, evaluate, save on any worker).
+ * Each worker then trains on its range of the training rows (rows
+ * [n * rank / size, n * (rank + 1) / size)), with its share of batch_size
+ * (batch_size / size, one more for the first batch_size % size workers);
+ * after the backward pass of every step the dense gradients are summed
+ * over workers (sum_f32, or gather), and the embedding gradients travel as
+ * rows (ids and values, gather); each worker's part is weighted by its
+ * rows' share of the global batch. Validation and mml_trainer_evaluate()
+ * evaluate each worker's range of the rows and combine every worker's
+ * scores exactly (gather), so that all workers see the same metrics and
+ * take the same early-stopping decisions. Every worker ends every step with
+ * bitwise identical weights. A failure on one worker inside a step or an
+ * evaluation reaches every worker (each returns it, naming the worker);
+ * any other failure on one worker, or a failing callback, calls abort. The
+ * progress, validate and checkpoint callbacks must return the same decision
+ * on every worker. With size > 1 l2_embedding is refused (a row used on
+ * two workers would be penalised twice); l2_dense works (each worker's
+ * penalty is weighted by its share like its loss); the dropout stream is
+ * drawn per worker and epoch.
+ *
+ * With size == 1 (or no table) the trainer runs as it does without one, bit
+ * for bit. The callbacks are called on the thread running the trainer. */
+typedef struct mml_reduce_hook {
+    /** sizeof(mml_reduce_hook) of the caller's header. */
+    uint32_t struct_size;
+    /** This worker, 0 .. size - 1. */
+    int32_t rank;
+    /** The number of workers, >= 1. */
+    int32_t size;
+    /** 0; reserved for later releases. */
+    int32_t reserved;
+    /** Passed to every callback. */
+    void *user;
+    /** Required: every worker's block, concatenated in rank order, on every
+     *  worker (an allgather). recv_bytes[q] is worker q's block size (the
+     *  same array on every worker), recv holds their sum.
+     *  @return 0; a negative value on failure (the library then calls abort) */
+    int (*gather)(void *user, const void *send, int64_t send_bytes, void *recv,
+                  const int64_t *recv_bytes);
+    /** Optional (NULL: the library gathers every worker's buffer and adds):
+     *  buf[i] := x_0[i] + x_1[i] + ... + x_{size-1}[i], added left to right
+     *  in rank order, where x_q is worker q's buf; the same bits on every
+     *  worker. n is the same on every worker.
+     *  @return 0; a negative value on failure (the library then calls abort) */
+    int (*sum_f32)(void *user, float *buf, int64_t n);
+    /** Required: stops every worker (MPI_Abort, say) after a failure on this
+     *  worker that the others cannot learn: status is its MML_E* code and
+     *  message the context's message. If it returns, the trainer's call
+     *  returns status. */
+    void (*abort)(void *user, int status, const char *message);
+} mml_reduce_hook;
+
 /** Options of mml_trainer_create(); initialise with mml_trainer_options_init().
  * mml_trainer_create copies the struct and the hidden widths, and reads
  * backbone and backbone_options during the call only; it keeps the callbacks
@@ -213,6 +282,10 @@ typedef struct mml_trainer_options {
     mml_checkpoint_fn checkpoint;
     /** Since 1.2: passed to checkpoint. */
     void *checkpoint_user;
+    /** Since 1.3: NULL (default) to train alone; else the collective
+     *  operations of data-parallel training (mml_reduce_hook), copied at
+     *  creation. */
+    const mml_reduce_hook *reduce;
 } mml_trainer_options;
 
 /** One stage's (or, in stage 2, one expert's) summary; see
@@ -314,7 +387,10 @@ MML_API int mml_trainer_options_init_sized(mml_trainer_options *opt, uint32_t st
  *         name or shape (the message names the first);
  *         MML_ENOTFOUND for a backbone that is neither built in nor
  *         registered; MML_ECALLBACK when a registered backbone's callback
- *         fails; MML_ENOMEM. */
+ *         fails; MML_ENOMEM. Since 1.3, with a reduce hook: MML_EVERSION for
+ *         its struct_size; MML_EINVAL for a bad rank or size, a NULL gather
+ *         or abort, and, with more than one worker, a nonzero l2_embedding
+ *         or a batch_size below the number of workers. */
 MML_API int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_options *opt,
                                const mml_dataset *train, const mml_dataset *val);
 /** Releases a trainer and its model (mml_trainer_model() becomes invalid);
@@ -340,7 +416,11 @@ MML_API void mml_trainer_destroy(mml_trainer *trainer);
  *         (the stage is paused); MML_ECALLBACK when the validation callback returned
  *         a negative value (or a registered backbone's callback failed);
  *         MML_ENONFINITE when a logit becomes NaN or infinite (diverged
- *         training); MML_ENOMEM; or another code from the model's passes. */
+ *         training); MML_ENOMEM; or another code from the model's passes.
+ *         Since 1.3, with a reduce hook of more than one worker, a failure
+ *         on one worker inside a step or a validation is returned on every
+ *         worker with that worker's code and message ("worker 1 of 2:
+ *         ..."), and MML_ECALLBACK when a hook callback fails. */
 MML_API int mml_trainer_run_stage(mml_trainer *trainer, int32_t stage);
 /** Runs every stage of the variant that has not run yet, in order.
  * @param trainer the trainer
@@ -369,7 +449,13 @@ MML_API int32_t mml_trainer_mix_mode(const mml_trainer *trainer);
  *         once the model was handed over, or from a callback;
  *         MML_ENONFINITE for a NaN or infinite logit; MML_ENOMEM; or another
  *         code from the model's forward pass. On failure metrics keeps the
- *         batches added before the failing one. */
+ *         batches added before the failing one. Since 1.3, with a reduce
+ *         hook of more than one worker (mml_reduce_hook), this is a
+ *         collective call: every worker evaluates its range of ds's rows and
+ *         metrics receives every worker's rows (in rank order), so that
+ *         every worker computes the same exact metrics; a failure on one
+ *         worker is returned on every worker ("worker 1 of 2: ..."), and
+ *         MML_ECALLBACK when a hook callback fails. */
 MML_API int mml_trainer_evaluate(mml_trainer *trainer, const mml_dataset *ds, int32_t mix_mode,
                                  mml_metrics *metrics);
 

@@ -49,9 +49,12 @@
     ((const uint32_t[]){offsetof(mml_stage_report, flags), 0})
 #define MML__OLDER_SIZES_mml_synthetic_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_tower_options ((const uint32_t[]){0})
-/* 1.2 appended init_model, first_stage, checkpoint and checkpoint_user. */
+/* 1.2 appended init_model, first_stage, checkpoint and checkpoint_user; 1.3 reduce. */
 #define MML__OLDER_SIZES_mml_trainer_options                                                     \
-    ((const uint32_t[]){offsetof(mml_trainer_options, init_model), 0})
+    ((const uint32_t[]){offsetof(mml_trainer_options, init_model),                              \
+                        offsetof(mml_trainer_options, reduce), 0})
+/* 1.3 added mml_reduce_hook: no older sizes. */
+#define MML__OLDER_SIZES_mml_reduce_hook ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_xdeepfm_options ((const uint32_t[]){0})
 
 #endif

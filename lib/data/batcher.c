@@ -226,3 +226,29 @@ int64_t mml_batcher_n_batches(const mml_batcher *b)
 }
 
 const int64_t *mml_batcher_batch_rows(const mml_batcher *b) { return b ? b->last : NULL; }
+
+int mml__batcher_restrict(mml_batcher *b, int64_t lo, int64_t hi)
+{
+    int64_t k = 0;
+    for (int64_t i = 0; i < b->n; i++)
+        k += b->rows[i] >= lo && b->rows[i] < hi;
+    size_t old = (size_t)(b->n > 0 ? b->n : 1), n = (size_t)(k > 0 ? k : 1);
+    int64_t *rows = mml__alloc(b->ctx, n * sizeof *rows), *order = mml__alloc(b->ctx, n * sizeof *order);
+    if (!rows || !order) {
+        mml__free(b->ctx, rows, n * sizeof *rows);
+        mml__free(b->ctx, order, n * sizeof *order);
+        return mml__error(b->ctx, MML_ENOMEM, "out of memory creating a batcher");
+    }
+    k = 0;
+    for (int64_t i = 0; i < b->n; i++)
+        if (b->rows[i] >= lo && b->rows[i] < hi)
+            rows[k++] = b->rows[i];
+    mml__free(b->ctx, b->rows, old * sizeof *b->rows);
+    mml__free(b->ctx, b->order, old * sizeof *b->order);
+    b->rows = rows;
+    b->order = order;
+    b->n = k;
+    b->contiguous = 0;
+    mml_batcher_start_epoch(b, 0);
+    return MML_OK;
+}

@@ -274,6 +274,11 @@ int mml__csv_load_sources(mml_ctx *ctx, const mml_csv_options *o, const mml__sou
                           const mml__source *val_src, const mml__source *test_src,
                           mml_dataset **train, mml_dataset **val, mml_dataset **test);
 
+/* Keeps only the selected rows in [lo, hi) (data-parallel training: one
+ * worker's range) and restarts at epoch 0, as a new batcher would; its
+ * batches then always gather. MML_ENOMEM leaves b as it was. */
+int mml__batcher_restrict(mml_batcher *b, int64_t lo, int64_t hi);
+
 /* MovieLens ratings lines (user, item, rating, timestamp with sep): also for the parse benchmark. */
 typedef struct mml__ratings {
     int64_t n;

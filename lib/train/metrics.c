@@ -5,6 +5,7 @@
 
 #include "core/internal.h"
 #include "moemlora/metrics.h"
+#include "train/metrics_internal.h"
 
 /* Scores are sorted as 32-bit keys whose unsigned order is the float order
  * (-0 and +0 share a key); an item is (key << 32) | label. */
@@ -451,4 +452,101 @@ int mml_metrics_domain_sized(const mml_metrics *m, int32_t d, mml_domain_metrics
                           "mml_metrics_domain: call mml_metrics_compute after the last add");
     return mml__write_versioned(m->ctx, out, &m->res[d], sizeof *out, struct_size,
                                 MML__OLDER_SIZES_mml_domain_metrics, "mml_domain_metrics");
+}
+
+/* ------------------------------------------------- packed rows (reduce.c) */
+
+/* Layout: i32 D, i32 0, then D times (i64 n, i64 npos, f64 ll, n u64 items),
+ * then i64 gn and gn gitems, all native-endian (one process's workers share
+ * a machine type). */
+size_t mml__metrics_packed_size(const mml_metrics *m)
+{
+    size_t s = 8;
+    for (int32_t d = 0; d < m->D; d++)
+        s += 24 + (size_t)m->dom[d].n * sizeof(uint64_t);
+    return s + 8 + (size_t)m->gn * sizeof(gitem);
+}
+
+void mml__metrics_pack(const mml_metrics *m, void *out)
+{
+    unsigned char *p = out;
+    int32_t hd[2] = {m->D, 0};
+    memcpy(p, hd, 8);
+    p += 8;
+    for (int32_t d = 0; d < m->D; d++) {
+        const dom_acc *a = &m->dom[d];
+        memcpy(p, &a->n, 8);
+        memcpy(p + 8, &a->npos, 8);
+        memcpy(p + 16, &a->ll, 8);
+        p += 24;
+        if (a->n > 0)
+            memcpy(p, a->items, (size_t)a->n * sizeof(uint64_t));
+        p += (size_t)a->n * sizeof(uint64_t);
+    }
+    memcpy(p, &m->gn, 8);
+    p += 8;
+    if (m->gn > 0)
+        memcpy(p, m->g, (size_t)m->gn * sizeof(gitem));
+}
+
+int mml__metrics_append_packed(mml_metrics *m, const void *data, size_t size)
+{
+    mml_ctx *ctx = m->ctx;
+    const unsigned char *p = data, *end = p + size;
+    int32_t hd[2];
+    if (size < 8)
+        return mml__error(ctx, MML_ECORRUPT, "metrics block of %zu bytes", size);
+    memcpy(hd, p, 8);
+    if (hd[0] != m->D)
+        return mml__error(ctx, MML_ECORRUPT, "metrics block of %d domains, expected %d",
+                          (int)hd[0], (int)m->D);
+    /* Check and reserve first, so that a failure leaves m as it was. */
+    const unsigned char *q = p + 8;
+    for (int32_t d = 0; d < m->D; d++) {
+        int64_t n;
+        if ((size_t)(end - q) < 24)
+            return mml__error(ctx, MML_ECORRUPT, "metrics block truncated in domain %d", (int)d);
+        memcpy(&n, q, 8);
+        if (n < 0 || (uint64_t)n > (uint64_t)(end - q - 24) / sizeof(uint64_t))
+            return mml__error(ctx, MML_ECORRUPT, "metrics block: %lld rows in domain %d",
+                              (long long)n, (int)d);
+        if (m->dom[d].n + n > AUC_MAX_ROWS)
+            return mml__error(ctx, MML_ERANGE, "metrics: more than 2^32 - 1 rows in domain %d",
+                              (int)d);
+        if (grow(ctx, &m->dom[d].items, &m->dom[d].cap, m->dom[d].n + n, sizeof(uint64_t)) < 0)
+            return mml__error(ctx, MML_ENOMEM, "out of memory combining metrics");
+        q += 24 + (size_t)n * sizeof(uint64_t);
+    }
+    int64_t gn;
+    if ((size_t)(end - q) < 8)
+        return mml__error(ctx, MML_ECORRUPT, "metrics block truncated before its groups");
+    memcpy(&gn, q, 8);
+    if (gn < 0 || (uint64_t)gn != (uint64_t)(end - q - 8) / sizeof(gitem) ||
+        (size_t)(end - q - 8) % sizeof(gitem))
+        return mml__error(ctx, MML_ECORRUPT, "metrics block: %lld grouped rows do not fit",
+                          (long long)gn);
+    if (gn > 0 && grow(ctx, &m->g, &m->gcap, m->gn + gn, sizeof *m->g) < 0)
+        return mml__error(ctx, MML_ENOMEM, "out of memory combining metrics");
+    q = p + 8;
+    for (int32_t d = 0; d < m->D; d++) {
+        dom_acc *a = &m->dom[d];
+        int64_t n, npos;
+        double ll;
+        memcpy(&n, q, 8);
+        memcpy(&npos, q + 8, 8);
+        memcpy(&ll, q + 16, 8);
+        q += 24;
+        if (n > 0)
+            memcpy(a->items + a->n, q, (size_t)n * sizeof(uint64_t));
+        q += (size_t)n * sizeof(uint64_t);
+        a->n += n;
+        a->npos += npos;
+        a->ll += ll;
+    }
+    q += 8;
+    if (gn > 0)
+        memcpy(m->g + m->gn, q, (size_t)gn * sizeof(gitem));
+    m->gn += gn;
+    m->computed = 0;
+    return MML_OK;
 }

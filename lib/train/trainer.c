@@ -11,7 +11,9 @@
 #include "moemlora/loss.h"
 #include "moemlora/optimizer.h"
 #include "moemlora/trainer.h"
+#include "data/data_internal.h"
 #include "nn/optimizer_internal.h"
+#include "train/reduce.h"
 #include "train/trainer_internal.h"
 
 /* The stage (or expert) being trained, between two epochs: what a checkpoint
@@ -52,6 +54,7 @@ struct mml_trainer {
     int64_t n_epochs, cap_epochs;
     run_state run;
     int running; /* inside run_one: the callbacks may only read */
+    mml__dp *dp; /* data-parallel training (lib/train/reduce.c), or NULL */
 };
 
 static double now_s(void)
@@ -93,6 +96,7 @@ void mml_trainer_destroy(mml_trainer *t)
     run_free(t, &t->run);
     mml_model_destroy(t->model);
     mml_metrics_destroy(t->val_metrics);
+    mml__dp_destroy(t->dp);
     mml__free(ctx, t->logits, t->cap_logits * sizeof(float));
     mml__free(ctx, t->dlogits, t->cap_dlogits * sizeof(float));
     mml__free(ctx, t->stages, (size_t)t->cap_stages * sizeof *t->stages);
@@ -171,6 +175,17 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
         return mml__error(ctx, MML_ENOMEM, "trainer: out of memory");
     t->ctx = ctx;
     t->opt = o;
+    t->opt.reduce = NULL; /* copied into t->dp */
+    if ((rc = mml__dp_create(&t->dp, ctx, o.reduce)) >= 0 && t->dp &&
+        (o.l2_embedding != 0.0f || o.batch_size < mml__dp_size(t->dp)))
+        rc = mml__error(ctx, MML_EINVAL, "trainer: data-parallel training over %d workers needs "
+                        "l2_embedding 0 (it is %g) and batch_size >= the workers (it is %lld)",
+                        (int)mml__dp_size(t->dp), (double)o.l2_embedding,
+                        (long long)o.batch_size);
+    if (rc < 0) {
+        mml_trainer_destroy(t);
+        return rc;
+    }
     memcpy(t->hidden, o.hidden, sizeof(int32_t) * (size_t)o.n_hidden);
     t->opt.hidden = t->hidden;
     t->train = train;
@@ -296,14 +311,15 @@ static int grow_reports(mml_trainer *t, void **arr, int64_t *cap, int64_t n, siz
     return MML_OK;
 }
 
-/* Logits of every row of ds (or only of domain's rows when domain >= 0) into metrics. */
-static int evaluate(mml_trainer *t, const mml_dataset *ds, int32_t mode, int32_t expert,
-                    int32_t domain, mml_metrics *metrics)
+/* Logits of the rows [lo, hi) of ds (or only of domain's rows among them
+ * when domain >= 0) into metrics. */
+static int evaluate_rows(mml_trainer *t, const mml_dataset *ds, int32_t mode, int32_t expert,
+                         int32_t domain, mml_metrics *metrics, int64_t lo, int64_t hi)
 {
     int rc;
     if (domain < 0) {
-        int64_t n = mml_dataset_n_rows(ds);
-        for (int64_t start = 0; start < n; start += t->opt.batch_size) {
+        int64_t n = hi;
+        for (int64_t start = lo; start < n; start += t->opt.batch_size) {
             int64_t cnt = n - start < t->opt.batch_size ? n - start : t->opt.batch_size;
             mml_batch_view b;
             if ((rc = mml_dataset_view(ds, start, cnt, &b)) < 0 ||
@@ -321,6 +337,10 @@ static int evaluate(mml_trainer *t, const mml_dataset *ds, int32_t mode, int32_t
     mml_batcher *bt = NULL;
     if ((rc = mml_batcher_create(&bt, t->ctx, ds, &bo)) < 0)
         return rc;
+    if (t->dp && (rc = mml__batcher_restrict(bt, lo, hi)) < 0) {
+        mml_batcher_destroy(bt);
+        return rc;
+    }
     if ((rc = mml_batcher_start_epoch(bt, 0)) >= 0) {
         mml_batch_view b;
         while ((rc = mml_batcher_next(bt, &b)) == 1) {
@@ -331,6 +351,21 @@ static int evaluate(mml_trainer *t, const mml_dataset *ds, int32_t mode, int32_t
     }
     mml_batcher_destroy(bt);
     return rc < 0 ? rc : MML_OK;
+}
+
+/* evaluate_rows over every row; in data-parallel training each worker its
+ * range, then every worker's rows into metrics on every worker. */
+static int evaluate(mml_trainer *t, const mml_dataset *ds, int32_t mode, int32_t expert,
+                    int32_t domain, mml_metrics *metrics)
+{
+    if (!t->dp)
+        return evaluate_rows(t, ds, mode, expert, domain, metrics, 0, mml_dataset_n_rows(ds));
+    int64_t lo, hi;
+    mml__dp_range(t->dp, mml_dataset_n_rows(ds), &lo, &hi);
+    mml_metrics *mine = mml__dp_scratch(t->dp, t->D);
+    int rc = mine ? evaluate_rows(t, ds, mode, expert, domain, mine, lo, hi)
+                  : mml__error(t->ctx, MML_ENOMEM, "trainer: out of memory");
+    return mml__dp_combine(t->dp, rc, metrics);
 }
 
 static int validation_score(mml_trainer *t, int32_t stage, int32_t mode, int32_t expert,
@@ -474,7 +509,14 @@ static int run_alloc(mml_trainer *t, run_state *r, int32_t stage, int32_t expert
         bo.batch_size = t->opt.batch_size;
         bo.domain = expert >= 0 ? expert % t->D : -1;
         bo.seed = shuffle_seed(t, stage, expert);
+        if (t->dp)
+            bo.batch_size = mml__dp_batch(t->dp, t->opt.batch_size);
         rc = mml_batcher_create(&r->bt, ctx, t->train, &bo);
+        if (rc >= 0 && t->dp) {
+            int64_t lo, hi;
+            mml__dp_range(t->dp, mml_dataset_n_rows(t->train), &lo, &hi);
+            rc = mml__batcher_restrict(r->bt, lo, hi);
+        }
     }
     if (rc < 0) {
         run_free(t, r);
@@ -531,6 +573,7 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
     run_state *r = &t->run;
     char tag[64];
     int rc;
+    mml__dp_clear(t->dp);
     if (r->active && r->stage == stage && r->expert == expert) {
         /* A read state left the flags alone; a paused run's may have been cleared since. */
         select_trainable(t, stage, expert, r->params);
@@ -538,6 +581,14 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
         run_free(t, r);
         if ((rc = run_alloc(t, r, stage, expert)) < 0)
             return rc;
+        if (t->dp) {
+            /* Rows on any worker: the stage trains. */
+            int64_t n = mml_batcher_n_rows(r->bt);
+            if ((rc = mml__dp_max(t->dp, MML_OK, &n)) < 0)
+                return rc;
+            if (n > 0)
+                r->flags &= ~(uint32_t)MML_STAGE_NO_TRAINING_ROWS;
+        }
         if (r->flags & MML_STAGE_NO_TRAINING_ROWS)
             mml__log(ctx, MML_LOG_WARN, "%s: the domain has no training rows: the expert stays "
                      "as it was made", who(t, stage, expert, tag, sizeof tag));
@@ -548,20 +599,40 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
     rc = MML_OK;
     while (r->epoch < t->opt.max_epochs && r->bad < t->opt.patience) {
         int32_t epoch = r->epoch + 1;
-        if ((rc = mml_batcher_start_epoch(r->bt, (uint64_t)epoch)) < 0)
-            break;
+        rc = mml_batcher_start_epoch(r->bt, (uint64_t)epoch);
         int64_t steps = mml_batcher_n_batches(r->bt), step = 0, rows = 0;
+        if (t->dp) {
+            /* Every worker runs the most batches any has; one whose rows
+             * ran out adds nothing to the last steps. */
+            if ((rc = mml__dp_max(t->dp, rc, &steps)) < 0)
+                break;
+            mml__dp_reseed(t->dp, mml__backbone_dropout_rng(t->model->backbone), ctx->seed,
+                           stage, expert, epoch);
+        }
+        if (rc < 0)
+            break;
         double loss_sum = 0.0, t0 = now_s();
         mml_batch_view b;
-        while ((rc = mml_batcher_next(r->bt, &b)) == 1) {
-            double loss, penalty; /* L2 (0 unless the model's lambdas are > 0) */
+        while ((rc = mml_batcher_next(r->bt, &b)) == 1 || (t->dp && rc >= 0 && step < steps)) {
+            double loss = 0.0, penalty = 0.0; /* L2 (0 unless the model's lambdas are > 0) */
+            int64_t n_rows = rc == 1 ? b.n_rows : 0;
             mml_params_zero_grad(r->params, r->nt);
-            if ((rc = mml_model_forward(t->model, &b, r->mode, expert, 1, t->logits)) < 0 ||
-                (rc = mml_bce_with_logits(ctx, t->logits, b.labels, b.weights, b.n_rows, &loss,
-                                          t->dlogits)) < 0 ||
-                (rc = mml_model_backward(t->model, t->dlogits)) < 0 ||
-                (rc = mml_model_regularization(t->model, &penalty)) < 0 ||
-                !isfinite(loss + penalty) ||
+            if (n_rows > 0 &&
+                ((rc = mml_model_forward(t->model, &b, r->mode, expert, 1, t->logits)) < 0 ||
+                 (rc = mml_bce_with_logits(ctx, t->logits, b.labels, b.weights, b.n_rows, &loss,
+                                           t->dlogits)) < 0 ||
+                 (rc = mml_model_backward(t->model, t->dlogits)) < 0 ||
+                 (rc = mml_model_regularization(t->model, &penalty)) < 0))
+                n_rows = 0;
+            if (t->dp) {
+                /* Each worker's L2 gradient, weighted by its share, adds up to one. */
+                loss += penalty;
+                penalty = 0.0;
+            }
+            if (t->dp)
+                rc = mml__dp_step(t->dp, rc, r->params, r->nt, &n_rows,
+                                  n_rows > 0 ? b.weights : NULL, &loss);
+            if (rc < 0 || !isfinite(loss + penalty) ||
                 (rc = mml_optimizer_step(r->opt)) < 0) {
                 /* Overflowing weights surface as a non-finite logit or loss. */
                 if (rc == MML_ENONFINITE || (rc >= 0 && !isfinite(loss + penalty))) {
@@ -571,7 +642,7 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
                 break;
             }
             loss_sum += loss + penalty;
-            rows += b.n_rows;
+            rows += t->dp ? n_rows : b.n_rows;
             step++;
             if (t->opt.progress && (step % 16 == 0 || step == steps)) {
                 double el = now_s() - t0;
@@ -670,9 +741,12 @@ int mml_trainer_run_stage(mml_trainer *t, int32_t stage)
     if (stage == MML_STAGE_EXPERTS) {
         /* A paused or resumed stage 2 goes on with its expert. */
         for (int32_t e = t->run.active ? t->run.expert : 0; e < t->E; e++)
-            if ((rc = run_one(t, stage, e)) < 0)
+            if ((rc = run_one(t, stage, e)) < 0) {
+                mml__dp_failed(t->dp, rc);
                 return rc;
+            }
     } else if ((rc = run_one(t, stage, -1)) < 0) {
+        mml__dp_failed(t->dp, rc);
         return rc;
     }
     t->next_stage = stage == MML_STAGE_JOINT || stage == MML_STAGE_GATE ? -1 : stage + 1;
@@ -725,7 +799,10 @@ int mml_trainer_evaluate(mml_trainer *t, const mml_dataset *ds, int32_t mix_mode
         return rc;
     if (mml_metrics_n_domains(metrics) != t->D || mml_dataset_n_domains(ds) != t->D)
         return mml__error(t->ctx, MML_ESHAPE, "trainer_evaluate: %d domains expected", t->D);
-    return evaluate(t, ds, mix_mode, 0, -1, metrics);
+    mml__dp_clear(t->dp);
+    rc = evaluate(t, ds, mix_mode, 0, -1, metrics);
+    mml__dp_failed(t->dp, rc);
+    return rc;
 }
 
 mml_model *mml_trainer_model(mml_trainer *t) { return t ? t->model : NULL; }
