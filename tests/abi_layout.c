@@ -33,6 +33,78 @@ _Static_assert(offsetof(mml_ctx_options, log_user) == L(32, 24), "mml_ctx_option
 _Static_assert(offsetof(mml_ctx_options, log_level) == L(40, 28), "mml_ctx_options.log_level");
 _Static_assert(offsetof(mml_ctx_options, reserved) == L(44, 32), "mml_ctx_options.reserved");
 
+_Static_assert(sizeof(mml_batch_view) == L(96, 68), "size of mml_batch_view");
+_Static_assert(offsetof(mml_batch_view, struct_size) == L(0, 0), "mml_batch_view.struct_size");
+_Static_assert(offsetof(mml_batch_view, n_fields) == L(4, 4), "mml_batch_view.n_fields");
+_Static_assert(offsetof(mml_batch_view, n_dense) == L(8, 8), "mml_batch_view.n_dense");
+_Static_assert(offsetof(mml_batch_view, n_multihot) == L(12, 12), "mml_batch_view.n_multihot");
+_Static_assert(offsetof(mml_batch_view, n_rows) == L(16, 16), "mml_batch_view.n_rows");
+_Static_assert(offsetof(mml_batch_view, ids) == L(24, 24), "mml_batch_view.ids");
+_Static_assert(offsetof(mml_batch_view, ids_row_stride) == L(32, 28), "mml_batch_view.ids_row_stride");
+_Static_assert(offsetof(mml_batch_view, dense) == L(40, 36), "mml_batch_view.dense");
+_Static_assert(offsetof(mml_batch_view, dense_row_stride) == L(48, 40), "mml_batch_view.dense_row_stride");
+_Static_assert(offsetof(mml_batch_view, domain) == L(56, 48), "mml_batch_view.domain");
+_Static_assert(offsetof(mml_batch_view, labels) == L(64, 52), "mml_batch_view.labels");
+_Static_assert(offsetof(mml_batch_view, weights) == L(72, 56), "mml_batch_view.weights");
+_Static_assert(offsetof(mml_batch_view, multihot_offsets) == L(80, 60), "mml_batch_view.multihot_offsets");
+_Static_assert(offsetof(mml_batch_view, multihot_ids) == L(88, 64), "mml_batch_view.multihot_ids");
+
+_Static_assert(sizeof(mml_csv_options) == L(120, 88), "size of mml_csv_options");
+_Static_assert(offsetof(mml_csv_options, struct_size) == L(0, 0), "mml_csv_options.struct_size");
+_Static_assert(offsetof(mml_csv_options, n_field_columns) == L(4, 4), "mml_csv_options.n_field_columns");
+_Static_assert(offsetof(mml_csv_options, label_column) == L(8, 8), "mml_csv_options.label_column");
+_Static_assert(offsetof(mml_csv_options, domain_column) == L(16, 12), "mml_csv_options.domain_column");
+_Static_assert(offsetof(mml_csv_options, field_columns) == L(24, 16), "mml_csv_options.field_columns");
+_Static_assert(offsetof(mml_csv_options, numeric_columns) == L(32, 20), "mml_csv_options.numeric_columns");
+_Static_assert(offsetof(mml_csv_options, multihot_columns) == L(40, 24), "mml_csv_options.multihot_columns");
+_Static_assert(offsetof(mml_csv_options, ignore_columns) == L(48, 28), "mml_csv_options.ignore_columns");
+_Static_assert(offsetof(mml_csv_options, n_numeric_columns) == L(56, 32), "mml_csv_options.n_numeric_columns");
+_Static_assert(offsetof(mml_csv_options, n_multihot_columns) == L(60, 36), "mml_csv_options.n_multihot_columns");
+_Static_assert(offsetof(mml_csv_options, n_ignore_columns) == L(64, 40), "mml_csv_options.n_ignore_columns");
+_Static_assert(offsetof(mml_csv_options, skip_bad_rows) == L(68, 44), "mml_csv_options.skip_bad_rows");
+_Static_assert(offsetof(mml_csv_options, domain_as_field) == L(72, 48), "mml_csv_options.domain_as_field");
+_Static_assert(offsetof(mml_csv_options, multihot_separator) == L(76, 52), "mml_csv_options.multihot_separator");
+_Static_assert(offsetof(mml_csv_options, delimiter) == L(77, 53), "mml_csv_options.delimiter");
+_Static_assert(offsetof(mml_csv_options, reserved) == L(78, 54), "mml_csv_options.reserved");
+_Static_assert(offsetof(mml_csv_options, max_line_bytes) == L(80, 56), "mml_csv_options.max_line_bytes");
+_Static_assert(offsetof(mml_csv_options, hashed_columns) == L(88, 64), "mml_csv_options.hashed_columns");
+_Static_assert(offsetof(mml_csv_options, hashed_buckets) == L(96, 68), "mml_csv_options.hashed_buckets");
+_Static_assert(offsetof(mml_csv_options, n_hashed_columns) == L(104, 72), "mml_csv_options.n_hashed_columns");
+_Static_assert(offsetof(mml_csv_options, reserved2) == L(108, 76), "mml_csv_options.reserved2");
+_Static_assert(offsetof(mml_csv_options, hash_seed) == L(112, 80), "mml_csv_options.hash_seed");
+
+_Static_assert(sizeof(mml_movielens_options) == L(32, 28), "size of mml_movielens_options");
+_Static_assert(offsetof(mml_movielens_options, struct_size) == L(0, 0), "mml_movielens_options.struct_size");
+_Static_assert(offsetof(mml_movielens_options, domain_by) == L(4, 4), "mml_movielens_options.domain_by");
+_Static_assert(offsetof(mml_movielens_options, dir) == L(8, 8), "mml_movielens_options.dir");
+_Static_assert(offsetof(mml_movielens_options, label_min) == L(16, 12), "mml_movielens_options.label_min");
+_Static_assert(offsetof(mml_movielens_options, reserved) == L(20, 16), "mml_movielens_options.reserved");
+_Static_assert(offsetof(mml_movielens_options, split_seed) == L(24, 20), "mml_movielens_options.split_seed");
+
+_Static_assert(sizeof(mml_synthetic_options) == L(88, 88), "size of mml_synthetic_options");
+_Static_assert(offsetof(mml_synthetic_options, struct_size) == L(0, 0), "mml_synthetic_options.struct_size");
+_Static_assert(offsetof(mml_synthetic_options, n_domains) == L(4, 4), "mml_synthetic_options.n_domains");
+_Static_assert(offsetof(mml_synthetic_options, n_rows) == L(8, 8), "mml_synthetic_options.n_rows");
+_Static_assert(offsetof(mml_synthetic_options, n_users) == L(16, 16), "mml_synthetic_options.n_users");
+_Static_assert(offsetof(mml_synthetic_options, n_items) == L(20, 20), "mml_synthetic_options.n_items");
+_Static_assert(offsetof(mml_synthetic_options, seed) == L(24, 24), "mml_synthetic_options.seed");
+_Static_assert(offsetof(mml_synthetic_options, n_factors) == L(32, 32), "mml_synthetic_options.n_factors");
+_Static_assert(offsetof(mml_synthetic_options, reserved) == L(36, 36), "mml_synthetic_options.reserved");
+_Static_assert(offsetof(mml_synthetic_options, shared_scale) == L(40, 40), "mml_synthetic_options.shared_scale");
+_Static_assert(offsetof(mml_synthetic_options, domain_scale) == L(48, 48), "mml_synthetic_options.domain_scale");
+_Static_assert(offsetof(mml_synthetic_options, shift_scale) == L(56, 56), "mml_synthetic_options.shift_scale");
+_Static_assert(offsetof(mml_synthetic_options, bias_scale) == L(64, 64), "mml_synthetic_options.bias_scale");
+_Static_assert(offsetof(mml_synthetic_options, offset_min) == L(72, 72), "mml_synthetic_options.offset_min");
+_Static_assert(offsetof(mml_synthetic_options, offset_max) == L(80, 80), "mml_synthetic_options.offset_max");
+
+_Static_assert(sizeof(mml_batcher_options) == L(32, 32), "size of mml_batcher_options");
+_Static_assert(offsetof(mml_batcher_options, struct_size) == L(0, 0), "mml_batcher_options.struct_size");
+_Static_assert(offsetof(mml_batcher_options, shuffle) == L(4, 4), "mml_batcher_options.shuffle");
+_Static_assert(offsetof(mml_batcher_options, batch_size) == L(8, 8), "mml_batcher_options.batch_size");
+_Static_assert(offsetof(mml_batcher_options, domain) == L(16, 16), "mml_batcher_options.domain");
+_Static_assert(offsetof(mml_batcher_options, reserved) == L(20, 20), "mml_batcher_options.reserved");
+_Static_assert(offsetof(mml_batcher_options, seed) == L(24, 24), "mml_batcher_options.seed");
+
 _Static_assert(sizeof(mml_param) == L(56, 44), "size of mml_param");
 _Static_assert(offsetof(mml_param, name) == L(0, 0), "mml_param.name");
 _Static_assert(offsetof(mml_param, value) == L(8, 4), "mml_param.value");
@@ -110,137 +182,6 @@ _Static_assert(offsetof(mml_backbone_vtable, set_dropout_replay) == L(96, 56), "
 _Static_assert(offsetof(mml_backbone_vtable, save) == L(104, 60), "mml_backbone_vtable.save");
 _Static_assert(offsetof(mml_backbone_vtable, load) == L(112, 64), "mml_backbone_vtable.load");
 
-_Static_assert(sizeof(mml_nfm_options) == L(4, 4), "size of mml_nfm_options");
-_Static_assert(offsetof(mml_nfm_options, struct_size) == L(0, 0), "mml_nfm_options.struct_size");
-
-_Static_assert(sizeof(mml_pnn_options) == L(4, 4), "size of mml_pnn_options");
-_Static_assert(offsetof(mml_pnn_options, struct_size) == L(0, 0), "mml_pnn_options.struct_size");
-
-_Static_assert(sizeof(mml_dcn_options) == L(8, 8), "size of mml_dcn_options");
-_Static_assert(offsetof(mml_dcn_options, struct_size) == L(0, 0), "mml_dcn_options.struct_size");
-_Static_assert(offsetof(mml_dcn_options, cross_layers) == L(4, 4), "mml_dcn_options.cross_layers");
-
-_Static_assert(sizeof(mml_autoint_options) == L(20, 20), "size of mml_autoint_options");
-_Static_assert(offsetof(mml_autoint_options, struct_size) == L(0, 0), "mml_autoint_options.struct_size");
-_Static_assert(offsetof(mml_autoint_options, n_layers) == L(4, 4), "mml_autoint_options.n_layers");
-_Static_assert(offsetof(mml_autoint_options, n_heads) == L(8, 8), "mml_autoint_options.n_heads");
-_Static_assert(offsetof(mml_autoint_options, head_dim) == L(12, 12), "mml_autoint_options.head_dim");
-_Static_assert(offsetof(mml_autoint_options, residual) == L(16, 16), "mml_autoint_options.residual");
-
-_Static_assert(sizeof(mml_xdeepfm_options) == L(24, 20), "size of mml_xdeepfm_options");
-_Static_assert(offsetof(mml_xdeepfm_options, struct_size) == L(0, 0), "mml_xdeepfm_options.struct_size");
-_Static_assert(offsetof(mml_xdeepfm_options, n_layers) == L(4, 4), "mml_xdeepfm_options.n_layers");
-_Static_assert(offsetof(mml_xdeepfm_options, split_half) == L(8, 8), "mml_xdeepfm_options.split_half");
-_Static_assert(offsetof(mml_xdeepfm_options, reserved) == L(12, 12), "mml_xdeepfm_options.reserved");
-_Static_assert(offsetof(mml_xdeepfm_options, layer_sizes) == L(16, 16), "mml_xdeepfm_options.layer_sizes");
-
-_Static_assert(sizeof(mml_fibinet_options) == L(8, 8), "size of mml_fibinet_options");
-_Static_assert(offsetof(mml_fibinet_options, struct_size) == L(0, 0), "mml_fibinet_options.struct_size");
-_Static_assert(offsetof(mml_fibinet_options, reduction) == L(4, 4), "mml_fibinet_options.reduction");
-
-_Static_assert(sizeof(mml_batch_view) == L(96, 68), "size of mml_batch_view");
-_Static_assert(offsetof(mml_batch_view, struct_size) == L(0, 0), "mml_batch_view.struct_size");
-_Static_assert(offsetof(mml_batch_view, n_fields) == L(4, 4), "mml_batch_view.n_fields");
-_Static_assert(offsetof(mml_batch_view, n_dense) == L(8, 8), "mml_batch_view.n_dense");
-_Static_assert(offsetof(mml_batch_view, n_multihot) == L(12, 12), "mml_batch_view.n_multihot");
-_Static_assert(offsetof(mml_batch_view, n_rows) == L(16, 16), "mml_batch_view.n_rows");
-_Static_assert(offsetof(mml_batch_view, ids) == L(24, 24), "mml_batch_view.ids");
-_Static_assert(offsetof(mml_batch_view, ids_row_stride) == L(32, 28), "mml_batch_view.ids_row_stride");
-_Static_assert(offsetof(mml_batch_view, dense) == L(40, 36), "mml_batch_view.dense");
-_Static_assert(offsetof(mml_batch_view, dense_row_stride) == L(48, 40), "mml_batch_view.dense_row_stride");
-_Static_assert(offsetof(mml_batch_view, domain) == L(56, 48), "mml_batch_view.domain");
-_Static_assert(offsetof(mml_batch_view, labels) == L(64, 52), "mml_batch_view.labels");
-_Static_assert(offsetof(mml_batch_view, weights) == L(72, 56), "mml_batch_view.weights");
-_Static_assert(offsetof(mml_batch_view, multihot_offsets) == L(80, 60), "mml_batch_view.multihot_offsets");
-_Static_assert(offsetof(mml_batch_view, multihot_ids) == L(88, 64), "mml_batch_view.multihot_ids");
-
-_Static_assert(sizeof(mml_csv_options) == L(120, 88), "size of mml_csv_options");
-_Static_assert(offsetof(mml_csv_options, struct_size) == L(0, 0), "mml_csv_options.struct_size");
-_Static_assert(offsetof(mml_csv_options, n_field_columns) == L(4, 4), "mml_csv_options.n_field_columns");
-_Static_assert(offsetof(mml_csv_options, label_column) == L(8, 8), "mml_csv_options.label_column");
-_Static_assert(offsetof(mml_csv_options, domain_column) == L(16, 12), "mml_csv_options.domain_column");
-_Static_assert(offsetof(mml_csv_options, field_columns) == L(24, 16), "mml_csv_options.field_columns");
-_Static_assert(offsetof(mml_csv_options, numeric_columns) == L(32, 20), "mml_csv_options.numeric_columns");
-_Static_assert(offsetof(mml_csv_options, multihot_columns) == L(40, 24), "mml_csv_options.multihot_columns");
-_Static_assert(offsetof(mml_csv_options, ignore_columns) == L(48, 28), "mml_csv_options.ignore_columns");
-_Static_assert(offsetof(mml_csv_options, n_numeric_columns) == L(56, 32), "mml_csv_options.n_numeric_columns");
-_Static_assert(offsetof(mml_csv_options, n_multihot_columns) == L(60, 36), "mml_csv_options.n_multihot_columns");
-_Static_assert(offsetof(mml_csv_options, n_ignore_columns) == L(64, 40), "mml_csv_options.n_ignore_columns");
-_Static_assert(offsetof(mml_csv_options, skip_bad_rows) == L(68, 44), "mml_csv_options.skip_bad_rows");
-_Static_assert(offsetof(mml_csv_options, domain_as_field) == L(72, 48), "mml_csv_options.domain_as_field");
-_Static_assert(offsetof(mml_csv_options, multihot_separator) == L(76, 52), "mml_csv_options.multihot_separator");
-_Static_assert(offsetof(mml_csv_options, delimiter) == L(77, 53), "mml_csv_options.delimiter");
-_Static_assert(offsetof(mml_csv_options, reserved) == L(78, 54), "mml_csv_options.reserved");
-_Static_assert(offsetof(mml_csv_options, max_line_bytes) == L(80, 56), "mml_csv_options.max_line_bytes");
-_Static_assert(offsetof(mml_csv_options, hashed_columns) == L(88, 64), "mml_csv_options.hashed_columns");
-_Static_assert(offsetof(mml_csv_options, hashed_buckets) == L(96, 68), "mml_csv_options.hashed_buckets");
-_Static_assert(offsetof(mml_csv_options, n_hashed_columns) == L(104, 72), "mml_csv_options.n_hashed_columns");
-_Static_assert(offsetof(mml_csv_options, reserved2) == L(108, 76), "mml_csv_options.reserved2");
-_Static_assert(offsetof(mml_csv_options, hash_seed) == L(112, 80), "mml_csv_options.hash_seed");
-
-_Static_assert(sizeof(mml_movielens_options) == L(32, 28), "size of mml_movielens_options");
-_Static_assert(offsetof(mml_movielens_options, struct_size) == L(0, 0), "mml_movielens_options.struct_size");
-_Static_assert(offsetof(mml_movielens_options, domain_by) == L(4, 4), "mml_movielens_options.domain_by");
-_Static_assert(offsetof(mml_movielens_options, dir) == L(8, 8), "mml_movielens_options.dir");
-_Static_assert(offsetof(mml_movielens_options, label_min) == L(16, 12), "mml_movielens_options.label_min");
-_Static_assert(offsetof(mml_movielens_options, reserved) == L(20, 16), "mml_movielens_options.reserved");
-_Static_assert(offsetof(mml_movielens_options, split_seed) == L(24, 20), "mml_movielens_options.split_seed");
-
-_Static_assert(sizeof(mml_synthetic_options) == L(88, 88), "size of mml_synthetic_options");
-_Static_assert(offsetof(mml_synthetic_options, struct_size) == L(0, 0), "mml_synthetic_options.struct_size");
-_Static_assert(offsetof(mml_synthetic_options, n_domains) == L(4, 4), "mml_synthetic_options.n_domains");
-_Static_assert(offsetof(mml_synthetic_options, n_rows) == L(8, 8), "mml_synthetic_options.n_rows");
-_Static_assert(offsetof(mml_synthetic_options, n_users) == L(16, 16), "mml_synthetic_options.n_users");
-_Static_assert(offsetof(mml_synthetic_options, n_items) == L(20, 20), "mml_synthetic_options.n_items");
-_Static_assert(offsetof(mml_synthetic_options, seed) == L(24, 24), "mml_synthetic_options.seed");
-_Static_assert(offsetof(mml_synthetic_options, n_factors) == L(32, 32), "mml_synthetic_options.n_factors");
-_Static_assert(offsetof(mml_synthetic_options, reserved) == L(36, 36), "mml_synthetic_options.reserved");
-_Static_assert(offsetof(mml_synthetic_options, shared_scale) == L(40, 40), "mml_synthetic_options.shared_scale");
-_Static_assert(offsetof(mml_synthetic_options, domain_scale) == L(48, 48), "mml_synthetic_options.domain_scale");
-_Static_assert(offsetof(mml_synthetic_options, shift_scale) == L(56, 56), "mml_synthetic_options.shift_scale");
-_Static_assert(offsetof(mml_synthetic_options, bias_scale) == L(64, 64), "mml_synthetic_options.bias_scale");
-_Static_assert(offsetof(mml_synthetic_options, offset_min) == L(72, 72), "mml_synthetic_options.offset_min");
-_Static_assert(offsetof(mml_synthetic_options, offset_max) == L(80, 80), "mml_synthetic_options.offset_max");
-
-_Static_assert(sizeof(mml_batcher_options) == L(32, 32), "size of mml_batcher_options");
-_Static_assert(offsetof(mml_batcher_options, struct_size) == L(0, 0), "mml_batcher_options.struct_size");
-_Static_assert(offsetof(mml_batcher_options, shuffle) == L(4, 4), "mml_batcher_options.shuffle");
-_Static_assert(offsetof(mml_batcher_options, batch_size) == L(8, 8), "mml_batcher_options.batch_size");
-_Static_assert(offsetof(mml_batcher_options, domain) == L(16, 16), "mml_batcher_options.domain");
-_Static_assert(offsetof(mml_batcher_options, reserved) == L(20, 20), "mml_batcher_options.reserved");
-_Static_assert(offsetof(mml_batcher_options, seed) == L(24, 24), "mml_batcher_options.seed");
-
-_Static_assert(sizeof(mml_domain_metrics) == L(40, 40), "size of mml_domain_metrics");
-_Static_assert(offsetof(mml_domain_metrics, struct_size) == L(0, 0), "mml_domain_metrics.struct_size");
-_Static_assert(offsetof(mml_domain_metrics, auc_defined) == L(4, 4), "mml_domain_metrics.auc_defined");
-_Static_assert(offsetof(mml_domain_metrics, n) == L(8, 8), "mml_domain_metrics.n");
-_Static_assert(offsetof(mml_domain_metrics, n_positive) == L(16, 16), "mml_domain_metrics.n_positive");
-_Static_assert(offsetof(mml_domain_metrics, auc) == L(24, 24), "mml_domain_metrics.auc");
-_Static_assert(offsetof(mml_domain_metrics, logloss) == L(32, 32), "mml_domain_metrics.logloss");
-
-_Static_assert(sizeof(mml_metrics_summary) == L(64, 64), "size of mml_metrics_summary");
-_Static_assert(offsetof(mml_metrics_summary, struct_size) == L(0, 0), "mml_metrics_summary.struct_size");
-_Static_assert(offsetof(mml_metrics_summary, n_domains_with_auc) == L(4, 4), "mml_metrics_summary.n_domains_with_auc");
-_Static_assert(offsetof(mml_metrics_summary, gauc_defined) == L(8, 8), "mml_metrics_summary.gauc_defined");
-_Static_assert(offsetof(mml_metrics_summary, auc_defined) == L(12, 12), "mml_metrics_summary.auc_defined");
-_Static_assert(offsetof(mml_metrics_summary, n) == L(16, 16), "mml_metrics_summary.n");
-_Static_assert(offsetof(mml_metrics_summary, logloss) == L(24, 24), "mml_metrics_summary.logloss");
-_Static_assert(offsetof(mml_metrics_summary, mean_auc) == L(32, 32), "mml_metrics_summary.mean_auc");
-_Static_assert(offsetof(mml_metrics_summary, wauc) == L(40, 40), "mml_metrics_summary.wauc");
-_Static_assert(offsetof(mml_metrics_summary, gauc) == L(48, 48), "mml_metrics_summary.gauc");
-_Static_assert(offsetof(mml_metrics_summary, auc) == L(56, 56), "mml_metrics_summary.auc");
-
-_Static_assert(sizeof(mml_embedding_options) == L(48, 44), "size of mml_embedding_options");
-_Static_assert(offsetof(mml_embedding_options, struct_size) == L(0, 0), "mml_embedding_options.struct_size");
-_Static_assert(offsetof(mml_embedding_options, dim) == L(4, 4), "mml_embedding_options.dim");
-_Static_assert(offsetof(mml_embedding_options, n_rows) == L(8, 8), "mml_embedding_options.n_rows");
-_Static_assert(offsetof(mml_embedding_options, init) == L(16, 16), "mml_embedding_options.init");
-_Static_assert(offsetof(mml_embedding_options, scale) == L(20, 20), "mml_embedding_options.scale");
-_Static_assert(offsetof(mml_embedding_options, stream) == L(24, 24), "mml_embedding_options.stream");
-_Static_assert(offsetof(mml_embedding_options, name) == L(32, 32), "mml_embedding_options.name");
-_Static_assert(offsetof(mml_embedding_options, group) == L(40, 36), "mml_embedding_options.group");
-_Static_assert(offsetof(mml_embedding_options, oov_policy) == L(44, 40), "mml_embedding_options.oov_policy");
-
 _Static_assert(sizeof(mml_gate_options) == L(32, 32), "size of mml_gate_options");
 _Static_assert(offsetof(mml_gate_options, struct_size) == L(0, 0), "mml_gate_options.struct_size");
 _Static_assert(offsetof(mml_gate_options, n_domains) == L(4, 4), "mml_gate_options.n_domains");
@@ -274,6 +215,74 @@ _Static_assert(offsetof(mml_model_options, n_multihot) == L(92, 76), "mml_model_
 _Static_assert(offsetof(mml_model_options, multihot_sizes) == L(96, 80), "mml_model_options.multihot_sizes");
 _Static_assert(offsetof(mml_model_options, multihot_pooling) == L(104, 84), "mml_model_options.multihot_pooling");
 _Static_assert(offsetof(mml_model_options, reserved) == L(108, 88), "mml_model_options.reserved");
+
+_Static_assert(sizeof(mml_add_domain_options) == L(32, 32), "size of mml_add_domain_options");
+_Static_assert(offsetof(mml_add_domain_options, struct_size) == L(0, 0), "mml_add_domain_options.struct_size");
+_Static_assert(offsetof(mml_add_domain_options, n_experts) == L(4, 4), "mml_add_domain_options.n_experts");
+_Static_assert(offsetof(mml_add_domain_options, lr) == L(8, 8), "mml_add_domain_options.lr");
+_Static_assert(offsetof(mml_add_domain_options, patience) == L(12, 12), "mml_add_domain_options.patience");
+_Static_assert(offsetof(mml_add_domain_options, batch_size) == L(16, 16), "mml_add_domain_options.batch_size");
+_Static_assert(offsetof(mml_add_domain_options, max_epochs) == L(24, 24), "mml_add_domain_options.max_epochs");
+_Static_assert(offsetof(mml_add_domain_options, train_domain_row) == L(28, 28), "mml_add_domain_options.train_domain_row");
+
+_Static_assert(sizeof(mml_nfm_options) == L(4, 4), "size of mml_nfm_options");
+_Static_assert(offsetof(mml_nfm_options, struct_size) == L(0, 0), "mml_nfm_options.struct_size");
+
+_Static_assert(sizeof(mml_pnn_options) == L(4, 4), "size of mml_pnn_options");
+_Static_assert(offsetof(mml_pnn_options, struct_size) == L(0, 0), "mml_pnn_options.struct_size");
+
+_Static_assert(sizeof(mml_dcn_options) == L(8, 8), "size of mml_dcn_options");
+_Static_assert(offsetof(mml_dcn_options, struct_size) == L(0, 0), "mml_dcn_options.struct_size");
+_Static_assert(offsetof(mml_dcn_options, cross_layers) == L(4, 4), "mml_dcn_options.cross_layers");
+
+_Static_assert(sizeof(mml_autoint_options) == L(20, 20), "size of mml_autoint_options");
+_Static_assert(offsetof(mml_autoint_options, struct_size) == L(0, 0), "mml_autoint_options.struct_size");
+_Static_assert(offsetof(mml_autoint_options, n_layers) == L(4, 4), "mml_autoint_options.n_layers");
+_Static_assert(offsetof(mml_autoint_options, n_heads) == L(8, 8), "mml_autoint_options.n_heads");
+_Static_assert(offsetof(mml_autoint_options, head_dim) == L(12, 12), "mml_autoint_options.head_dim");
+_Static_assert(offsetof(mml_autoint_options, residual) == L(16, 16), "mml_autoint_options.residual");
+
+_Static_assert(sizeof(mml_xdeepfm_options) == L(24, 20), "size of mml_xdeepfm_options");
+_Static_assert(offsetof(mml_xdeepfm_options, struct_size) == L(0, 0), "mml_xdeepfm_options.struct_size");
+_Static_assert(offsetof(mml_xdeepfm_options, n_layers) == L(4, 4), "mml_xdeepfm_options.n_layers");
+_Static_assert(offsetof(mml_xdeepfm_options, split_half) == L(8, 8), "mml_xdeepfm_options.split_half");
+_Static_assert(offsetof(mml_xdeepfm_options, reserved) == L(12, 12), "mml_xdeepfm_options.reserved");
+_Static_assert(offsetof(mml_xdeepfm_options, layer_sizes) == L(16, 16), "mml_xdeepfm_options.layer_sizes");
+
+_Static_assert(sizeof(mml_fibinet_options) == L(8, 8), "size of mml_fibinet_options");
+_Static_assert(offsetof(mml_fibinet_options, struct_size) == L(0, 0), "mml_fibinet_options.struct_size");
+_Static_assert(offsetof(mml_fibinet_options, reduction) == L(4, 4), "mml_fibinet_options.reduction");
+
+_Static_assert(sizeof(mml_domain_metrics) == L(40, 40), "size of mml_domain_metrics");
+_Static_assert(offsetof(mml_domain_metrics, struct_size) == L(0, 0), "mml_domain_metrics.struct_size");
+_Static_assert(offsetof(mml_domain_metrics, auc_defined) == L(4, 4), "mml_domain_metrics.auc_defined");
+_Static_assert(offsetof(mml_domain_metrics, n) == L(8, 8), "mml_domain_metrics.n");
+_Static_assert(offsetof(mml_domain_metrics, n_positive) == L(16, 16), "mml_domain_metrics.n_positive");
+_Static_assert(offsetof(mml_domain_metrics, auc) == L(24, 24), "mml_domain_metrics.auc");
+_Static_assert(offsetof(mml_domain_metrics, logloss) == L(32, 32), "mml_domain_metrics.logloss");
+
+_Static_assert(sizeof(mml_metrics_summary) == L(64, 64), "size of mml_metrics_summary");
+_Static_assert(offsetof(mml_metrics_summary, struct_size) == L(0, 0), "mml_metrics_summary.struct_size");
+_Static_assert(offsetof(mml_metrics_summary, n_domains_with_auc) == L(4, 4), "mml_metrics_summary.n_domains_with_auc");
+_Static_assert(offsetof(mml_metrics_summary, gauc_defined) == L(8, 8), "mml_metrics_summary.gauc_defined");
+_Static_assert(offsetof(mml_metrics_summary, auc_defined) == L(12, 12), "mml_metrics_summary.auc_defined");
+_Static_assert(offsetof(mml_metrics_summary, n) == L(16, 16), "mml_metrics_summary.n");
+_Static_assert(offsetof(mml_metrics_summary, logloss) == L(24, 24), "mml_metrics_summary.logloss");
+_Static_assert(offsetof(mml_metrics_summary, mean_auc) == L(32, 32), "mml_metrics_summary.mean_auc");
+_Static_assert(offsetof(mml_metrics_summary, wauc) == L(40, 40), "mml_metrics_summary.wauc");
+_Static_assert(offsetof(mml_metrics_summary, gauc) == L(48, 48), "mml_metrics_summary.gauc");
+_Static_assert(offsetof(mml_metrics_summary, auc) == L(56, 56), "mml_metrics_summary.auc");
+
+_Static_assert(sizeof(mml_embedding_options) == L(48, 44), "size of mml_embedding_options");
+_Static_assert(offsetof(mml_embedding_options, struct_size) == L(0, 0), "mml_embedding_options.struct_size");
+_Static_assert(offsetof(mml_embedding_options, dim) == L(4, 4), "mml_embedding_options.dim");
+_Static_assert(offsetof(mml_embedding_options, n_rows) == L(8, 8), "mml_embedding_options.n_rows");
+_Static_assert(offsetof(mml_embedding_options, init) == L(16, 16), "mml_embedding_options.init");
+_Static_assert(offsetof(mml_embedding_options, scale) == L(20, 20), "mml_embedding_options.scale");
+_Static_assert(offsetof(mml_embedding_options, stream) == L(24, 24), "mml_embedding_options.stream");
+_Static_assert(offsetof(mml_embedding_options, name) == L(32, 32), "mml_embedding_options.name");
+_Static_assert(offsetof(mml_embedding_options, group) == L(40, 36), "mml_embedding_options.group");
+_Static_assert(offsetof(mml_embedding_options, oov_policy) == L(44, 40), "mml_embedding_options.oov_policy");
 
 _Static_assert(sizeof(mml_tower_options) == L(40, 32), "size of mml_tower_options");
 _Static_assert(offsetof(mml_tower_options, struct_size) == L(0, 0), "mml_tower_options.struct_size");
