@@ -59,6 +59,8 @@ typedef struct args {
     int log_json; /* --log-format json: stderr lines are JSON objects */
     int add_domain;          /* --add-domain: with --init, the data's new domain joins the model */
     int32_t add_experts;     /* --add-experts M; 0: the model's experts per domain */
+    double add_gate_prior;   /* --add-gate-prior W; < 0: the library's default */
+    int add_domain_row;      /* --add-domain-row 0|1; < 0: the library's default */
     const char *drop_domain; /* --drop-domain NAME: leave that domain's rows out */
 } args;
 
@@ -145,8 +147,10 @@ static void usage(FILE *f)
             "  MoE model lacks gains experts and a gate row, the rest frozen; --lr, --batch,\n"
             "  --patience, --max-epochs apply; --save FILE writes the grown model; exit\n"
             "  status 4 if an old domain's prediction changed)  --add-experts M (the\n"
-            "  model's experts per domain)  --drop-domain NAME (leave a domain's rows out\n"
-            "  of all splits, e.g. to train the model it is added to later)\n");
+            "  model's experts per domain)  --add-gate-prior W (0.9: the new gate row starts\n"
+            "  with weight W on the new experts; 0: fresh)  --add-domain-row 0|1 (1: train\n"
+            "  the domain id's embedding row first)  --drop-domain NAME (leave a domain's\n"
+            "  rows out of all splits, e.g. to train the model it is added to later)\n");
 }
 
 static int parse_int(const char *s, long long lo, long long hi, long long *out)
@@ -220,6 +224,8 @@ static int parse_args(int argc, char **argv, args *a)
     a->n_seeds = 1;
     a->data_seed = 123;
     a->first_stage = -1;
+    a->add_gate_prior = -1.0;
+    a->add_domain_row = -1;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     a->threads = cpus > 0 ? (uint32_t)cpus : 1;
     for (int i = 1; i < argc; i++) {
@@ -416,6 +422,12 @@ static int parse_args(int argc, char **argv, args *a)
         } else if (!strcmp(o, "--add-experts")) {
             if (parse_int(v, 1, 4096, &n) < 0) return bad_value(o, v);
             a->add_experts = (int32_t)n;
+        } else if (!strcmp(o, "--add-gate-prior")) {
+            if (parse_float(v, 0.0, 0.999999, &x) < 0) return bad_value(o, v);
+            a->add_gate_prior = x;
+        } else if (!strcmp(o, "--add-domain-row")) {
+            if (parse_int(v, 0, 1, &n) < 0) return bad_value(o, v);
+            a->add_domain_row = (int)n;
         } else if (!strcmp(o, "--drop-domain")) {
             a->drop_domain = v;
         } else if (!strcmp(o, "--stop-after")) {
@@ -1032,6 +1044,10 @@ int main(int argc, char **argv)
         job.opt.batch_size = a.batch;
         job.opt.patience = a.patience;
         job.opt.max_epochs = a.max_epochs;
+        if (a.add_gate_prior >= 0.0)
+            job.opt.gate_own_weight = (float)a.add_gate_prior;
+        if (a.add_domain_row >= 0)
+            job.opt.train_domain_row = a.add_domain_row;
         int unchanged = 0;
         if (make_ctx(&a, a.seeds[0], &job.ctx) < 0)
             status = 1;

@@ -216,7 +216,7 @@ _Static_assert(offsetof(mml_model_options, multihot_sizes) == L(96, 80), "mml_mo
 _Static_assert(offsetof(mml_model_options, multihot_pooling) == L(104, 84), "mml_model_options.multihot_pooling");
 _Static_assert(offsetof(mml_model_options, reserved) == L(108, 88), "mml_model_options.reserved");
 
-_Static_assert(sizeof(mml_add_domain_options) == L(32, 32), "size of mml_add_domain_options");
+_Static_assert(sizeof(mml_add_domain_options) == L(40, 40), "size of mml_add_domain_options");
 _Static_assert(offsetof(mml_add_domain_options, struct_size) == L(0, 0), "mml_add_domain_options.struct_size");
 _Static_assert(offsetof(mml_add_domain_options, n_experts) == L(4, 4), "mml_add_domain_options.n_experts");
 _Static_assert(offsetof(mml_add_domain_options, lr) == L(8, 8), "mml_add_domain_options.lr");
@@ -224,6 +224,8 @@ _Static_assert(offsetof(mml_add_domain_options, patience) == L(12, 12), "mml_add
 _Static_assert(offsetof(mml_add_domain_options, batch_size) == L(16, 16), "mml_add_domain_options.batch_size");
 _Static_assert(offsetof(mml_add_domain_options, max_epochs) == L(24, 24), "mml_add_domain_options.max_epochs");
 _Static_assert(offsetof(mml_add_domain_options, train_domain_row) == L(28, 28), "mml_add_domain_options.train_domain_row");
+_Static_assert(offsetof(mml_add_domain_options, gate_own_weight) == L(32, 32), "mml_add_domain_options.gate_own_weight");
+_Static_assert(offsetof(mml_add_domain_options, reserved) == L(36, 36), "mml_add_domain_options.reserved");
 
 _Static_assert(sizeof(mml_nfm_options) == L(4, 4), "size of mml_nfm_options");
 _Static_assert(offsetof(mml_nfm_options, struct_size) == L(0, 0), "mml_nfm_options.struct_size");

@@ -71,6 +71,14 @@ typedef struct mml_add_domain_options {
      *  tables (embedding and first-order weight) with the backbone alone;
      *  0: keep the mean of the old rows. */
     int32_t train_domain_row;
+    /** Before the gate step, the new domain's gate starts with this total
+     *  weight on its own experts (their gate biases set so; the rest spread
+     *  over the other experts as the gate gives it), so that the gate starts
+     *  from what the expert step reached instead of a near-uniform mixture;
+     *  in [0, 1); default 0.9; 0: the gate's fresh initial values. */
+    float gate_own_weight;
+    /** 0; reserved for later releases. */
+    int32_t reserved;
 } mml_add_domain_options;
 
 MML_BEGIN_DECLS

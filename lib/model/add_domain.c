@@ -23,6 +23,7 @@ int mml_add_domain_options_init_sized(mml_add_domain_options *out, uint32_t stru
     opt->batch_size = 1024;
     opt->max_epochs = 50;
     opt->train_domain_row = 1;
+    opt->gate_own_weight = 0.9f;
     return mml__init_versioned(out, opt, sizeof *opt, struct_size,
                                MML__OLDER_SIZES_mml_add_domain_options);
 }
@@ -30,12 +31,13 @@ int mml_add_domain_options_init_sized(mml_add_domain_options *out, uint32_t stru
 int mml__add_domain_check_options(mml_ctx *ctx, const mml_add_domain_options *o)
 {
     if (o->n_experts < 0 || o->n_experts > 4096 || !isfinite(o->lr) || !(o->lr > 0.0f) ||
-        o->patience < 1 || o->batch_size < 1 || o->batch_size > INT32_MAX || o->max_epochs < 1)
+        o->patience < 1 || o->batch_size < 1 || o->batch_size > INT32_MAX || o->max_epochs < 1 ||
+        !(o->gate_own_weight >= 0.0f && o->gate_own_weight < 1.0f))
         return mml__error(ctx, MML_EINVAL,
                           "add_domain: n_experts %d (0..4096), lr %g (> 0), patience %d, "
-                          "batch_size %lld or max_epochs %d (>= 1) invalid",
-                          o->n_experts, (double)o->lr, o->patience, (long long)o->batch_size,
-                          o->max_epochs);
+                          "batch_size %lld, max_epochs %d (>= 1) or gate_own_weight %g ([0, 1)) "
+                          "invalid", o->n_experts, (double)o->lr, o->patience,
+                          (long long)o->batch_size, o->max_epochs, (double)o->gate_own_weight);
     return MML_OK;
 }
 

@@ -225,6 +225,32 @@ static mml_param *find_param(mml_model *m, const char *name)
     return NULL;
 }
 
+/* Sets the biases of domain d's own experts [first, first + own) so that
+ * its gate gives them total weight w, equally (the other logits as they are). */
+static void own_prior(mml_model *m, const mml_param *ge, const mml_param *gw, mml_param *gb,
+                      int32_t d, int32_t first, int32_t own, float w)
+{
+    int32_t E = m->E, k = (int32_t)ge->cols;
+    const uint8_t *mask = mml__gate_mask(m->gate);
+    double others = 0.0;
+    for (int32_t e = 0; e < E; e++) {
+        if ((e >= first && e < first + own) || (mask && !mask[(size_t)d * (size_t)E + (size_t)e]))
+            continue;
+        double z = gb->value[e];
+        for (int32_t i = 0; i < k; i++)
+            z += (double)ge->value[(int64_t)d * k + i] * gw->value[(int64_t)i * E + e];
+        others += exp(z);
+    }
+    /* own experts' logit L: own e^L = w / (1 - w) * others */
+    double L = others > 0.0 ? log((double)w / (1.0 - (double)w) * others / own) : 0.0;
+    for (int32_t e = first; e < first + own; e++) {
+        double z = 0.0;
+        for (int32_t i = 0; i < k; i++)
+            z += (double)ge->value[(int64_t)d * k + i] * gw->value[(int64_t)i * E + e];
+        gb->value[e] = (float)(L - z);
+    }
+}
+
 static int train_all(job *j)
 {
     mml_ctx *ctx = j->ctx;
@@ -299,6 +325,8 @@ static int train_all(job *j)
     for (int i = 0; i < 3; i++)
         add_grad(&s, i == 0 ? ge : i == 1 ? gw : gb);
     int32_t own = last - first + 1;
+    if (j->o.gate_own_weight > 0.0f)
+        own_prior(m, ge, gw, gb, d, first, own, j->o.gate_own_weight);
     rc = add_view(ctx, &s, ge, (int64_t)d * ge->cols, 1, ge->cols);
     for (int64_t r = 0; r < gw->rows && rc >= 0; r++)
         rc = add_view(ctx, &s, gw, r * gw->cols + first, 1, own);
