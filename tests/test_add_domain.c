@@ -433,6 +433,8 @@ START_TEST(errors_are_reported)
                  "unmapped data");
     expect_error(ctx, mml_model_train_domain(w.old, 0, w.otr, w.ova, &o), MML_ESTATE,
                  "model that gained no domain");
+    mml_model_destroy(g);
+    g = NULL;
     ck_assert_int_eq(mml_model_add_domain(NULL, w.old, w.tr, &o), MML_EINVAL);
     ck_assert_int_eq(mml_model_add_domain(&g, NULL, w.tr, &o), MML_EINVAL);
     ck_assert_ptr_null(g);

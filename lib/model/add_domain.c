@@ -127,8 +127,9 @@ static int32_t find_field(const mml__schema *s, const char *name)
 
 /* dst's parameters from src's, matched by name: equal shapes are copied; the
  * domain field's tables get their old rows and the mean of them as the new
- * row; the gate's tables get their old rows and columns (the new ones keep
- * their fresh initial values). */
+ * row; the gate's parameters with a row per domain or a column per expert
+ * get their old rows and columns (the new ones keep their fresh initial
+ * values; a new bias is 0), whatever the gate's inputs. */
 static int copy_grown(mml_model *dst, const mml_model *src, int32_t dfield)
 {
     mml_ctx *ctx = dst->ctx;
@@ -149,8 +150,8 @@ static int copy_grown(mml_model *dst, const mml_model *src, int32_t dfield)
             continue;
         }
         int table = dfield >= 0 && (!strcmp(p->name, emb_name) || !strcmp(p->name, lin_name));
-        if ((table || !strcmp(p->name, "gate.embedding")) && q->rows == D && p->rows == D + 1 &&
-            q->cols == p->cols) {
+        int gate = p->group == MML_GROUP_GATE;
+        if ((table || gate) && q->rows == D && p->rows == D + 1 && q->cols == p->cols) {
             memcpy(p->value, q->value, sizeof(float) * (size_t)mml_param_size(q));
             if (table)
                 for (int64_t c = 0; c < p->cols; c++) {
@@ -161,8 +162,7 @@ static int copy_grown(mml_model *dst, const mml_model *src, int32_t dfield)
                 }
             continue;
         }
-        if ((!strcmp(p->name, "gate.W") || !strcmp(p->name, "gate.b")) && q->cols == E &&
-            q->rows == p->rows && p->cols > E) {
+        if (gate && q->cols == E && q->rows == p->rows && p->cols > E) {
             for (int64_t r = 0; r < p->rows; r++)
                 memcpy(p->value + r * p->cols, q->value + r * q->cols, sizeof(float) * (size_t)E);
             if (!strcmp(p->name, "gate.b"))

@@ -313,25 +313,33 @@ static int train_all(job *j)
         if (rc < 0)
             return rc;
     }
-    /* 3. Its gate parameters, with the full mixture: its embedding row and
-     * its experts' columns of W and b (used by no other domain: masked). */
+    /* 3. Its gate parameters, with the full mixture: its row of the gate's
+     * domain embedding; of every other gate tensor with a column per expert,
+     * its experts' columns (masked for the other domains, so used by none of
+     * them). Whatever else the gate has is shared by all domains: frozen.
+     * (By name, not shape: W is k x E, and k may equal D.) */
     memset(&s, 0, sizeof s);
     s.mode = MML_MIX_GATED;
+    int32_t own = last - first + 1;
     mml_param *ge = find_param(m, "gate.embedding"), *gw = find_param(m, "gate.W"),
               *gb = find_param(m, "gate.b");
-    if (!ge || !gw || !gb)
-        return mml__error(ctx, MML_ESTATE, "train_domain: the model's gate has no "
-                          "gate.embedding, gate.W or gate.b");
-    for (int i = 0; i < 3; i++)
-        add_grad(&s, i == 0 ? ge : i == 1 ? gw : gb);
-    int32_t own = last - first + 1;
-    if (j->o.gate_own_weight > 0.0f)
+    if (j->o.gate_own_weight > 0.0f && ge && gw && gb && gw->rows == ge->cols)
         own_prior(m, ge, gw, gb, d, first, own, j->o.gate_own_weight);
-    rc = add_view(ctx, &s, ge, (int64_t)d * ge->cols, 1, ge->cols);
-    for (int64_t r = 0; r < gw->rows && rc >= 0; r++)
-        rc = add_view(ctx, &s, gw, r * gw->cols + first, 1, own);
-    if (rc >= 0)
-        rc = add_view(ctx, &s, gb, first, 1, own);
+    for (int64_t i = 0; i < m->n_params && rc >= 0; i++) {
+        mml_param *p = m->params[i];
+        if (p->group != MML_GROUP_GATE)
+            continue;
+        if (p == ge) {
+            add_grad(&s, p);
+            rc = add_view(ctx, &s, p, (int64_t)d * p->cols, 1, p->cols);
+        } else if (p->cols == E) {
+            add_grad(&s, p);
+            for (int64_t r = 0; r < p->rows && rc >= 0; r++)
+                rc = add_view(ctx, &s, p, r * p->cols + first, 1, own);
+        }
+    }
+    if (rc >= 0 && s.n_views == 0)
+        rc = mml__error(ctx, MML_ESTATE, "train_domain: the gate has no parameter of the domain");
     if (rc >= 0)
         rc = run_step(j, &s, 1 + (uint64_t)E, "the gate");
     return rc;
