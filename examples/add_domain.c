@@ -52,6 +52,7 @@ int main(int argc, char **argv)
     /* Four domains; the model first sees three of them. */
     mml_synthetic_options so;
     mml_synthetic_options_init(&so);
+    so.n_rows = 12000;
     CHECK(mml_synthetic_generate(ctx, &so, &tr, &va, &te));
     CHECK(mml_dataset_drop_domain(&otr, tr, 3));
     CHECK(mml_dataset_drop_domain(&ova, va, 3));

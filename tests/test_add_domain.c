@@ -275,6 +275,62 @@ START_TEST(new_experts_get_zero_weight)
 }
 END_TEST
 
+/* Sessions on the read-only models, MML_MIX_OWN and raw rows by domain name. */
+START_TEST(sessions_and_own_mixture)
+{
+    world w;
+    world_make(&w, 2, "mlp", 2);
+    mml_dataset *gtr = NULL, *gva = NULL, *gte = NULL;
+    mml_model *g = grow_and_train(&w, &gtr, &gva, &gte);
+    int32_t D = D_ALL - 1;
+    int64_t n = mml_dataset_n_rows(w.ote);
+    float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
+    /* Own experts: the old domains' mixture keeps its bits too. */
+    for (int64_t s0 = 0; s0 < n; s0 += 100) {
+        mml_batch_view v;
+        int64_t k = n - s0 < 100 ? n - s0 : 100;
+        ck_assert_int_eq(mml_dataset_view(w.ote, s0, k, &v), MML_OK);
+        ck_assert_int_eq(mml_model_predict(w.old, &v, MML_MIX_OWN, 0, a + s0), MML_OK);
+        ck_assert_int_eq(mml_model_predict(g, &v, MML_MIX_OWN, 0, b + s0), MML_OK);
+    }
+    ck_assert_int_eq(memcmp(a, b, sizeof(float) * (size_t)n), 0);
+    ck_assert_int_eq(mml_model_make_readonly(w.old), MML_OK);
+    ck_assert_int_eq(mml_model_make_readonly(g), MML_OK);
+    mml_session *so = NULL, *sg = NULL;
+    ck_assert_int_eq(mml_session_create(&so, w.ctx, w.old, NULL), MML_OK);
+    ck_assert_int_eq(mml_session_create(&sg, w.ctx, g, NULL), MML_OK);
+    for (int64_t s0 = 0; s0 < n; s0 += 100) {
+        mml_batch_view v;
+        int64_t k = n - s0 < 100 ? n - s0 : 100;
+        ck_assert_int_eq(mml_dataset_view(w.ote, s0, k, &v), MML_OK);
+        ck_assert_int_eq(mml_session_predict(so, &v, a + s0, NULL), MML_OK);
+        ck_assert_int_eq(mml_session_predict(sg, &v, b + s0, NULL), MML_OK);
+    }
+    ck_assert_int_eq(memcmp(a, b, sizeof(float) * (size_t)n), 0);
+    /* Raw rows: the grown schema knows the new domain. */
+    const char *cols[4] = {"label", "domain", "user", "item"};
+    ck_assert_int_eq(mml_session_bind_columns(sg, 4, cols), MML_OK);
+    const char *row_new[4] = {"1", "2", "3", "4"}, *row_bad[4] = {"1", "3", "3", "4"};
+    float p[2];
+    int32_t st[2];
+    ck_assert_int_eq(mml_session_predict_raw(sg, 1, row_new, NULL, p, st, NULL), MML_OK);
+    ck_assert_int_eq(st[0], MML_OK);
+    ck_assert(p[0] > 0.0f && p[0] < 1.0f);
+    ck_assert_int_eq(mml_session_predict_raw(sg, 1, row_bad, NULL, p, st, NULL), MML_OK);
+    ck_assert_int_eq(st[0], MML_ERANGE);
+    (void)D;
+    mml_session_destroy(so);
+    mml_session_destroy(sg);
+    free(a);
+    free(b);
+    mml_model_destroy(g);
+    mml_dataset_destroy(gtr);
+    mml_dataset_destroy(gva);
+    mml_dataset_destroy(gte);
+    world_free(&w);
+}
+END_TEST
+
 static mml_param *by_name(mml_model *m, const char *name)
 {
     for (int64_t i = 0; i < mml_model_n_params(m); i++)
@@ -517,6 +573,7 @@ int main(void)
     tcase_add_test(t, new_experts_get_zero_weight);
     tcase_add_loop_test(t, frozen_parameters_unchanged, 0, 2);
     tcase_add_test(t, save_load_round_trip);
+    tcase_add_test(t, sessions_and_own_mixture);
     tcase_add_test(t, errors_are_reported);
     tcase_add_test(t, allocation_failures_fail_cleanly);
     suite_add_tcase(s, t);
