@@ -331,6 +331,59 @@ START_TEST(sessions_and_own_mixture)
 }
 END_TEST
 
+/* A grown model gains another domain: the first three keep their bits. */
+START_TEST(two_domains_in_turn)
+{
+    mml_ctx *ctx = plain_ctx(2, 5);
+    mml_synthetic_options so;
+    mml_synthetic_options_init(&so);
+    so.n_domains = 4;
+    so.n_rows = 4000;
+    so.n_users = 40;
+    so.n_items = 20;
+    mml_dataset *tr = NULL, *va = NULL, *te = NULL, *tr3 = NULL, *va3 = NULL, *tr2 = NULL,
+                *va2 = NULL;
+    ck_assert_int_eq(mml_synthetic_generate(ctx, &so, &tr, &va, &te), MML_OK);
+    ck_assert_int_eq(mml_dataset_drop_domain(&tr3, tr, 3), MML_OK);
+    ck_assert_int_eq(mml_dataset_drop_domain(&va3, va, 3), MML_OK);
+    ck_assert_int_eq(mml_dataset_drop_domain(&tr2, tr3, 2), MML_OK);
+    ck_assert_int_eq(mml_dataset_drop_domain(&va2, va3, 2), MML_OK);
+    mml_model *m2 = NULL, *m3 = NULL, *m4 = NULL;
+    ck_assert_int_eq(train_model(ctx, "deepfm", MML_VARIANT_MOE, 1, tr2, va2, &m2), MML_OK);
+    mml_add_domain_options o = quick_options();
+    mml_dataset *a = NULL, *b = NULL, *c = NULL, *e = NULL, *t4 = NULL;
+    ck_assert_int_eq(mml_model_add_domain(&m3, m2, tr3, &o), MML_OK);
+    ck_assert_int_eq(mml_dataset_for_model(&a, tr3, m3), MML_OK);
+    ck_assert_int_eq(mml_dataset_for_model(&b, va3, m3), MML_OK);
+    ck_assert_int_eq(mml_model_train_domain(m3, 2, a, b, &o), MML_OK);
+    ck_assert_int_eq(mml_model_add_domain(&m4, m3, tr, &o), MML_OK);
+    ck_assert_int_eq(mml_model_n_domains(m4), 4);
+    ck_assert_int_eq(mml_model_n_experts(m4), 4);
+    ck_assert_int_eq(mml_dataset_for_model(&c, tr, m4), MML_OK);
+    ck_assert_int_eq(mml_dataset_for_model(&e, va, m4), MML_OK);
+    ck_assert_int_eq(mml_dataset_for_model(&t4, te, m4), MML_OK);
+    ck_assert_int_eq(mml_model_train_domain(m4, 3, c, e, &o), MML_OK);
+    for (int32_t d = 0; d < 4; d++)
+        for (int32_t x = 0; x < 4; x++)
+            ck_assert_int_eq(mml_model_expert_allowed(m4, d, x), d == 3 || x <= d || x < 2);
+    ck_assert_int_eq(mml_model_expert_domain(m4, 2), 2);
+    ck_assert_int_eq(mml_model_expert_domain(m4, 3), 3);
+    int64_t n1, n2;
+    float *p3 = predict_old_domains(m3, t4, 3, &n1), *p4 = predict_old_domains(m4, t4, 3, &n2);
+    ck_assert_int_eq(n1, n2);
+    ck_assert_int_eq(memcmp(p3, p4, sizeof(float) * (size_t)n1), 0);
+    free(p3);
+    free(p4);
+    mml_dataset *sets[12] = {tr, va, te, tr3, va3, tr2, va2, a, b, c, e, t4};
+    for (int i = 0; i < 12; i++)
+        mml_dataset_destroy(sets[i]);
+    mml_model_destroy(m2);
+    mml_model_destroy(m3);
+    mml_model_destroy(m4);
+    mml_ctx_destroy(ctx);
+}
+END_TEST
+
 static mml_param *by_name(mml_model *m, const char *name)
 {
     for (int64_t i = 0; i < mml_model_n_params(m); i++)
@@ -554,6 +607,7 @@ START_TEST(allocation_failures_fail_cleanly)
     }
     ck_assert(done);
     ck_assert_int_gt(failures, 10);
+    printf("allocation failures: %ld, all clean\n", failures);
     float *after = predict_old_domains(w.old, w.ote, D_ALL - 1, &n1);
     ck_assert_int_eq(memcmp(before, after, sizeof(float) * (size_t)n0), 0);
     free(before);
@@ -574,6 +628,7 @@ int main(void)
     tcase_add_loop_test(t, frozen_parameters_unchanged, 0, 2);
     tcase_add_test(t, save_load_round_trip);
     tcase_add_test(t, sessions_and_own_mixture);
+    tcase_add_test(t, two_domains_in_turn);
     tcase_add_test(t, errors_are_reported);
     tcase_add_test(t, allocation_failures_fail_cleanly);
     suite_add_tcase(s, t);
