@@ -547,6 +547,17 @@ START_TEST(errors_are_reported)
     ck_assert_int_eq(mml_model_add_domain(NULL, w.old, w.tr, &o), MML_EINVAL);
     ck_assert_int_eq(mml_model_add_domain(&g, NULL, w.tr, &o), MML_EINVAL);
     ck_assert_ptr_null(g);
+    /* The trainer does not start from a grown model (its mask would be lost). */
+    mml_trainer_options to;
+    mml_trainer_options_init(&to);
+    to.init_model = g;
+    mml_trainer *tr = NULL;
+    ck_assert_int_eq(mml_model_add_domain(&g, w.old, w.tr, &o), MML_OK);
+    to.init_model = g;
+    expect_error(ctx, mml_trainer_create(&tr, ctx, &to, gtr, gva), MML_ESTATE, "trainer init");
+    ck_assert_ptr_null(tr);
+    mml_model_destroy(g);
+    g = NULL;
     /* Dropping domains: bad arguments. */
     mml_dataset *dd = NULL;
     expect_error(ctx, mml_dataset_drop_domain(&dd, w.tr, D_ALL), MML_ERANGE, "drop range");
