@@ -6,7 +6,9 @@
 
 #define D_ALL 3 /* the synthetic domains; the model is trained on the first two */
 static const int32_t hidden[2] = {64, 32};
+static const int32_t tiny_hidden[2] = {8, 4};
 static int wide; /* nonzero: the default tower 256, 128, 64 (ranks 16, 8, 4) */
+static int tiny; /* nonzero: a tower of 8, 4 and fewer rows (the allocation sweep) */
 
 typedef struct world {
     mml_ctx *ctx;
@@ -20,9 +22,9 @@ static int make_data(world *w)
     mml_synthetic_options so;
     mml_synthetic_options_init(&so);
     so.n_domains = D_ALL;
-    so.n_rows = 3000;
-    so.n_users = 40;
-    so.n_items = 20;
+    so.n_rows = tiny ? 900 : wide ? 1500 : 3000;
+    so.n_users = tiny ? 10 : 40;
+    so.n_items = tiny ? 8 : 20;
     int rc = mml_synthetic_generate(w->ctx, &so, &w->tr, &w->va, &w->te);
     if (rc >= 0)
         rc = mml_dataset_drop_domain(&w->otr, w->tr, D_ALL - 1);
@@ -43,7 +45,7 @@ static int train_model(mml_ctx *ctx, const char *backbone, int32_t variant, int3
     to.experts_per_domain = m;
     if (!wide) {
         to.n_hidden = 2;
-        to.hidden = hidden;
+        to.hidden = tiny ? tiny_hidden : hidden;
     }
     to.batch_size = 256;
     to.max_epochs = 2;
@@ -580,6 +582,7 @@ START_TEST(allocation_failures_fail_cleanly)
     counting_allocator a;
     world w;
     memset(&w, 0, sizeof w);
+    tiny = 1;
     w.ctx = counting_ctx(&a, 0, 1, 7);
     ck_assert_ptr_nonnull(w.ctx);
     ck_assert_int_eq(make_data(&w), MML_OK);
@@ -619,6 +622,7 @@ START_TEST(allocation_failures_fail_cleanly)
     ck_assert(done);
     ck_assert_int_gt(failures, 10);
     printf("allocation failures: %ld, all clean\n", failures);
+    tiny = 0;
     float *after = predict_old_domains(w.old, w.ote, D_ALL - 1, &n1);
     ck_assert_int_eq(memcmp(before, after, sizeof(float) * (size_t)n0), 0);
     free(before);
