@@ -116,8 +116,8 @@ MML_API int mml_model_add_domain(mml_model **out, const mml_model *model, const 
 /** A copy of src's rows expressed in model's schema: categorical, domain and
  *  numeric columns matched by name, values mapped through model's
  *  vocabularies (unknown values to the out-of-vocabulary id), domains by
- *  name. The result shares model's schema, so it also fits a model grown
- *  from it later only after mapping again.
+ *  name. The result shares model's schema (a model grown from model later
+ *  needs its data mapped again).
  *  @param out receives the data set (mml_dataset_destroy()); NULL on failure.
  *  @param src the rows.
  *  @param model a model with a schema.
