@@ -8,6 +8,7 @@
 static const int32_t hidden[2] = {64, 32};
 static const int32_t tiny_hidden[2] = {8, 4};
 static int wide; /* nonzero: the default tower 256, 128, 64 (ranks 16, 8, 4) */
+static int top_k; /* the gate's top_k */
 static int tiny; /* nonzero: a tower of 8, 4 and fewer rows (the allocation sweep) */
 
 typedef struct world {
@@ -47,7 +48,7 @@ static int train_model(mml_ctx *ctx, const char *backbone, int32_t variant, int3
                        const mml_dataset *tr, const mml_dataset *va, mml_model **out)
 {
     char key[128];
-    snprintf(key, sizeof key, "%s/%d/%d/%d/%d/%lld/%d", backbone, variant, m, wide, tiny,
+    snprintf(key, sizeof key, "%s/%d/%d/%d/%d/%d/%lld/%d", backbone, variant, m, wide, tiny, top_k,
              (long long)mml_dataset_n_rows(tr), mml_dataset_n_domains(tr));
     int slot = 0;
     while (slot < 16 && cache[slot].data && strcmp(cache[slot].key, key))
@@ -65,6 +66,7 @@ static int train_model(mml_ctx *ctx, const char *backbone, int32_t variant, int3
     }
     to.batch_size = 256;
     to.max_epochs = 2;
+    to.gate_top_k = top_k;
     mml_trainer *t = NULL;
     int rc = mml_trainer_create(&t, ctx, &to, tr, va);
     if (rc >= 0)
@@ -260,6 +262,14 @@ START_TEST(old_domains_unchanged_two_experts)
     wide = 1;
     check_unchanged(_i ? "dcn" : "mlp", 2, 2);
     wide = 0;
+}
+END_TEST
+
+START_TEST(old_domains_unchanged_top_k)
+{
+    top_k = 2; /* of 4 experts for the old domains, 6 for the grown model */
+    check_unchanged("mlp", 1, 2);
+    top_k = 0;
 }
 END_TEST
 
@@ -664,6 +674,7 @@ int main(void)
     tcase_set_timeout(t, 600);
     tcase_add_loop_test(t, old_domains_unchanged_mlp, 0, 2);
     tcase_add_loop_test(t, old_domains_unchanged_deepfm, 0, 2);
+    tcase_add_test(t, old_domains_unchanged_top_k);
     tcase_add_test(t, new_experts_get_zero_weight);
     tcase_add_loop_test(t, frozen_parameters_unchanged, 0, 2);
     tcase_add_test(t, save_load_round_trip);
