@@ -13,6 +13,7 @@
 
 #include <moemlora/moemlora.h>
 
+#include "mml-train-add.h"
 #include "plot.h"
 
 #ifdef MML_WITH_MPI
@@ -71,6 +72,11 @@ typedef struct args {
     int quiet;    /* no progress line, no tables on stdout */
     const char *plot; /* --plot DIR */
     int log_json; /* --log-format json: stderr lines are JSON objects */
+    int add_domain;          /* --add-domain: with --init, the data's new domain joins the model */
+    int32_t add_experts;     /* --add-experts M; 0: the model's experts per domain */
+    double add_gate_prior;   /* --add-gate-prior W; < 0: the library's default */
+    int add_domain_row;      /* --add-domain-row 0|1; < 0: the library's default */
+    const char *drop_domain; /* --drop-domain NAME: leave that domain's rows out */
 } args;
 
 typedef struct data {
@@ -154,7 +160,15 @@ static void usage(FILE *f)
             "  their checkpoint, exit status 3)  --checkpoint-every N (epochs; 1)\n"
             "  --checkpoint-minutes M (also once M minutes passed since the last one)\n"
             "distributed: mpirun -np N mml-train ... (built with MPI): the same options, the\n"
-            "  training rows and --batch split across the ranks (docs/DISTRIBUTED.md)\n");
+            "  training rows and --batch split across the ranks (docs/DISTRIBUTED.md)\n"
+            "adding a domain: --init FILE --add-domain (the one domain of the data that the\n"
+            "  MoE model lacks gains experts and a gate row, the rest frozen; --lr, --batch,\n"
+            "  --patience, --max-epochs apply; --save FILE writes the grown model; exit\n"
+            "  status 4 if an old domain's prediction changed)  --add-experts M (the\n"
+            "  model's experts per domain)  --add-gate-prior W (0.9: the new gate row starts\n"
+            "  with weight W on the new experts; 0: fresh)  --add-domain-row 0|1 (1: train\n"
+            "  the domain id's embedding row first)  --drop-domain NAME (leave a domain's\n"
+            "  rows out of all splits, e.g. to train the model it is added to later)\n");
 }
 
 static int parse_int(const char *s, long long lo, long long hi, long long *out)
@@ -229,6 +243,8 @@ static int parse_args(int argc, char **argv, args *a)
     a->data_seed = 123;
     a->first_stage = -1;
     a->checkpoint_every = 1;
+    a->add_gate_prior = -1.0;
+    a->add_domain_row = -1;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     a->threads = cpus > 0 ? (uint32_t)cpus : 1;
     for (int i = 1; i < argc; i++) {
@@ -264,6 +280,10 @@ static int parse_args(int argc, char **argv, args *a)
         }
         if (!strcmp(o, "--synthetic")) {
             a->synthetic = 1;
+            continue;
+        }
+        if (!strcmp(o, "--add-domain")) {
+            a->add_domain = 1;
             continue;
         }
         if (i + 1 >= argc) {
@@ -418,6 +438,17 @@ static int parse_args(int argc, char **argv, args *a)
             while (k < 4 && strcmp(v, stages[k])) k++;
             if (k == 4) return bad_value(o, v);
             a->first_stage = k; /* MML_STAGE_JOINT .. MML_STAGE_GATE */
+        } else if (!strcmp(o, "--add-experts")) {
+            if (parse_int(v, 1, 4096, &n) < 0) return bad_value(o, v);
+            a->add_experts = (int32_t)n;
+        } else if (!strcmp(o, "--add-gate-prior")) {
+            if (parse_float(v, 0.0, 0.999999, &x) < 0) return bad_value(o, v);
+            a->add_gate_prior = x;
+        } else if (!strcmp(o, "--add-domain-row")) {
+            if (parse_int(v, 0, 1, &n) < 0) return bad_value(o, v);
+            a->add_domain_row = (int)n;
+        } else if (!strcmp(o, "--drop-domain")) {
+            a->drop_domain = v;
         } else if (!strcmp(o, "--stop-after")) {
             if (parse_int(v, 1, 1 << 30, &n) < 0) return bad_value(o, v);
             a->stop_after = (int)n;
@@ -458,6 +489,11 @@ static int parse_args(int argc, char **argv, args *a)
     if (files && (a->n_variants != 1 || a->n_seeds != 1)) {
         fprintf(stderr, "mml-train: --save, --checkpoint, --resume, --init, --stage and "
                         "--stop-after need one variant and one seed\n");
+        return 2;
+    }
+    if (a->add_domain && (!a->init || a->n_variants != 1 || a->n_seeds != 1 || a->resume ||
+                          a->first_stage >= 0)) {
+        fprintf(stderr, "mml-train: --add-domain needs --init FILE and one seed (no --resume, --stage)\n");
         return 2;
     }
     if (a->resume && (a->init || a->first_stage >= 0)) {
@@ -1104,9 +1140,50 @@ static int train_main(int argc, char **argv)
         return 1;
     }
     int status = 0;
-    if (a.write_splits && RANK > 0) {
+    if (a.drop_domain) {
+        int32_t k = 0, D = mml_dataset_n_domains(d.train);
+        while (k < D && strcmp(mml_dataset_domain_name(d.train, k), a.drop_domain))
+            k++;
+        mml_dataset **sets[3] = {&d.train, &d.val, &d.test};
+        for (int i = 0; i < 3 && status == 0; i++) {
+            mml_dataset *kept = NULL;
+            if (k == D || mml_dataset_drop_domain(&kept, *sets[i], k) < 0) {
+                fprintf(stderr, "mml-train: --drop-domain %s: %s\n", a.drop_domain,
+                        k == D ? "no such domain" : mml_ctx_last_error(ctx));
+                status = 1;
+            } else {
+                mml_dataset_destroy(*sets[i]);
+                *sets[i] = kept;
+            }
+        }
+    }
+    if (status == 0 && a.add_domain && RANKS > 1) {
+        fprintf(stderr, "mml-train: --add-domain runs in one process, not under mpirun\n");
+        status = 1;
+    } else if (status == 0 && a.add_domain) {
+        add_domain_job job = {NULL, a.init, a.save, a.json, a.seeds[0], a.batch, a.quiet,
+                              d.train, d.val, d.test, {0}};
+        mml_add_domain_options_init(&job.opt);
+        job.opt.n_experts = a.add_experts;
+        job.opt.lr = a.lr;
+        job.opt.batch_size = a.batch;
+        job.opt.patience = a.patience;
+        job.opt.max_epochs = a.max_epochs;
+        if (a.add_gate_prior >= 0.0)
+            job.opt.gate_own_weight = (float)a.add_gate_prior;
+        if (a.add_domain_row >= 0)
+            job.opt.train_domain_row = a.add_domain_row;
+        int unchanged = 0;
+        if (make_ctx(&a, a.seeds[0], &job.ctx) < 0)
+            status = 1;
+        else if (mml_train_add_domain(&job, &unchanged) < 0)
+            status = 1;
+        else if (!unchanged)
+            status = 4;
+        mml_ctx_destroy(job.ctx);
+    } else if (a.write_splits && RANK > 0) {
         /* Rank 0 writes them. */
-    } else if (a.write_splits) {
+    } else if (status == 0 && a.write_splits) {
         const char *names[3] = {"train.csv", "val.csv", "test.csv"};
         const mml_dataset *sets[3] = {d.train, d.val, d.test};
         for (int i = 0; i < 3 && status == 0; i++) {
@@ -1117,7 +1194,7 @@ static int train_main(int argc, char **argv)
                 status = 1;
             }
         }
-    } else {
+    } else if (status == 0) {
         if (!a.quiet)
             printf("data: %lld train, %lld validation, %lld test rows, %d domains; threads %u; "
                "BLIS kernels %s (best for this CPU: %s)\n",

@@ -33,111 +33,6 @@ _Static_assert(offsetof(mml_ctx_options, log_user) == L(32, 24), "mml_ctx_option
 _Static_assert(offsetof(mml_ctx_options, log_level) == L(40, 28), "mml_ctx_options.log_level");
 _Static_assert(offsetof(mml_ctx_options, reserved) == L(44, 32), "mml_ctx_options.reserved");
 
-_Static_assert(sizeof(mml_param) == L(56, 44), "size of mml_param");
-_Static_assert(offsetof(mml_param, name) == L(0, 0), "mml_param.name");
-_Static_assert(offsetof(mml_param, value) == L(8, 4), "mml_param.value");
-_Static_assert(offsetof(mml_param, grad) == L(16, 8), "mml_param.grad");
-_Static_assert(offsetof(mml_param, rows) == L(24, 12), "mml_param.rows");
-_Static_assert(offsetof(mml_param, cols) == L(32, 20), "mml_param.cols");
-_Static_assert(offsetof(mml_param, group) == L(40, 28), "mml_param.group");
-_Static_assert(offsetof(mml_param, expert) == L(44, 32), "mml_param.expert");
-_Static_assert(offsetof(mml_param, frozen) == L(48, 36), "mml_param.frozen");
-_Static_assert(offsetof(mml_param, reserved) == L(52, 40), "mml_param.reserved");
-
-_Static_assert(sizeof(mml_mix) == L(40, 32), "size of mml_mix");
-_Static_assert(offsetof(mml_mix, struct_size) == L(0, 0), "mml_mix.struct_size");
-_Static_assert(offsetof(mml_mix, mode) == L(4, 4), "mml_mix.mode");
-_Static_assert(offsetof(mml_mix, expert) == L(8, 8), "mml_mix.expert");
-_Static_assert(offsetof(mml_mix, reserved) == L(12, 12), "mml_mix.reserved");
-_Static_assert(offsetof(mml_mix, n_rows) == L(16, 16), "mml_mix.n_rows");
-_Static_assert(offsetof(mml_mix, domain) == L(24, 24), "mml_mix.domain");
-_Static_assert(offsetof(mml_mix, weights) == L(32, 28), "mml_mix.weights");
-
-_Static_assert(sizeof(mml_lora_options) == L(32, 28), "size of mml_lora_options");
-_Static_assert(offsetof(mml_lora_options, struct_size) == L(0, 0), "mml_lora_options.struct_size");
-_Static_assert(offsetof(mml_lora_options, n_layers) == L(4, 4), "mml_lora_options.n_layers");
-_Static_assert(offsetof(mml_lora_options, dims) == L(8, 8), "mml_lora_options.dims");
-_Static_assert(offsetof(mml_lora_options, n_experts) == L(16, 12), "mml_lora_options.n_experts");
-_Static_assert(offsetof(mml_lora_options, alpha) == L(20, 16), "mml_lora_options.alpha");
-_Static_assert(offsetof(mml_lora_options, stream) == L(24, 20), "mml_lora_options.stream");
-
-_Static_assert(sizeof(mml_backbone_config) == L(64, 56), "size of mml_backbone_config");
-_Static_assert(offsetof(mml_backbone_config, struct_size) == L(0, 0), "mml_backbone_config.struct_size");
-_Static_assert(offsetof(mml_backbone_config, n_fields) == L(4, 4), "mml_backbone_config.n_fields");
-_Static_assert(offsetof(mml_backbone_config, embed_dim) == L(8, 8), "mml_backbone_config.embed_dim");
-_Static_assert(offsetof(mml_backbone_config, n_dense) == L(12, 12), "mml_backbone_config.n_dense");
-_Static_assert(offsetof(mml_backbone_config, n_domains) == L(16, 16), "mml_backbone_config.n_domains");
-_Static_assert(offsetof(mml_backbone_config, n_experts) == L(20, 20), "mml_backbone_config.n_experts");
-_Static_assert(offsetof(mml_backbone_config, alpha) == L(24, 24), "mml_backbone_config.alpha");
-_Static_assert(offsetof(mml_backbone_config, n_hidden) == L(28, 28), "mml_backbone_config.n_hidden");
-_Static_assert(offsetof(mml_backbone_config, hidden) == L(32, 32), "mml_backbone_config.hidden");
-_Static_assert(offsetof(mml_backbone_config, dropout) == L(40, 36), "mml_backbone_config.dropout");
-_Static_assert(offsetof(mml_backbone_config, reserved) == L(44, 40), "mml_backbone_config.reserved");
-_Static_assert(offsetof(mml_backbone_config, stream) == L(48, 44), "mml_backbone_config.stream");
-_Static_assert(offsetof(mml_backbone_config, options) == L(56, 52), "mml_backbone_config.options");
-
-_Static_assert(sizeof(mml_backbone_input) == L(40, 28), "size of mml_backbone_input");
-_Static_assert(offsetof(mml_backbone_input, struct_size) == L(0, 0), "mml_backbone_input.struct_size");
-_Static_assert(offsetof(mml_backbone_input, training) == L(4, 4), "mml_backbone_input.training");
-_Static_assert(offsetof(mml_backbone_input, n_rows) == L(8, 8), "mml_backbone_input.n_rows");
-_Static_assert(offsetof(mml_backbone_input, emb) == L(16, 16), "mml_backbone_input.emb");
-_Static_assert(offsetof(mml_backbone_input, dense) == L(24, 20), "mml_backbone_input.dense");
-_Static_assert(offsetof(mml_backbone_input, mix) == L(32, 24), "mml_backbone_input.mix");
-
-_Static_assert(sizeof(mml_backbone_grads) == L(32, 20), "size of mml_backbone_grads");
-_Static_assert(offsetof(mml_backbone_grads, struct_size) == L(0, 0), "mml_backbone_grads.struct_size");
-_Static_assert(offsetof(mml_backbone_grads, reserved) == L(4, 4), "mml_backbone_grads.reserved");
-_Static_assert(offsetof(mml_backbone_grads, d_emb) == L(8, 8), "mml_backbone_grads.d_emb");
-_Static_assert(offsetof(mml_backbone_grads, d_dense) == L(16, 12), "mml_backbone_grads.d_dense");
-_Static_assert(offsetof(mml_backbone_grads, d_weights) == L(24, 16), "mml_backbone_grads.d_weights");
-
-_Static_assert(sizeof(mml_backbone_vtable) == L(120, 68), "size of mml_backbone_vtable");
-_Static_assert(offsetof(mml_backbone_vtable, struct_size) == L(0, 0), "mml_backbone_vtable.struct_size");
-_Static_assert(offsetof(mml_backbone_vtable, abi_version) == L(4, 4), "mml_backbone_vtable.abi_version");
-_Static_assert(offsetof(mml_backbone_vtable, type_name) == L(8, 8), "mml_backbone_vtable.type_name");
-_Static_assert(offsetof(mml_backbone_vtable, linear_term) == L(16, 12), "mml_backbone_vtable.linear_term");
-_Static_assert(offsetof(mml_backbone_vtable, reserved) == L(20, 16), "mml_backbone_vtable.reserved");
-_Static_assert(offsetof(mml_backbone_vtable, infer_shape) == L(24, 20), "mml_backbone_vtable.infer_shape");
-_Static_assert(offsetof(mml_backbone_vtable, create) == L(32, 24), "mml_backbone_vtable.create");
-_Static_assert(offsetof(mml_backbone_vtable, destroy) == L(40, 28), "mml_backbone_vtable.destroy");
-_Static_assert(offsetof(mml_backbone_vtable, forward) == L(48, 32), "mml_backbone_vtable.forward");
-_Static_assert(offsetof(mml_backbone_vtable, backward) == L(56, 36), "mml_backbone_vtable.backward");
-_Static_assert(offsetof(mml_backbone_vtable, n_params) == L(64, 40), "mml_backbone_vtable.n_params");
-_Static_assert(offsetof(mml_backbone_vtable, param) == L(72, 44), "mml_backbone_vtable.param");
-_Static_assert(offsetof(mml_backbone_vtable, experts) == L(80, 48), "mml_backbone_vtable.experts");
-_Static_assert(offsetof(mml_backbone_vtable, kink_pattern) == L(88, 52), "mml_backbone_vtable.kink_pattern");
-_Static_assert(offsetof(mml_backbone_vtable, set_dropout_replay) == L(96, 56), "mml_backbone_vtable.set_dropout_replay");
-_Static_assert(offsetof(mml_backbone_vtable, save) == L(104, 60), "mml_backbone_vtable.save");
-_Static_assert(offsetof(mml_backbone_vtable, load) == L(112, 64), "mml_backbone_vtable.load");
-
-_Static_assert(sizeof(mml_nfm_options) == L(4, 4), "size of mml_nfm_options");
-_Static_assert(offsetof(mml_nfm_options, struct_size) == L(0, 0), "mml_nfm_options.struct_size");
-
-_Static_assert(sizeof(mml_pnn_options) == L(4, 4), "size of mml_pnn_options");
-_Static_assert(offsetof(mml_pnn_options, struct_size) == L(0, 0), "mml_pnn_options.struct_size");
-
-_Static_assert(sizeof(mml_dcn_options) == L(8, 8), "size of mml_dcn_options");
-_Static_assert(offsetof(mml_dcn_options, struct_size) == L(0, 0), "mml_dcn_options.struct_size");
-_Static_assert(offsetof(mml_dcn_options, cross_layers) == L(4, 4), "mml_dcn_options.cross_layers");
-
-_Static_assert(sizeof(mml_autoint_options) == L(20, 20), "size of mml_autoint_options");
-_Static_assert(offsetof(mml_autoint_options, struct_size) == L(0, 0), "mml_autoint_options.struct_size");
-_Static_assert(offsetof(mml_autoint_options, n_layers) == L(4, 4), "mml_autoint_options.n_layers");
-_Static_assert(offsetof(mml_autoint_options, n_heads) == L(8, 8), "mml_autoint_options.n_heads");
-_Static_assert(offsetof(mml_autoint_options, head_dim) == L(12, 12), "mml_autoint_options.head_dim");
-_Static_assert(offsetof(mml_autoint_options, residual) == L(16, 16), "mml_autoint_options.residual");
-
-_Static_assert(sizeof(mml_xdeepfm_options) == L(24, 20), "size of mml_xdeepfm_options");
-_Static_assert(offsetof(mml_xdeepfm_options, struct_size) == L(0, 0), "mml_xdeepfm_options.struct_size");
-_Static_assert(offsetof(mml_xdeepfm_options, n_layers) == L(4, 4), "mml_xdeepfm_options.n_layers");
-_Static_assert(offsetof(mml_xdeepfm_options, split_half) == L(8, 8), "mml_xdeepfm_options.split_half");
-_Static_assert(offsetof(mml_xdeepfm_options, reserved) == L(12, 12), "mml_xdeepfm_options.reserved");
-_Static_assert(offsetof(mml_xdeepfm_options, layer_sizes) == L(16, 16), "mml_xdeepfm_options.layer_sizes");
-
-_Static_assert(sizeof(mml_fibinet_options) == L(8, 8), "size of mml_fibinet_options");
-_Static_assert(offsetof(mml_fibinet_options, struct_size) == L(0, 0), "mml_fibinet_options.struct_size");
-_Static_assert(offsetof(mml_fibinet_options, reduction) == L(4, 4), "mml_fibinet_options.reduction");
-
 _Static_assert(sizeof(mml_batch_view) == L(96, 68), "size of mml_batch_view");
 _Static_assert(offsetof(mml_batch_view, struct_size) == L(0, 0), "mml_batch_view.struct_size");
 _Static_assert(offsetof(mml_batch_view, n_fields) == L(4, 4), "mml_batch_view.n_fields");
@@ -229,36 +124,82 @@ _Static_assert(offsetof(mml_batcher_options, domain) == L(16, 16), "mml_batcher_
 _Static_assert(offsetof(mml_batcher_options, reserved) == L(20, 20), "mml_batcher_options.reserved");
 _Static_assert(offsetof(mml_batcher_options, seed) == L(24, 24), "mml_batcher_options.seed");
 
-_Static_assert(sizeof(mml_domain_metrics) == L(40, 40), "size of mml_domain_metrics");
-_Static_assert(offsetof(mml_domain_metrics, struct_size) == L(0, 0), "mml_domain_metrics.struct_size");
-_Static_assert(offsetof(mml_domain_metrics, auc_defined) == L(4, 4), "mml_domain_metrics.auc_defined");
-_Static_assert(offsetof(mml_domain_metrics, n) == L(8, 8), "mml_domain_metrics.n");
-_Static_assert(offsetof(mml_domain_metrics, n_positive) == L(16, 16), "mml_domain_metrics.n_positive");
-_Static_assert(offsetof(mml_domain_metrics, auc) == L(24, 24), "mml_domain_metrics.auc");
-_Static_assert(offsetof(mml_domain_metrics, logloss) == L(32, 32), "mml_domain_metrics.logloss");
+_Static_assert(sizeof(mml_param) == L(56, 44), "size of mml_param");
+_Static_assert(offsetof(mml_param, name) == L(0, 0), "mml_param.name");
+_Static_assert(offsetof(mml_param, value) == L(8, 4), "mml_param.value");
+_Static_assert(offsetof(mml_param, grad) == L(16, 8), "mml_param.grad");
+_Static_assert(offsetof(mml_param, rows) == L(24, 12), "mml_param.rows");
+_Static_assert(offsetof(mml_param, cols) == L(32, 20), "mml_param.cols");
+_Static_assert(offsetof(mml_param, group) == L(40, 28), "mml_param.group");
+_Static_assert(offsetof(mml_param, expert) == L(44, 32), "mml_param.expert");
+_Static_assert(offsetof(mml_param, frozen) == L(48, 36), "mml_param.frozen");
+_Static_assert(offsetof(mml_param, reserved) == L(52, 40), "mml_param.reserved");
 
-_Static_assert(sizeof(mml_metrics_summary) == L(64, 64), "size of mml_metrics_summary");
-_Static_assert(offsetof(mml_metrics_summary, struct_size) == L(0, 0), "mml_metrics_summary.struct_size");
-_Static_assert(offsetof(mml_metrics_summary, n_domains_with_auc) == L(4, 4), "mml_metrics_summary.n_domains_with_auc");
-_Static_assert(offsetof(mml_metrics_summary, gauc_defined) == L(8, 8), "mml_metrics_summary.gauc_defined");
-_Static_assert(offsetof(mml_metrics_summary, auc_defined) == L(12, 12), "mml_metrics_summary.auc_defined");
-_Static_assert(offsetof(mml_metrics_summary, n) == L(16, 16), "mml_metrics_summary.n");
-_Static_assert(offsetof(mml_metrics_summary, logloss) == L(24, 24), "mml_metrics_summary.logloss");
-_Static_assert(offsetof(mml_metrics_summary, mean_auc) == L(32, 32), "mml_metrics_summary.mean_auc");
-_Static_assert(offsetof(mml_metrics_summary, wauc) == L(40, 40), "mml_metrics_summary.wauc");
-_Static_assert(offsetof(mml_metrics_summary, gauc) == L(48, 48), "mml_metrics_summary.gauc");
-_Static_assert(offsetof(mml_metrics_summary, auc) == L(56, 56), "mml_metrics_summary.auc");
+_Static_assert(sizeof(mml_mix) == L(40, 32), "size of mml_mix");
+_Static_assert(offsetof(mml_mix, struct_size) == L(0, 0), "mml_mix.struct_size");
+_Static_assert(offsetof(mml_mix, mode) == L(4, 4), "mml_mix.mode");
+_Static_assert(offsetof(mml_mix, expert) == L(8, 8), "mml_mix.expert");
+_Static_assert(offsetof(mml_mix, reserved) == L(12, 12), "mml_mix.reserved");
+_Static_assert(offsetof(mml_mix, n_rows) == L(16, 16), "mml_mix.n_rows");
+_Static_assert(offsetof(mml_mix, domain) == L(24, 24), "mml_mix.domain");
+_Static_assert(offsetof(mml_mix, weights) == L(32, 28), "mml_mix.weights");
 
-_Static_assert(sizeof(mml_embedding_options) == L(48, 44), "size of mml_embedding_options");
-_Static_assert(offsetof(mml_embedding_options, struct_size) == L(0, 0), "mml_embedding_options.struct_size");
-_Static_assert(offsetof(mml_embedding_options, dim) == L(4, 4), "mml_embedding_options.dim");
-_Static_assert(offsetof(mml_embedding_options, n_rows) == L(8, 8), "mml_embedding_options.n_rows");
-_Static_assert(offsetof(mml_embedding_options, init) == L(16, 16), "mml_embedding_options.init");
-_Static_assert(offsetof(mml_embedding_options, scale) == L(20, 20), "mml_embedding_options.scale");
-_Static_assert(offsetof(mml_embedding_options, stream) == L(24, 24), "mml_embedding_options.stream");
-_Static_assert(offsetof(mml_embedding_options, name) == L(32, 32), "mml_embedding_options.name");
-_Static_assert(offsetof(mml_embedding_options, group) == L(40, 36), "mml_embedding_options.group");
-_Static_assert(offsetof(mml_embedding_options, oov_policy) == L(44, 40), "mml_embedding_options.oov_policy");
+_Static_assert(sizeof(mml_lora_options) == L(32, 28), "size of mml_lora_options");
+_Static_assert(offsetof(mml_lora_options, struct_size) == L(0, 0), "mml_lora_options.struct_size");
+_Static_assert(offsetof(mml_lora_options, n_layers) == L(4, 4), "mml_lora_options.n_layers");
+_Static_assert(offsetof(mml_lora_options, dims) == L(8, 8), "mml_lora_options.dims");
+_Static_assert(offsetof(mml_lora_options, n_experts) == L(16, 12), "mml_lora_options.n_experts");
+_Static_assert(offsetof(mml_lora_options, alpha) == L(20, 16), "mml_lora_options.alpha");
+_Static_assert(offsetof(mml_lora_options, stream) == L(24, 20), "mml_lora_options.stream");
+
+_Static_assert(sizeof(mml_backbone_config) == L(64, 56), "size of mml_backbone_config");
+_Static_assert(offsetof(mml_backbone_config, struct_size) == L(0, 0), "mml_backbone_config.struct_size");
+_Static_assert(offsetof(mml_backbone_config, n_fields) == L(4, 4), "mml_backbone_config.n_fields");
+_Static_assert(offsetof(mml_backbone_config, embed_dim) == L(8, 8), "mml_backbone_config.embed_dim");
+_Static_assert(offsetof(mml_backbone_config, n_dense) == L(12, 12), "mml_backbone_config.n_dense");
+_Static_assert(offsetof(mml_backbone_config, n_domains) == L(16, 16), "mml_backbone_config.n_domains");
+_Static_assert(offsetof(mml_backbone_config, n_experts) == L(20, 20), "mml_backbone_config.n_experts");
+_Static_assert(offsetof(mml_backbone_config, alpha) == L(24, 24), "mml_backbone_config.alpha");
+_Static_assert(offsetof(mml_backbone_config, n_hidden) == L(28, 28), "mml_backbone_config.n_hidden");
+_Static_assert(offsetof(mml_backbone_config, hidden) == L(32, 32), "mml_backbone_config.hidden");
+_Static_assert(offsetof(mml_backbone_config, dropout) == L(40, 36), "mml_backbone_config.dropout");
+_Static_assert(offsetof(mml_backbone_config, reserved) == L(44, 40), "mml_backbone_config.reserved");
+_Static_assert(offsetof(mml_backbone_config, stream) == L(48, 44), "mml_backbone_config.stream");
+_Static_assert(offsetof(mml_backbone_config, options) == L(56, 52), "mml_backbone_config.options");
+
+_Static_assert(sizeof(mml_backbone_input) == L(40, 28), "size of mml_backbone_input");
+_Static_assert(offsetof(mml_backbone_input, struct_size) == L(0, 0), "mml_backbone_input.struct_size");
+_Static_assert(offsetof(mml_backbone_input, training) == L(4, 4), "mml_backbone_input.training");
+_Static_assert(offsetof(mml_backbone_input, n_rows) == L(8, 8), "mml_backbone_input.n_rows");
+_Static_assert(offsetof(mml_backbone_input, emb) == L(16, 16), "mml_backbone_input.emb");
+_Static_assert(offsetof(mml_backbone_input, dense) == L(24, 20), "mml_backbone_input.dense");
+_Static_assert(offsetof(mml_backbone_input, mix) == L(32, 24), "mml_backbone_input.mix");
+
+_Static_assert(sizeof(mml_backbone_grads) == L(32, 20), "size of mml_backbone_grads");
+_Static_assert(offsetof(mml_backbone_grads, struct_size) == L(0, 0), "mml_backbone_grads.struct_size");
+_Static_assert(offsetof(mml_backbone_grads, reserved) == L(4, 4), "mml_backbone_grads.reserved");
+_Static_assert(offsetof(mml_backbone_grads, d_emb) == L(8, 8), "mml_backbone_grads.d_emb");
+_Static_assert(offsetof(mml_backbone_grads, d_dense) == L(16, 12), "mml_backbone_grads.d_dense");
+_Static_assert(offsetof(mml_backbone_grads, d_weights) == L(24, 16), "mml_backbone_grads.d_weights");
+
+_Static_assert(sizeof(mml_backbone_vtable) == L(120, 68), "size of mml_backbone_vtable");
+_Static_assert(offsetof(mml_backbone_vtable, struct_size) == L(0, 0), "mml_backbone_vtable.struct_size");
+_Static_assert(offsetof(mml_backbone_vtable, abi_version) == L(4, 4), "mml_backbone_vtable.abi_version");
+_Static_assert(offsetof(mml_backbone_vtable, type_name) == L(8, 8), "mml_backbone_vtable.type_name");
+_Static_assert(offsetof(mml_backbone_vtable, linear_term) == L(16, 12), "mml_backbone_vtable.linear_term");
+_Static_assert(offsetof(mml_backbone_vtable, reserved) == L(20, 16), "mml_backbone_vtable.reserved");
+_Static_assert(offsetof(mml_backbone_vtable, infer_shape) == L(24, 20), "mml_backbone_vtable.infer_shape");
+_Static_assert(offsetof(mml_backbone_vtable, create) == L(32, 24), "mml_backbone_vtable.create");
+_Static_assert(offsetof(mml_backbone_vtable, destroy) == L(40, 28), "mml_backbone_vtable.destroy");
+_Static_assert(offsetof(mml_backbone_vtable, forward) == L(48, 32), "mml_backbone_vtable.forward");
+_Static_assert(offsetof(mml_backbone_vtable, backward) == L(56, 36), "mml_backbone_vtable.backward");
+_Static_assert(offsetof(mml_backbone_vtable, n_params) == L(64, 40), "mml_backbone_vtable.n_params");
+_Static_assert(offsetof(mml_backbone_vtable, param) == L(72, 44), "mml_backbone_vtable.param");
+_Static_assert(offsetof(mml_backbone_vtable, experts) == L(80, 48), "mml_backbone_vtable.experts");
+_Static_assert(offsetof(mml_backbone_vtable, kink_pattern) == L(88, 52), "mml_backbone_vtable.kink_pattern");
+_Static_assert(offsetof(mml_backbone_vtable, set_dropout_replay) == L(96, 56), "mml_backbone_vtable.set_dropout_replay");
+_Static_assert(offsetof(mml_backbone_vtable, save) == L(104, 60), "mml_backbone_vtable.save");
+_Static_assert(offsetof(mml_backbone_vtable, load) == L(112, 64), "mml_backbone_vtable.load");
 
 _Static_assert(sizeof(mml_gate_options) == L(32, 32), "size of mml_gate_options");
 _Static_assert(offsetof(mml_gate_options, struct_size) == L(0, 0), "mml_gate_options.struct_size");
@@ -293,6 +234,76 @@ _Static_assert(offsetof(mml_model_options, n_multihot) == L(92, 76), "mml_model_
 _Static_assert(offsetof(mml_model_options, multihot_sizes) == L(96, 80), "mml_model_options.multihot_sizes");
 _Static_assert(offsetof(mml_model_options, multihot_pooling) == L(104, 84), "mml_model_options.multihot_pooling");
 _Static_assert(offsetof(mml_model_options, reserved) == L(108, 88), "mml_model_options.reserved");
+
+_Static_assert(sizeof(mml_add_domain_options) == L(40, 40), "size of mml_add_domain_options");
+_Static_assert(offsetof(mml_add_domain_options, struct_size) == L(0, 0), "mml_add_domain_options.struct_size");
+_Static_assert(offsetof(mml_add_domain_options, n_experts) == L(4, 4), "mml_add_domain_options.n_experts");
+_Static_assert(offsetof(mml_add_domain_options, lr) == L(8, 8), "mml_add_domain_options.lr");
+_Static_assert(offsetof(mml_add_domain_options, patience) == L(12, 12), "mml_add_domain_options.patience");
+_Static_assert(offsetof(mml_add_domain_options, batch_size) == L(16, 16), "mml_add_domain_options.batch_size");
+_Static_assert(offsetof(mml_add_domain_options, max_epochs) == L(24, 24), "mml_add_domain_options.max_epochs");
+_Static_assert(offsetof(mml_add_domain_options, train_domain_row) == L(28, 28), "mml_add_domain_options.train_domain_row");
+_Static_assert(offsetof(mml_add_domain_options, gate_own_weight) == L(32, 32), "mml_add_domain_options.gate_own_weight");
+_Static_assert(offsetof(mml_add_domain_options, reserved) == L(36, 36), "mml_add_domain_options.reserved");
+
+_Static_assert(sizeof(mml_nfm_options) == L(4, 4), "size of mml_nfm_options");
+_Static_assert(offsetof(mml_nfm_options, struct_size) == L(0, 0), "mml_nfm_options.struct_size");
+
+_Static_assert(sizeof(mml_pnn_options) == L(4, 4), "size of mml_pnn_options");
+_Static_assert(offsetof(mml_pnn_options, struct_size) == L(0, 0), "mml_pnn_options.struct_size");
+
+_Static_assert(sizeof(mml_dcn_options) == L(8, 8), "size of mml_dcn_options");
+_Static_assert(offsetof(mml_dcn_options, struct_size) == L(0, 0), "mml_dcn_options.struct_size");
+_Static_assert(offsetof(mml_dcn_options, cross_layers) == L(4, 4), "mml_dcn_options.cross_layers");
+
+_Static_assert(sizeof(mml_autoint_options) == L(20, 20), "size of mml_autoint_options");
+_Static_assert(offsetof(mml_autoint_options, struct_size) == L(0, 0), "mml_autoint_options.struct_size");
+_Static_assert(offsetof(mml_autoint_options, n_layers) == L(4, 4), "mml_autoint_options.n_layers");
+_Static_assert(offsetof(mml_autoint_options, n_heads) == L(8, 8), "mml_autoint_options.n_heads");
+_Static_assert(offsetof(mml_autoint_options, head_dim) == L(12, 12), "mml_autoint_options.head_dim");
+_Static_assert(offsetof(mml_autoint_options, residual) == L(16, 16), "mml_autoint_options.residual");
+
+_Static_assert(sizeof(mml_xdeepfm_options) == L(24, 20), "size of mml_xdeepfm_options");
+_Static_assert(offsetof(mml_xdeepfm_options, struct_size) == L(0, 0), "mml_xdeepfm_options.struct_size");
+_Static_assert(offsetof(mml_xdeepfm_options, n_layers) == L(4, 4), "mml_xdeepfm_options.n_layers");
+_Static_assert(offsetof(mml_xdeepfm_options, split_half) == L(8, 8), "mml_xdeepfm_options.split_half");
+_Static_assert(offsetof(mml_xdeepfm_options, reserved) == L(12, 12), "mml_xdeepfm_options.reserved");
+_Static_assert(offsetof(mml_xdeepfm_options, layer_sizes) == L(16, 16), "mml_xdeepfm_options.layer_sizes");
+
+_Static_assert(sizeof(mml_fibinet_options) == L(8, 8), "size of mml_fibinet_options");
+_Static_assert(offsetof(mml_fibinet_options, struct_size) == L(0, 0), "mml_fibinet_options.struct_size");
+_Static_assert(offsetof(mml_fibinet_options, reduction) == L(4, 4), "mml_fibinet_options.reduction");
+
+_Static_assert(sizeof(mml_domain_metrics) == L(40, 40), "size of mml_domain_metrics");
+_Static_assert(offsetof(mml_domain_metrics, struct_size) == L(0, 0), "mml_domain_metrics.struct_size");
+_Static_assert(offsetof(mml_domain_metrics, auc_defined) == L(4, 4), "mml_domain_metrics.auc_defined");
+_Static_assert(offsetof(mml_domain_metrics, n) == L(8, 8), "mml_domain_metrics.n");
+_Static_assert(offsetof(mml_domain_metrics, n_positive) == L(16, 16), "mml_domain_metrics.n_positive");
+_Static_assert(offsetof(mml_domain_metrics, auc) == L(24, 24), "mml_domain_metrics.auc");
+_Static_assert(offsetof(mml_domain_metrics, logloss) == L(32, 32), "mml_domain_metrics.logloss");
+
+_Static_assert(sizeof(mml_metrics_summary) == L(64, 64), "size of mml_metrics_summary");
+_Static_assert(offsetof(mml_metrics_summary, struct_size) == L(0, 0), "mml_metrics_summary.struct_size");
+_Static_assert(offsetof(mml_metrics_summary, n_domains_with_auc) == L(4, 4), "mml_metrics_summary.n_domains_with_auc");
+_Static_assert(offsetof(mml_metrics_summary, gauc_defined) == L(8, 8), "mml_metrics_summary.gauc_defined");
+_Static_assert(offsetof(mml_metrics_summary, auc_defined) == L(12, 12), "mml_metrics_summary.auc_defined");
+_Static_assert(offsetof(mml_metrics_summary, n) == L(16, 16), "mml_metrics_summary.n");
+_Static_assert(offsetof(mml_metrics_summary, logloss) == L(24, 24), "mml_metrics_summary.logloss");
+_Static_assert(offsetof(mml_metrics_summary, mean_auc) == L(32, 32), "mml_metrics_summary.mean_auc");
+_Static_assert(offsetof(mml_metrics_summary, wauc) == L(40, 40), "mml_metrics_summary.wauc");
+_Static_assert(offsetof(mml_metrics_summary, gauc) == L(48, 48), "mml_metrics_summary.gauc");
+_Static_assert(offsetof(mml_metrics_summary, auc) == L(56, 56), "mml_metrics_summary.auc");
+
+_Static_assert(sizeof(mml_embedding_options) == L(48, 44), "size of mml_embedding_options");
+_Static_assert(offsetof(mml_embedding_options, struct_size) == L(0, 0), "mml_embedding_options.struct_size");
+_Static_assert(offsetof(mml_embedding_options, dim) == L(4, 4), "mml_embedding_options.dim");
+_Static_assert(offsetof(mml_embedding_options, n_rows) == L(8, 8), "mml_embedding_options.n_rows");
+_Static_assert(offsetof(mml_embedding_options, init) == L(16, 16), "mml_embedding_options.init");
+_Static_assert(offsetof(mml_embedding_options, scale) == L(20, 20), "mml_embedding_options.scale");
+_Static_assert(offsetof(mml_embedding_options, stream) == L(24, 24), "mml_embedding_options.stream");
+_Static_assert(offsetof(mml_embedding_options, name) == L(32, 32), "mml_embedding_options.name");
+_Static_assert(offsetof(mml_embedding_options, group) == L(40, 36), "mml_embedding_options.group");
+_Static_assert(offsetof(mml_embedding_options, oov_policy) == L(44, 40), "mml_embedding_options.oov_policy");
 
 _Static_assert(sizeof(mml_tower_options) == L(40, 32), "size of mml_tower_options");
 _Static_assert(offsetof(mml_tower_options, struct_size) == L(0, 0), "mml_tower_options.struct_size");

@@ -174,6 +174,27 @@ PATH=/nonexistent "$exe" $small --variant moe --seed 4 --quiet --plot "$tmp/plot
 grep -q "gnuplot not found" "$tmp/plot2.err" || { cat "$tmp/plot2.err"; fail "no word about gnuplot"; }
 [ -s "$tmp/plots2/gate.dat" ] || fail "--plot without gnuplot wrote no data files"
 
+# --add-domain: a model of the first two synthetic domains gains the third;
+# the old domains' predictions keep their bits (exit 4 otherwise).
+# shellcheck disable=SC2086
+"$exe" $small --synthetic-domains 3 --drop-domain d2 --seed 2 --quiet --save "$tmp/two.mml" ||
+  fail "--drop-domain run failed"
+# shellcheck disable=SC2086
+"$exe" $small --synthetic-domains 3 --init "$tmp/two.mml" --add-domain --seed 2 --quiet \
+  --json "$tmp/added.json" --save "$tmp/three.mml" || fail "--add-domain failed"
+python3 - "$tmp/added.json" <<'PY' || fail "--add-domain JSON"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["old_domains_unchanged"] is True and r["old_rows_compared"] > 0, r
+assert r["new_domain"] == "d2" and [d["name"] for d in r["domains"]] == ["d0", "d1", "d2"], r
+assert r["new_domain_auc"] is not None
+PY
+# shellcheck disable=SC2086
+"$exe" $small --synthetic-domains 3 --init "$tmp/three.mml" --add-domain --seed 2 --quiet \
+  2>"$tmp/add.err"; [ $? -eq 1 ] || fail "--add-domain without a new domain must fail"
+grep -q "no new domain" "$tmp/add.err" || { cat "$tmp/add.err"; fail "no word about the missing domain"; }
+"$exe" --add-domain 2>/dev/null; [ $? -eq 2 ] || fail "--add-domain without --init must exit 2"
+
 python3 - "$tmp/ref.json" "$tmp/resumed3.json" "$tmp/resumed9.json" "$tmp/rerun.json" "$tmp/tuned.json" <<'PY' || fail "resumed JSON"
 import json, sys
 ref = json.load(open(sys.argv[1]))

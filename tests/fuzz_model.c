@@ -187,6 +187,50 @@ static int write_seeds(const char *dir)
             mml_ctx_free(ctx, d, n);
             mml_model_destroy(m);
         }
+    /* A MoE model that gained a domain (section DOMX). */
+    mml_synthetic_options so;
+    mml_synthetic_options_init(&so);
+    so.n_domains = 3;
+    so.n_rows = 60;
+    so.n_users = 5;
+    so.n_items = 4;
+    mml_dataset *all = NULL, *va = NULL, *te = NULL, *two = NULL;
+    mml_model *m = NULL, *g = NULL;
+    void *d = NULL;
+    size_t n = 0;
+    mml_model_options o;
+    mml_model_options_init(&o);
+    o.n_fields = 3;
+    o.field_sizes = sizes;
+    o.embed_dim = 2;
+    o.n_domains = 2;
+    o.n_experts = 2;
+    o.gate = 1;
+    o.n_hidden = 2;
+    o.hidden = hidden;
+    o.alpha = 2;
+    if (mml_synthetic_generate(ctx, &so, &all, &va, &te) != MML_OK ||
+        mml_dataset_drop_domain(&two, all, 2) != MML_OK || mml_model_create(&m, ctx, &o) != MML_OK ||
+        mml_model_attach_schema(m, two) != MML_OK || mml_model_add_domain(&g, m, all, NULL) != MML_OK ||
+        mml_model_save_mem(g, &d, &n) != MML_OK) {
+        fprintf(stderr, "grown: %s\n", mml_ctx_last_error(ctx));
+        bad = 1;
+    } else {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/mlp_moe_grown.mml", dir);
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(d, 1, n, f) != n)
+            bad = 1;
+        if (f)
+            fclose(f);
+    }
+    mml_ctx_free(ctx, d, n);
+    mml_model_destroy(g);
+    mml_model_destroy(m);
+    mml_dataset_destroy(all);
+    mml_dataset_destroy(va);
+    mml_dataset_destroy(te);
+    mml_dataset_destroy(two);
     mml_ctx_destroy(ctx);
     return bad;
 }

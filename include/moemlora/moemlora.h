@@ -7,6 +7,7 @@
 #define MOEMLORA_H
 
 #include "alloc.h"
+#include "add_domain.h"
 #include "backbone.h"
 #include "backbones.h"
 #include "ctx.h"

@@ -384,7 +384,8 @@ MML_API int mml_trainer_options_init_sized(mml_trainer_options *opt, uint32_t st
  *         struct_size) that no release produced; MML_ESHAPE when val has
  *         another number of fields, domains, numeric or multi-hot fields,
  *         or when init_model has another backbone or a parameter of another
- *         name or shape (the message names the first);
+ *         name or shape (the message names the first); MML_ESTATE (since
+ *         1.3) when init_model gained a domain (add_domain.h);
  *         MML_ENOTFOUND for a backbone that is neither built in nor
  *         registered; MML_ECALLBACK when a registered backbone's callback
  *         fails; MML_ENOMEM. Since 1.3, with a reduce hook: MML_EVERSION for

@@ -12,6 +12,8 @@
 
 /* 1.3 added mml_arrays: no older sizes. */
 #define MML__OLDER_SIZES_mml_arrays ((const uint32_t[]){0})
+/* 1.3 added mml_add_domain_options: no older sizes. */
+#define MML__OLDER_SIZES_mml_add_domain_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_autoint_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_backbone_config ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_backbone_grads ((const uint32_t[]){0})

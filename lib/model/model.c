@@ -97,6 +97,7 @@ void mml_model_destroy(mml_model *m)
     mml__free(ctx, m->field_sizes, sizeof(int64_t) * (size_t)m->F);
     mml__free(ctx, m->mh_sizes, sizeof(int64_t) * (size_t)m->M);
     mml__schema_release(ctx, m->schema);
+    mml__free(ctx, m->owner, sizeof(int32_t) * (size_t)m->E);
     mml__free(ctx, m, sizeof *m);
 }
 
@@ -357,7 +358,7 @@ int mml__model_check_mode(const mml_model *m, mml_ctx *ctx, int32_t mode, const 
     if (mode == MML_MIX_DOMAIN && m->E < m->D)
         return mml__error(ctx, MML_ESTATE, "%s: per-domain adapters need %d experts, have %d", what,
                           m->D, m->E);
-    if (mode == MML_MIX_OWN && m->E % m->D != 0)
+    if (mode == MML_MIX_OWN && !m->owner && m->E % m->D != 0)
         return mml__error(ctx, MML_ESTATE, "%s: %d experts are not m per domain for %d domains",
                           what, m->E, m->D);
     return MML_OK;
@@ -457,6 +458,14 @@ int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32
         for (int64_t r = 0; r < n; r++)
             for (int32_t e = 0; e < m->E; e++)
                 m->own[r * m->E + e] = e % m->D == dom[r] ? w : 0.0f;
+        if (m->owner) /* a model that gained domains: 1 / (the domain's experts) */
+            for (int64_t r = 0; r < n; r++) {
+                int32_t cnt = 0;
+                for (int32_t e = 0; e < m->E; e++)
+                    cnt += m->owner[e] == dom[r];
+                for (int32_t e = 0; e < m->E; e++)
+                    m->own[r * m->E + e] = m->owner[e] == dom[r] ? 1.0f / (float)cnt : 0.0f;
+            }
         mix.mode = MML_MIX_GATED;
         mix.weights = m->own;
     }

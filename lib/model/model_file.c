@@ -26,6 +26,7 @@
 #define SEC_BACKBONE MML__SECTION_ID('B', 'K', 'B', 'N')
 #define SEC_SCHEMA MML__SECTION_ID('S', 'C', 'H', 'M')
 #define SEC_PARAMS MML__SECTION_ID('P', 'A', 'R', 'M')
+#define SEC_DOMAINS MML__SECTION_ID('D', 'O', 'M', 'X')
 
 /* Limits a file must respect before anything is allocated from it. */
 #define MAX_FIELDS 4096
@@ -128,11 +129,11 @@ static int build_file(const mml_model *m, const mml__section_out *extra, int32_t
     mml_ctx *ctx = m->ctx;
     if (n_extra < 0 || n_extra > 16)
         return mml__error(ctx, MML_EINVAL, "model save: %d extra sections", n_extra);
-    mml__wbuf parts[4 + 16];
-    uint32_t ids[4 + 16], flags[4 + 16];
+    mml__wbuf parts[5 + 16];
+    uint32_t ids[5 + 16], flags[5 + 16];
     int32_t n = 0;
     int rc = MML_OK;
-    for (int32_t i = 0; i < 4 + n_extra; i++)
+    for (int32_t i = 0; i < 5 + n_extra; i++)
         mml__wbuf_init(&parts[i], ctx);
     ids[n] = SEC_CONFIG, flags[n] = MML__SECTION_REQUIRED;
     write_config(&parts[n++], m);
@@ -145,6 +146,11 @@ static int build_file(const mml_model *m, const mml__section_out *extra, int32_t
     ids[n] = SEC_PARAMS, flags[n] = MML__SECTION_REQUIRED;
     /* Parameter data is aligned within the section, which starts aligned. */
     write_params(&parts[n++], m);
+    if (mml__model_has_domains_section(m)) {
+        /* Required: a reader that cannot mask would predict the old domains wrongly. */
+        ids[n] = SEC_DOMAINS, flags[n] = MML__SECTION_REQUIRED;
+        mml__model_write_domains(&parts[n++], m);
+    }
     for (int32_t i = 0; rc >= 0 && i < n_extra; i++) {
         ids[n] = extra[i].id, flags[n] = extra[i].flags;
         mml__wbuf_bytes(&parts[n++], extra[i].data, extra[i].size);
@@ -156,7 +162,7 @@ static int build_file(const mml_model *m, const mml__section_out *extra, int32_t
         off = (off + 63) / 64 * 64;
         mml__wbuf t;
         mml__wbuf_init(&t, ctx);
-        uint64_t offsets[4 + 16];
+        uint64_t offsets[5 + 16];
         for (int32_t i = 0; i < n; i++) {
             offsets[i] = off;
             mml__wbuf_u32(&t, ids[i]);
@@ -190,7 +196,7 @@ static int build_file(const mml_model *m, const mml__section_out *extra, int32_t
         if (rc >= 0)
             rc = mml__wbuf_status(file);
     }
-    for (int32_t i = 0; i < 4 + n_extra; i++)
+    for (int32_t i = 0; i < 5 + n_extra; i++)
         mml__wbuf_free(&parts[i]);
     return rc;
 }
@@ -397,7 +403,7 @@ static int read_table(loaded *L)
                               "CRC-32C mismatch", name, (unsigned long long)s->offset,
                               (unsigned long long)(s->offset + s->size));
         int known = s->id == SEC_CONFIG || s->id == SEC_BACKBONE || s->id == SEC_SCHEMA ||
-                    s->id == SEC_PARAMS || s->id == MML__SECTION_TRAINER;
+                    s->id == SEC_PARAMS || s->id == MML__SECTION_TRAINER || s->id == SEC_DOMAINS;
         if (!known && (s->flags & MML__SECTION_REQUIRED))
             return mml__error(ctx, MML_ESECTION,
                               "model file: required section '%s' is unknown to this release (%s)",
@@ -693,6 +699,12 @@ static int load_bytes(mml_model **out, mml_ctx *ctx, const uint8_t *data, uint64
         rc = make_model(L, &c, &m);
     if (rc >= 0)
         rc = read_params(L, m);
+    const section *xs = rc >= 0 ? find_section(L, SEC_DOMAINS) : NULL;
+    if (xs) {
+        mml__rbuf r;
+        section_reader(L, xs, &r, "model file section 'DOMX'");
+        rc = mml__model_read_domains(m, &r);
+    }
     const section *ss = rc >= 0 ? find_section(L, SEC_SCHEMA) : NULL;
     if (ss) {
         mml__rbuf r;

@@ -55,6 +55,9 @@ struct mml_model {
     struct mml__par *par;
     int32_t no_split;      /* a session's copy: one thread */
     int32_t replay;        /* dropout replay (gradient checks): one thread */
+    /* E: the domain each expert belongs to, for a model that gained domains
+     * (add_domain.c); NULL: expert e belongs to domain e mod D. */
+    int32_t *owner;
 };
 
 /* parallel.c */
@@ -69,6 +72,19 @@ int mml__par_forward(mml_model *m, const struct mml_backbone_input *in, float *l
 int mml__par_backward(mml_model *m, const float *dlogits, const struct mml_backbone_grads *g);
 /* Folds the copies' kinks of the last forward pass into h. */
 uint64_t mml__par_kink_pattern(const mml_model *m, uint64_t h);
+
+/* add_domain.c: the domain expert e belongs to. */
+int32_t mml__model_expert_owner(const mml_model *m, int32_t e);
+struct mml_add_domain_options;
+int mml__add_domain_check_options(mml_ctx *ctx, const struct mml_add_domain_options *o);
+/* The model file's section 'DOMX' (owners and mask of a model that gained
+ * domains): whether m needs it, its payload, and reading it into m (after
+ * the parameters; MML_ECORRUPT naming what is wrong). */
+struct mml__wbuf;
+struct mml__rbuf;
+int mml__model_has_domains_section(const mml_model *m);
+void mml__model_write_domains(struct mml__wbuf *w, const mml_model *m);
+int mml__model_read_domains(mml_model *m, struct mml__rbuf *r);
 
 /* MML_ESHAPE unless s describes m's inputs (fields, sizes, numeric,
  * multi-hot, domains). */

@@ -21,6 +21,9 @@ struct mml_gate {
     int64_t cap_rows, last_rows;
     int32_t readonly; /* block holds the values only */
     int32_t replica;  /* a session's copy: block is the shared gate's */
+    /* D x E: 0 where domain d may not use expert e (a domain added later
+     * does not reach the older domains); NULL: every expert for all. */
+    uint8_t *mask;
 };
 
 int mml_gate_options_init_sized(mml_gate_options *out, uint32_t struct_size)
@@ -86,8 +89,10 @@ void mml_gate_destroy(mml_gate *g)
         return;
     mml_ctx *ctx = g->ctx;
     size_t de = (size_t)g->n_domains * (size_t)g->n_experts;
-    if (!g->replica)
+    if (!g->replica) {
         mml__free(ctx, g->block, (g->readonly ? 1 : 2) * g->n_floats * sizeof(float));
+        mml__free(ctx, g->mask, de);
+    }
     mml__free(ctx, g->table, de * sizeof(float));
     mml__free(ctx, g->dtable, de * sizeof(float));
     mml__free(ctx, g->weights, (size_t)g->cap_rows * (size_t)g->n_experts * sizeof(float));
@@ -106,8 +111,13 @@ static uint64_t compute_table(const mml_gate *g, float *table)
     uint64_t pattern = 0;
     for (int32_t d = 0; d < D; d++) {
         float *row = table + (size_t)d * (size_t)E;
+        const uint8_t *allow = g->mask ? g->mask + (size_t)d * (size_t)E : NULL;
         double mx = -INFINITY;
         for (int32_t e = 0; e < E; e++) {
+            if (allow && !allow[e]) {
+                row[e] = 0.0f;
+                continue;
+            }
             double z = b[e];
             for (int32_t j = 0; j < k; j++)
                 z += (double)emb[d * k + j] * W[j * E + e];
@@ -122,9 +132,10 @@ static uint64_t compute_table(const mml_gate *g, float *table)
             for (int32_t t = 0; t < top; t++) {
                 int32_t best = -1;
                 for (int32_t e = 0; e < E; e++)
-                    if (!keep[e] && (best < 0 || row[e] > row[best]))
+                    if (!keep[e] && (!allow || allow[e]) && (best < 0 || row[e] > row[best]))
                         best = e;
-                keep[best] = 1;
+                if (best >= 0)
+                    keep[best] = 1;
             }
             for (int32_t e = 0; e < E; e++) {
                 if (keep[e]) {
@@ -133,12 +144,16 @@ static uint64_t compute_table(const mml_gate *g, float *table)
                 }
             }
         }
+        /* Masked experts take no part: the softmax over the others is the
+         * one a gate without them computes, in the same order. */
         double sum = 0;
         for (int32_t e = 0; e < E; e++)
-            if (top == 0 || keep[e])
+            if ((top == 0 || keep[e]) && (!allow || allow[e]))
                 sum += exp((double)row[e] - mx);
         for (int32_t e = 0; e < E; e++)
-            row[e] = top == 0 || keep[e] ? (float)(exp((double)row[e] - mx) / sum) : 0.0f;
+            row[e] = (top == 0 || keep[e]) && (!allow || allow[e])
+                         ? (float)(exp((double)row[e] - mx) / sum)
+                         : 0.0f;
     }
     return top > 0 ? pattern | 1u : 0;
 }
@@ -283,3 +298,29 @@ int mml__gate_replica(const mml_gate *g, mml_ctx *ctx, mml_gate **out)
     *out = r;
     return MML_OK;
 }
+
+int mml__gate_set_mask(mml_gate *g, const uint8_t *mask)
+{
+    size_t de = (size_t)g->n_domains * (size_t)g->n_experts;
+    if (g->replica)
+        return mml__error(g->ctx, MML_ESTATE, "gate: a session's copy keeps its model's mask");
+    for (int32_t d = 0; mask && d < g->n_domains; d++) {
+        int any = 0;
+        for (int32_t e = 0; e < g->n_experts; e++)
+            any |= mask[(size_t)d * (size_t)g->n_experts + (size_t)e] != 0;
+        if (!any)
+            return mml__error(g->ctx, MML_EINVAL, "gate: domain %d may use no expert", d);
+    }
+    if (mask && !g->mask && !(g->mask = mml__alloc(g->ctx, de)))
+        return mml__error(g->ctx, MML_ENOMEM, "gate: out of memory");
+    if (mask) {
+        for (size_t i = 0; i < de; i++)
+            g->mask[i] = mask[i] ? 1 : 0;
+    } else {
+        mml__free(g->ctx, g->mask, de);
+        g->mask = NULL;
+    }
+    return MML_OK;
+}
+
+const uint8_t *mml__gate_mask(const mml_gate *g) { return g ? g->mask : NULL; }

@@ -83,6 +83,14 @@ int mml__gate_replica(const mml_gate *g, mml_ctx *ctx, mml_gate **out);
 int mml__tower_train_replica(const mml_tower *t, mml_ctx *ctx, mml_tower **out);
 int mml__lora_train_replica(const mml_lora *l, mml_ctx *ctx, mml_lora **out);
 
+/* The gate's D x E expert mask (nonzero: domain d may use expert e), copied;
+ * NULL removes it (every domain uses every expert). A masked expert gets
+ * weight exactly 0 and takes no part in its domain's softmax. MML_EINVAL
+ * for a domain left without experts, MML_ENOMEM. */
+int mml__gate_set_mask(mml_gate *g, const uint8_t *mask);
+/* The mask, or NULL when every domain uses every expert. */
+const uint8_t *mml__gate_mask(const mml_gate *g);
+
 /* Glorot-uniform fill of a fan_in x fan_out matrix. */
 void mml__glorot_uniform(mml_rng *rng, float *w, int64_t fan_in, int64_t fan_out);
 

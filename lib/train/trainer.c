@@ -114,6 +114,9 @@ static int stage_of_variant(int32_t variant, int32_t stage)
 /* dst's weights := src's, parameter by parameter, once every name and shape matched. */
 static int copy_weights(mml_ctx *ctx, mml_model *dst, const mml_model *src)
 {
+    if (mml__model_has_domains_section(src)) /* its mask and experts' domains would be lost */
+        return mml__error(ctx, MML_ESTATE, "trainer: init_model gained a domain "
+                          "(mml_model_add_domain): train it with mml_model_train_domain");
     if (strcmp(src->backbone_name, dst->backbone_name) != 0)
         return mml__error(ctx, MML_ESHAPE, "trainer: init_model has backbone '%s', the options "
                           "make '%s'", src->backbone_name, dst->backbone_name);
