@@ -179,7 +179,24 @@ def _names(seq):
     return arr, C.cast(arr, _P)
 
 
-class Context:
+class _Shared:
+    """An object others depend on: they count themselves with _retain and
+    _release, and close() takes effect after the last of them, whatever order
+    the garbage collector finalizes them in."""
+
+    _users, _closed = 0, False
+
+    def _retain(self):
+        self._users += 1
+        return self
+
+    def _release(self):
+        self._users -= 1
+        if self._closed and self._users == 0:
+            self.close()
+
+
+class Context(_Shared):
     """Allocator, threads, seed and last error (mml_ctx). One thread at a time."""
 
     def __init__(self, threads=1, seed=1):
@@ -190,19 +207,6 @@ class Context:
         if rc < 0:
             raise Error(rc, "mml_ctx_create failed")
         self.handle = h
-        self._users, self._closed = 0, False
-
-    # Objects made in a context count themselves here, so that the context
-    # is destroyed after the last of them, whatever order the garbage
-    # collector finalizes them in.
-    def _retain(self):
-        self._users += 1
-        return self
-
-    def _release(self):
-        self._users -= 1
-        if self._closed and self._users == 0:
-            self.close()
 
     def close(self):
         self._closed = True
@@ -431,12 +435,11 @@ def train(train_set, val_set, **options):
     return t.take_model()
 
 
-class Model:
+class Model(_Shared):
     """A trained or loaded model (mml_model); read-only once served."""
 
     def __init__(self, handle, ctx):
         self.handle, self.ctx = handle, ctx._retain()
-        self._users, self._closed = 0, False
         self._session = None
 
     @classmethod
@@ -469,16 +472,6 @@ class Model:
         if self._session is None:
             self._session = self.session()
         return self._session.predict(ids, domain, dense)
-
-    # Sessions count themselves here, as objects do in their context.
-    def _retain(self):
-        self._users += 1
-        return self
-
-    def _release(self):
-        self._users -= 1
-        if self._closed and self._users == 0:
-            self.close()
 
     def close(self):
         self._closed = True
