@@ -41,7 +41,8 @@ mkdir "$tmp/splits"
 python3 - "$tmp/all.json" "$tmp/one.json" "$tmp/extras.json" <<'PY' || fail "JSON keys"
 import json, sys
 runs = json.load(open(sys.argv[1]))["runs"]
-assert len(runs) == 6, len(runs)
+# base, mlora, moe and (since 1.3) moe-tuned, two seeds each
+assert len(runs) == 8, len(runs)
 one = json.load(open(sys.argv[2]))
 need = ["backbone", "variant", "seed", "threads", "domains", "mean_auc", "wauc", "logloss", "stages"]
 moe_need = ["gate", "gate_init", "experts", "after_backbone", "own_experts"]
@@ -64,6 +65,11 @@ for r in runs + [one]:
         assert len(r["experts"]) == 3 and r["experts"][2]["domain"] == 2
         for k in ["mean_auc", "wauc"]:
             assert k in r["after_backbone"] and k in r["own_experts"]
+    elif r["variant"] == "moe-tuned":
+        assert names[:3] == ["backbone", "experts", "gate"], names
+        for k in moe_need:
+            assert k in r, k
+        assert abs(sum(r["gate"][0]) - 1) < 1e-5
     else:
         assert names == ["joint"], names
         assert "gate" not in r

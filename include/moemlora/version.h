@@ -16,7 +16,7 @@
 /** The major version of these headers. */
 #define MML_VERSION_MAJOR 1
 /** The minor version of these headers. */
-#define MML_VERSION_MINOR 2
+#define MML_VERSION_MINOR 3
 /** The patch version of these headers. */
 #define MML_VERSION_PATCH 0
 /** MAJOR * 10000 + MINOR * 100 + PATCH, as mml_version_number() returns it. */
