@@ -130,7 +130,7 @@ static void usage(FILE *f)
             "  each domain's own experts)  --gate-lr R (0: --lr)  --expert-lr R (0: --lr)\n"
             "  --expert-backbone-lr R (0: backbone frozen in stage 2)  --expert-other-weight W\n"
             "  (0: stage 2 drops other domains' rows; else weighs them by W)\n"
-            "  --finetune none|experts-gate|all (none: no stage 4)  --finetune-lr R (0: lr/10)\n"
+            "  --finetune none|experts-gate|all (none: no stage 4)  --finetune-lr R (0: --lr)\n"
             "  --finetune-patience N (0: --patience)  --gate-input domain|embeddings|\n"
             "  embeddings-grad (domain; embeddings: also the row's field embeddings)\n"
             "training: --lr (1e-3) --batch (1024) --patience (3) --max-epochs (50)\n"

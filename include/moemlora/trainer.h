@@ -251,7 +251,7 @@ typedef struct mml_trainer_options {
      *  dropped; early stopping still reads the expert's own domain. 0
      *  (default): only the domain's rows. */
     float expert_other_weight;
-    /** Since 1.3: the learning rate of stage 4; 0 (default): lr / 10.
+    /** Since 1.3: the learning rate of stage 4; 0 (default): lr.
      *  Finite, >= 0. */
     float finetune_lr;
     /** Since 1.3: an MML_FINETUNE_* value: whether MoE-MLoRA runs stage 4

@@ -533,7 +533,7 @@ static int run_finish(mml_trainer *t, int rc, int canceled, int diverged)
     run_state *r = &t->run;
     char tag[64];
     int32_t stage = r->stage, expert = r->expert, best_epoch = r->best_epoch;
-    if (rc >= 0 && (r->best_epoch > 0 || diverged))
+    if (rc >= 0 && (r->best_epoch > 0 || diverged || (stage == MML_STAGE_FINETUNE && r->epoch > 0)))
         snapshot(r->params, r->nt, r->best, 1);
     if (diverged)
         r->flags |= MML_STAGE_DIVERGED;
@@ -541,11 +541,12 @@ static int run_finish(mml_trainer *t, int rc, int canceled, int diverged)
                                       sizeof *t->stages)) >= 0) {
         t->stages[t->n_stages++] = (mml_stage_report){
             sizeof(mml_stage_report), stage, expert, expert >= 0 ? expert % t->D : -1, r->epoch,
-            best_epoch, best_epoch > 0 ? r->best_score : 0.0, r->seconds + now_s() - r->t_start,
+            best_epoch, best_epoch > 0 || isfinite(r->best_score) ? r->best_score : 0.0,
+            r->seconds + now_s() - r->t_start,
             median(r->rates, r->epoch), r->flags, 0};
         mml__log(ctx, MML_LOG_INFO, "%s done: %d epochs, best epoch %d (%.5f)",
                  who(t, stage, expert, tag, sizeof tag), (int)r->epoch, (int)best_epoch,
-                 best_epoch > 0 ? r->best_score : 0.0);
+                 best_epoch > 0 || isfinite(r->best_score) ? r->best_score : 0.0);
     }
     run_free(t, r);
     if (rc >= 0 && canceled)
@@ -577,6 +578,21 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
         if (r->flags & MML_STAGE_NO_TRAINING_ROWS)
             mml__log(ctx, MML_LOG_WARN, "%s: the domain has no training rows: the expert stays "
                      "as it was made", who(t, stage, expert, tag, sizeof tag));
+        if (stage == MML_STAGE_FINETUNE) {
+            /* Since 1.3: stage 4 must beat where it starts (validated as
+             * epoch 0), else it keeps the start. */
+            int defined = 1;
+            double score = 0.0;
+            t->running = 1;
+            rc = validation_score(t, stage, r->mode, expert, 0, &score, &defined);
+            t->running = 0;
+            if (rc < 0) {
+                run_free(t, r);
+                return rc;
+            }
+            if (defined)
+                r->best_score = score;
+        }
     }
     r->t_start = now_s();
     t->running = 1;

@@ -49,7 +49,7 @@ float mml__trainer_stage_lr(const mml_trainer_options *o, int32_t stage)
     switch (stage) {
     case MML_STAGE_EXPERTS: return o->expert_lr > 0.0f ? o->expert_lr : o->lr;
     case MML_STAGE_GATE: return o->gate_lr > 0.0f ? o->gate_lr : o->lr;
-    case MML_STAGE_FINETUNE: return o->finetune_lr > 0.0f ? o->finetune_lr : 0.1f * o->lr;
+    case MML_STAGE_FINETUNE: return o->finetune_lr > 0.0f ? o->finetune_lr : o->lr;
     default: return o->lr;
     }
 }
@@ -86,7 +86,7 @@ int mml_trainer_options_moe_tuned(mml_trainer_options *opt)
     opt->expert_other_weight = 0.0f;
     opt->finetune = MML_FINETUNE_ALL;
     opt->finetune_lr = 0.0f;
-    opt->finetune_patience = 0;
+    opt->finetune_patience = 5;
     opt->gate_input = MML_GATE_INPUT_DOMAIN;
     return MML_OK;
 }
