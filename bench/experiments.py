@@ -100,6 +100,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--all-on-ml", dest="ml_subset", action="store_false",
                     help="run every configuration on ML-100K too (default: ML_CONFIGS)")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="table of the runs already in --out; run nothing")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -122,6 +124,8 @@ def main():
                 cmd = command(a.exe, dflags, CONFIGS[cname], seed, a.threads) + ["--json", path]
                 if a.dry_run:
                     print(shlex.join(["nice", "-n", "10"] + cmd))
+                    continue
+                if not os.path.exists(path) and a.cached_only:
                     continue
                 if not os.path.exists(path):
                     subprocess.run(["nice", "-n", "10"] + cmd, check=True, stdout=subprocess.DEVNULL)

@@ -37,6 +37,20 @@
  * it ends bitwise identical to one never interrupted (same seed, thread
  * count, data and options; built-in backbones).
  *
+ * Since 1.3: options beyond the paper for MoE-MLoRA (the fields from
+ * gate_prior on, all off by default, so MML_VARIANT_MOE stays the paper's
+ * method bit for bit): a gate prior toward each domain's own experts, its
+ * own learning rates for stage 2 and stage 3, stage 2 with the embeddings
+ * and backbone training at a reduced rate or with the other domains' rows
+ * weighted down, a gate that also sees the row's embeddings, and an
+ * optional stage 4, MML_STAGE_FINETUNE: experts and gate (or everything)
+ * together on all domains with its own early stopping, which keeps the
+ * weights it started from unless an epoch beats their validation score
+ * (that start is validated as epoch 0: a validation callback is called
+ * with epoch 0 for it). mml_trainer_options_moe_tuned() sets the
+ * recommended combination (docs/EXPERIMENTS.md). A resumed run must be
+ * given the 1.3 options it was saved with.
+ *
  * A trainer and its model are used by one thread at a time, like their
  * context; the callbacks run on the thread that runs the trainer. Fallible
  * functions return 0 (MML_OK) or a negative MML_E* code with a message in
@@ -388,7 +402,8 @@ MML_API int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_traine
 MML_API void mml_trainer_destroy(mml_trainer *trainer);
 
 /** Runs one stage: MML_STAGE_JOINT (base, MLoRA) or, for MoE-MLoRA, the
- * stages in order (stage 2 trains every expert in turn). Appends stage and
+ * stages in order (stage 2 trains every expert in turn; stage 4,
+ * MML_STAGE_FINETUNE, only with the finetune option). Appends stage and
  * epoch reports. On failure the interrupted run keeps its best weights so
  * far and the stage stays the next one: running it again trains it again
  * from the current weights (stage 2: from the first expert). Stopped by the
