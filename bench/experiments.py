@@ -51,19 +51,27 @@ CONFIGS = {
     "ft-eg": MOE + ["--finetune", "experts-gate"],
     "ft-all": MOE + ["--finetune", "all"],
     "ft-all+pat5": MOE + ["--finetune", "all", "--finetune-patience", "5"],
-    # combinations
+    # combinations (A: prior2 + gate-lr1e-2 + ft-all, stage 4 patience 5)
     "prior2+glr": MOE + ["--gate-prior", "2", "--gate-lr", "1e-2"],
     "prior2+glr+ft-all": MOE + ["--gate-prior", "2", "--gate-lr", "1e-2", "--finetune", "all"],
-    # the recommendation: prior2 + gate-lr1e-2 + ft-all + finetune patience 5
+    "A": MOE + ["--gate-prior", "2", "--gate-lr", "1e-2", "--finetune", "all",
+                "--finetune-patience", "5"],
+    "A+expert-bb1e-3": MOE + ["--gate-prior", "2", "--gate-lr", "1e-2", "--finetune", "all",
+                              "--finetune-patience", "5", "--expert-backbone-lr", "1e-3"],
+    "A+other0.1": MOE + ["--gate-prior", "2", "--gate-lr", "1e-2", "--finetune", "all",
+                         "--finetune-patience", "5", "--expert-other-weight", "0.1"],
+    "A+in-emb-grad": MOE + ["--gate-prior", "2", "--gate-lr", "1e-2", "--finetune", "all",
+                            "--finetune-patience", "5", "--gate-input", "embeddings-grad"],
+    "A+prior4": MOE + ["--gate-prior", "4", "--gate-lr", "1e-2", "--finetune", "all",
+                       "--finetune-patience", "5"],
+    "A+pat10": MOE + ["--gate-prior", "2", "--gate-lr", "1e-2", "--finetune", "all",
+                      "--finetune-patience", "10"],
+    # the recommendation (mml_trainer_options_moe_tuned()): A+pat10
     "moe-tuned": TUNED,
-    "tuned+expert-bb1e-3": TUNED + ["--expert-backbone-lr", "1e-3"],
-    "tuned+other0.1": TUNED + ["--expert-other-weight", "0.1"],
-    "tuned+in-emb-grad": TUNED + ["--gate-input", "embeddings-grad"],
-    "tuned+prior4": TUNED + ["--gate-prior", "4"],
 }
 # The configurations run on ML-100K (its runs take longer).
 ML_CONFIGS = ["base", "mlora", "moe", "prior2", "gate-lr1e-2", "other0.1", "in-emb", "ft-all",
-              "prior2+glr", "moe-tuned", "tuned+expert-bb1e-3"]
+              "prior2+glr", "A", "A+expert-bb1e-3", "A+pat10", "moe-tuned"]
 
 SEEDS = [1, 2, 3]
 
@@ -74,14 +82,15 @@ def mean_sd(x):
     return m, sd
 
 
-def own_weight(run):
-    """Mean gate weight of a domain on its own experts (e mod D == d), summed
-    over them; the uniform gate gives m / E = 1 / D."""
+def own_weights(run):
+    """Each domain's gate weight on its own experts (e mod D == d), summed
+    over them (the uniform gate gives m / E = 1 / D); None without a gate.
+    A gate over the rows' embeddings reports its weights at x = 0."""
     gate = run.get("gate")
     if not gate:
         return None
     D = len(gate)
-    return sum(sum(w for e, w in enumerate(row) if e % D == d) for d, row in enumerate(gate)) / D
+    return [sum(w for e, w in enumerate(row) if e % D == d) for d, row in enumerate(gate)]
 
 
 def command(exe, data_flags, cfg_flags, seed, threads):
@@ -136,25 +145,29 @@ def main():
         for cname, runs in res.items():
             w = [r["wauc"] for r in runs]
             m, sd = mean_sd(w)
-            ow = [own_weight(r) for r in runs]
+            ow = [own_weights(r) for r in runs]
             ow = [x for x in ow if x is not None]
+            own = None
+            if ow:
+                flat = [v for x in ow for v in x]
+                own = (sum(flat) / len(flat), min(flat), max(flat))
             ref = {}
             for other in ("mlora", "base"):
                 if other in res:
                     om, osd = mean_sd([r["wauc"] for r in res[other]])
                     ref[other] = (m - om, max(sd, osd))
-            rows.append((dname, cname, m, sd, ref, sum(ow) / len(ow) if ow else None,
+            rows.append((dname, cname, m, sd, ref, own,
                          sum(sum(s["seconds"] for s in r["stages"]) for r in runs) / len(runs)))
     if a.dry_run:
         return
     print("| data | configuration | WAUC (mean ± std, seeds %s) | vs MLoRA | vs base (spread) | "
-          "gate on own | train s |" % a.seeds)
+          "gate on own: mean (min..max) | train s |" % a.seeds)
     print("|---|---|---|---|---|---|---|")
     for dname, cname, m, sd, ref, ow, secs in rows:
         vm = "%+.4f" % ref["mlora"][0] if "mlora" in ref else ""
         vb = "%+.4f (%.4f)" % ref["base"] if "base" in ref else ""
         print(f"| {dname} | {cname} | {m:.4f} ± {sd:.4f} | {vm} | {vb} | "
-              f"{'' if ow is None else '%.3f' % ow} | {secs:.1f} |")
+              f"{'' if ow is None else '%.2f (%.2f..%.2f)' % ow} | {secs:.1f} |")
     print()
     print("Commands (add --seed S --threads %d --json FILE; run under nice -n 10):" % a.threads)
     print()

@@ -361,7 +361,10 @@ MML_API int mml_trainer_options_init_sized(mml_trainer_options *opt, uint32_t st
 #define mml_trainer_options_init(opt) mml_trainer_options_init_sized((opt), (uint32_t)sizeof(mml_trainer_options))
 /** Sets the recommended MoE-MLoRA beyond the paper (since 1.3; what
  * `mml-train --variant moe-tuned` trains, measured in docs/EXPERIMENTS.md):
- * variant MML_VARIANT_MOE and the 1.3 fields of the recommendation; every
+ * variant MML_VARIANT_MOE and the 1.3 fields of the recommendation:
+ * gate_prior 2, gate_lr 1e-2, finetune MML_FINETUNE_ALL at finetune_lr 0
+ * (lr) with finetune_patience 10, the others 0 (expert_lr,
+ * expert_backbone_lr, expert_other_weight, gate_input: the paper's). Every
  * other field (backbone, widths, lr, batch, callbacks, ...) is left as it
  * is, so call it after mml_trainer_options_init() and before your own
  * changes to them.

@@ -86,7 +86,7 @@ int mml_trainer_options_moe_tuned(mml_trainer_options *opt)
     opt->expert_other_weight = 0.0f;
     opt->finetune = MML_FINETUNE_ALL;
     opt->finetune_lr = 0.0f;
-    opt->finetune_patience = 5;
+    opt->finetune_patience = 10;
     opt->gate_input = MML_GATE_INPUT_DOMAIN;
     return MML_OK;
 }
