@@ -26,6 +26,16 @@ grep -q "WAUC" "$tmp/out" || fail "no WAUC in the table"
 # shellcheck disable=SC2086
 "$exe" $small --variant moe --experts-per-domain 2 --gate-top-k 1 --optimizer lazy-adam \
   --l2-embedding 1e-4 --l2-dense 1e-5 --json "$tmp/extras.json" >/dev/null 2>&1 || fail "extras run failed"
+# The MoE options of 1.3 and the synthetic scales (stage 4 shows in the JSON).
+# shellcheck disable=SC2086
+"$exe" $small --variant moe --gate-prior 1 --gate-lr 1e-2 --expert-lr 2e-3 --expert-backbone-lr 1e-4 \
+  --expert-other-weight 0.2 --finetune experts-gate --finetune-lr 1e-4 --finetune-patience 1 \
+  --gate-input embeddings --synthetic-domain-scale 1 --synthetic-shift-scale 1 \
+  --json "$tmp/tuned.json" >/dev/null 2>&1 || fail "1.3 options run failed"
+grep -q '"finetune"' "$tmp/tuned.json" || fail "no stage 4 in the JSON"
+grep -q '"after_gate"' "$tmp/tuned.json" || fail "no after_gate in the JSON"
+"$exe" --finetune sometimes >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad --finetune must exit 2"
+"$exe" --expert-other-weight 2 >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad --expert-other-weight must exit 2"
 # A failing run writes no JSON.
 "$exe" --train "$tmp/x.csv" --val "$tmp/x.csv" --test "$tmp/x.csv" --json "$tmp/bad.json" >/dev/null 2>&1
 [ $? -eq 1 ] || fail "missing CSV must exit 1"
