@@ -1,4 +1,4 @@
-/* MoE-MLoRA beyond the paper (since 1.3): the checks and helpers of the
+/* MoE-MLoRA beyond the paper (since 1.3): the checks and utilities of the
  * trainer's 1.3 options, and the recommended preset (docs/EXPERIMENTS.md). */
 #include <math.h>
 #include <stddef.h>
