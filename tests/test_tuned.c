@@ -585,6 +585,7 @@ typedef struct killer {
     int calls, kill_at;
     int32_t stop_stage;
     mml__wbuf buf;
+    const char *path; /* else into buf */
 } killer;
 
 static int on_checkpoint(void *user, mml_trainer *t, const mml_progress *where)
@@ -592,8 +593,48 @@ static int on_checkpoint(void *user, mml_trainer *t, const mml_progress *where)
     killer *k = user;
     if (where->stage != k->stop_stage || ++k->calls != k->kill_at)
         return 0;
-    ck_assert_int_eq(mml__trainer_state_write(t, &k->buf), MML_OK);
+    if (k->path)
+        ck_assert_int_eq(mml_trainer_save(t, k->path), MML_OK);
+    else
+        ck_assert_int_eq(mml__trainer_state_write(t, &k->buf), MML_OK);
     return 1;
+}
+
+/* The same through a checkpoint file (its model has the gate's GATX section). */
+static void resume_from_file(world *w, const mml_trainer_options *o, int32_t stage)
+{
+    snap ref = full_run(w, o);
+    char path[] = "/tmp/mml_tuned_ckpt_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    killer k;
+    memset(&k, 0, sizeof k);
+    k.kill_at = 1;
+    k.stop_stage = stage;
+    k.path = path;
+    mml_trainer_options o1 = *o;
+    o1.checkpoint = on_checkpoint;
+    o1.checkpoint_user = &k;
+    mml_trainer *t1 = make_trainer(w, &o1);
+    ck_assert_int_eq(mml_trainer_run(t1), MML_ECANCELED);
+    mml_trainer_destroy(t1);
+    mml_trainer *t2 = NULL;
+    int rc = mml_trainer_resume(&t2, w->ctx, o, path, w->train, w->val);
+    ck_assert_msg(rc == MML_OK, "resume: %s", mml_ctx_last_error(w->ctx));
+    ck_assert_int_eq(mml_trainer_next_stage(t2), stage);
+    ck_assert_msg(mml_trainer_run(t2) == MML_OK, "%s", mml_ctx_last_error(w->ctx));
+    const char *diff = first_difference(mml_trainer_model(t2), &ref);
+    ck_assert_msg(diff == NULL, "from the file, stage %d: parameter %s differs", (int)stage, diff);
+    mml_trainer_destroy(t2);
+    /* Without the gate options the file's model does not fit. */
+    mml_trainer_options plain = *o;
+    plain.gate_prior = 0.0f;
+    plain.gate_input = MML_GATE_INPUT_DOMAIN;
+    ck_assert_int_lt(mml_trainer_resume(&t2, w->ctx, &plain, path, w->train, w->val), 0);
+    ck_assert_ptr_null(t2);
+    unlink(path);
+    drop(&ref);
 }
 
 static void resume_in(world *w, const mml_trainer_options *o, int32_t stage)
@@ -642,6 +683,7 @@ START_TEST(checkpoints_resume_bitwise)
     o.finetune_patience = 2;
     resume_in(&w, &o, MML_STAGE_FINETUNE);
     resume_in(&w, &o, MML_STAGE_EXPERTS);
+    resume_from_file(&w, &o, MML_STAGE_FINETUNE);
     /* The saved state belongs to its options: stage 4 needs finetune. */
     world_free(&w);
 }
