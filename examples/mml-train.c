@@ -50,7 +50,7 @@ typedef struct args {
     int n_hashed;
     uint64_t hash_seed;
     const char *backbone;
-    int variants[3], n_variants;
+    int variants[4], n_variants;
     int32_t experts_per_domain, alpha, embed_dim, hidden[MAX_LIST], n_hidden;
     float dropout, lr, l2_embedding, l2_dense;
     int32_t optimizer, gate_top_k;
@@ -77,13 +77,20 @@ typedef struct args {
     double add_gate_prior;   /* --add-gate-prior W; < 0: the library's default */
     int add_domain_row;      /* --add-domain-row 0|1; < 0: the library's default */
     const char *drop_domain; /* --drop-domain NAME: leave that domain's rows out */
+    /* The synthetic generator's scales; NAN: its defaults. */
+    double syn_domain_scale, syn_shift_scale, syn_shared_scale;
+    /* MoE-MLoRA beyond the paper, for moe and moe-tuned; < 0: not given. */
+    float gate_prior, gate_lr, expert_lr, expert_backbone_lr, expert_other_weight, finetune_lr;
+    int32_t finetune, finetune_patience, gate_input;
 } args;
 
 typedef struct data {
     mml_dataset *train, *val, *test;
 } data;
 
-static const char *const variant_names[3] = {"base", "mlora", "moe"};
+static const char *const variant_names[4] = {"base", "mlora", "moe", "moe-tuned"};
+/* --variant moe-tuned: MML_VARIANT_MOE with mml_trainer_options_moe_tuned(). */
+#define VARIANT_TUNED 3
 
 /* Set while a context is being made: its errors reach only the log. */
 static int creating_ctx;
@@ -130,14 +137,23 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mml-train [data] [model] [training] [output]\n"
             "data (default --synthetic):\n"
-            "  --synthetic [--synthetic-rows N] [--synthetic-domains D]\n"
+            "  --synthetic [--synthetic-rows N] [--synthetic-domains D] [--synthetic-domain-scale S]\n"
+            "    (2) [--synthetic-shift-scale S] (2) [--synthetic-shared-scale S] (0.5)\n"
             "  --movielens DIR --domain-by gender|age|occupation [--label-min R]\n"
             "  --train F --val F --test F [--label COL] [--domain COL] [--fields C1,C2,...]\n"
             "    [--numeric C1,C2,...] (numeric columns)  [--hash COL:BUCKETS] (repeatable: a\n"
             "    categorical column hashed into BUCKETS ids, no vocabulary)  [--hash-seed N] (0)\n"
             "model: --backbone mlp|wdl|deepfm|nfm|pnn|dcn|autoint|xdeepfm|fibinet (mlp)\n"
-            "  --variant base|mlora|moe|all (moe)  --experts-per-domain M (1)  --alpha A (16)\n"
+            "  --variant base|mlora|moe|moe-tuned|all (moe)  --experts-per-domain M (1)  --alpha A (16)\n"
             "  --embed-dim K (8)  --hidden 256,128,64  --dropout P (0.5)  --gate-top-k K (0: dense)\n"
+            "moe beyond the paper (moe and moe-tuned; moe-tuned presets some, see\n"
+            "  docs/EXPERIMENTS.md): --gate-prior S (0: off; the gate starts at logit S on\n"
+            "  each domain's own experts)  --gate-lr R (0: --lr)  --expert-lr R (0: --lr)\n"
+            "  --expert-backbone-lr R (0: backbone frozen in stage 2)  --expert-other-weight W\n"
+            "  (0: stage 2 drops other domains' rows; else weighs them by W)\n"
+            "  --finetune none|experts-gate|all (none: no stage 4)  --finetune-lr R (0: --lr)\n"
+            "  --finetune-patience N (0: --patience)  --gate-input domain|embeddings|\n"
+            "  embeddings-grad (domain; embeddings: also the row's field embeddings)\n"
             "training: --lr (1e-3) --batch (1024) --patience (3) --max-epochs (50)\n"
             "  --optimizer adam|lazy-adam|adagrad|sgd (adam)  --l2-embedding L (0)  --l2-dense L (0)\n"
             "  --seed N (1) | --seeds A,B,C  --data-seed N (123)  --threads T (online CPUs)\n"
@@ -155,7 +171,7 @@ static void usage(FILE *f)
             "  state after every epoch, replaced atomically)  --resume FILE (continue a\n"
             "  checkpoint; give the options and seed it was made with)\n"
             "  --init FILE (start from a saved model: fine-tune it)  --stage\n"
-            "  joint|backbone|experts|gate (start with that stage; with --init, e.g. re-run\n"
+            "  joint|backbone|experts|gate|finetune (start with that stage; with --init, e.g. re-run\n"
             "  stage 2 and 3 of a MoE model)  --stop-after N (stop after N epochs, after\n"
             "  their checkpoint, exit status 3)  --checkpoint-every N (epochs; 1)\n"
             "  --checkpoint-minutes M (also once M minutes passed since the last one)\n"
@@ -245,6 +261,10 @@ static int parse_args(int argc, char **argv, args *a)
     a->checkpoint_every = 1;
     a->add_gate_prior = -1.0;
     a->add_domain_row = -1;
+    a->syn_domain_scale = a->syn_shift_scale = a->syn_shared_scale = NAN;
+    a->gate_prior = a->gate_lr = a->expert_lr = a->expert_backbone_lr = -1.0f;
+    a->expert_other_weight = a->finetune_lr = -1.0f;
+    a->finetune = a->finetune_patience = a->gate_input = -1;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     a->threads = cpus > 0 ? (uint32_t)cpus : 1;
     for (int i = 1; i < argc; i++) {
@@ -298,6 +318,36 @@ static int parse_args(int argc, char **argv, args *a)
         if (!strcmp(o, "--synthetic-rows")) {
             if (parse_int(v, 10, 100000000, &n) < 0) return bad_value(o, v);
             a->synthetic_rows = n, a->synthetic = 1;
+        } else if (!strcmp(o, "--synthetic-domain-scale") || !strcmp(o, "--synthetic-shift-scale") ||
+                   !strcmp(o, "--synthetic-shared-scale")) {
+            if (parse_float(v, 0.0, 100.0, &x) < 0) return bad_value(o, v);
+            *(o[12] == 'd' ? &a->syn_domain_scale : o[13] == 'h' && o[14] == 'i' ? &a->syn_shift_scale
+                                                                               : &a->syn_shared_scale) = x;
+            a->synthetic = 1;
+        } else if (!strcmp(o, "--gate-prior") || !strcmp(o, "--gate-lr") || !strcmp(o, "--expert-lr") ||
+                   !strcmp(o, "--expert-backbone-lr") || !strcmp(o, "--expert-other-weight") ||
+                   !strcmp(o, "--finetune-lr")) {
+            int other = !strcmp(o, "--expert-other-weight");
+            if (parse_float(v, 0.0, other ? 1.0 : 100.0, &x) < 0) return bad_value(o, v);
+            float *f = !strcmp(o, "--gate-prior") ? &a->gate_prior : !strcmp(o, "--gate-lr") ? &a->gate_lr
+                       : !strcmp(o, "--expert-lr") ? &a->expert_lr : other ? &a->expert_other_weight
+                       : !strcmp(o, "--finetune-lr") ? &a->finetune_lr : &a->expert_backbone_lr;
+            *f = (float)x;
+        } else if (!strcmp(o, "--finetune")) {
+            static const char *const kinds[3] = {"none", "experts-gate", "all"};
+            int k = 0;
+            while (k < 3 && strcmp(v, kinds[k])) k++;
+            if (k == 3) return bad_value(o, v);
+            a->finetune = k; /* MML_FINETUNE_* */
+        } else if (!strcmp(o, "--finetune-patience")) {
+            if (parse_int(v, 0, 1000, &n) < 0) return bad_value(o, v);
+            a->finetune_patience = (int32_t)n;
+        } else if (!strcmp(o, "--gate-input")) {
+            static const char *const kinds[3] = {"domain", "embeddings", "embeddings-grad"};
+            int k = 0;
+            while (k < 3 && strcmp(v, kinds[k])) k++;
+            if (k == 3) return bad_value(o, v);
+            a->gate_input = k; /* MML_GATE_INPUT_* */
         } else if (!strcmp(o, "--synthetic-domains")) {
             if (parse_int(v, 1, 1024, &n) < 0) return bad_value(o, v);
             a->synthetic_domains = (int32_t)n, a->synthetic = 1;
@@ -352,12 +402,12 @@ static int parse_args(int argc, char **argv, args *a)
             a->backbone = v;
         } else if (!strcmp(o, "--variant")) {
             if (!strcmp(v, "all")) {
-                a->n_variants = 3;
-                for (int k = 0; k < 3; k++) a->variants[k] = k;
+                a->n_variants = 4;
+                for (int k = 0; k < 4; k++) a->variants[k] = k;
             } else {
                 int k = 0;
-                while (k < 3 && strcmp(v, variant_names[k])) k++;
-                if (k == 3) return bad_value(o, v);
+                while (k < 4 && strcmp(v, variant_names[k])) k++;
+                if (k == 4) return bad_value(o, v);
                 a->variants[0] = k, a->n_variants = 1;
             }
         } else if (!strcmp(o, "--experts-per-domain")) {
@@ -433,11 +483,11 @@ static int parse_args(int argc, char **argv, args *a)
         } else if (!strcmp(o, "--init")) {
             a->init = v;
         } else if (!strcmp(o, "--stage")) {
-            static const char *const stages[4] = {"joint", "backbone", "experts", "gate"};
+            static const char *const stages[5] = {"joint", "backbone", "experts", "gate", "finetune"};
             int k = 0;
-            while (k < 4 && strcmp(v, stages[k])) k++;
-            if (k == 4) return bad_value(o, v);
-            a->first_stage = k; /* MML_STAGE_JOINT .. MML_STAGE_GATE */
+            while (k < 5 && strcmp(v, stages[k])) k++;
+            if (k == 5) return bad_value(o, v);
+            a->first_stage = k; /* MML_STAGE_JOINT .. MML_STAGE_FINETUNE */
         } else if (!strcmp(o, "--add-experts")) {
             if (parse_int(v, 1, 4096, &n) < 0) return bad_value(o, v);
             a->add_experts = (int32_t)n;
@@ -537,13 +587,19 @@ static int load_data(mml_ctx *ctx, const args *a, data *d)
         o.n_rows = a->synthetic_rows;
     if (a->synthetic_domains)
         o.n_domains = a->synthetic_domains;
+    if (!isnan(a->syn_domain_scale))
+        o.domain_scale = a->syn_domain_scale;
+    if (!isnan(a->syn_shift_scale))
+        o.shift_scale = a->syn_shift_scale;
+    if (!isnan(a->syn_shared_scale))
+        o.shared_scale = a->syn_shared_scale;
     o.seed = a->data_seed;
     return mml_synthetic_generate(ctx, &o, &d->train, &d->val, &d->test);
 }
 
 /* ---- one run ---- */
 
-static const char *const stage_names[4] = {"joint", "backbone", "experts", "gate"};
+static const char *const stage_names[5] = {"joint", "backbone", "experts", "gate", "finetune"};
 
 /* What the progress line and the epoch events know of the run. */
 typedef struct progress_state {
@@ -663,7 +719,7 @@ static void add_flags(json_t *o, uint32_t flags)
 
 static json_t *stages_json(mml_trainer *tr, json_t **experts)
 {
-    static const char *const names[4] = {"joint", "backbone", "experts", "gate"};
+    static const char *const names[5] = {"joint", "backbone", "experts", "gate", "finetune"};
     json_t *stages = json_array();
     *experts = json_array();
     double rates[4096];
@@ -824,6 +880,17 @@ static unsigned long long weights_digest(mml_model *m)
     return h;
 }
 
+/* Whether a stage has trained an epoch (in this process or before a resume). */
+static int stage_started(const mml_trainer *tr, int32_t stage)
+{
+    for (int64_t i = 0; i < mml_trainer_n_epoch_reports(tr); i++) {
+        mml_epoch_report er;
+        if (mml_trainer_epoch_report(tr, i, &er) == MML_OK && er.stage == stage)
+            return 1;
+    }
+    return 0;
+}
+
 /* Exit status 3: --stop-after stopped the run as planned. */
 #define STOPPED 3
 
@@ -837,7 +904,21 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     snprintf(tag, sizeof tag, "[%s seed %llu]", variant_names[variant], (unsigned long long)seed);
     mml_trainer_options to;
     mml_trainer_options_init(&to);
-    to.variant = variant;
+    int is_moe = variant == MML_VARIANT_MOE || variant == VARIANT_TUNED;
+    if (variant == VARIANT_TUNED)
+        mml_trainer_options_moe_tuned(&to);
+    to.variant = is_moe ? MML_VARIANT_MOE : variant;
+    if (is_moe) { /* the flags given override the preset */
+        if (a->gate_prior >= 0) to.gate_prior = a->gate_prior;
+        if (a->gate_lr >= 0) to.gate_lr = a->gate_lr;
+        if (a->expert_lr >= 0) to.expert_lr = a->expert_lr;
+        if (a->expert_backbone_lr >= 0) to.expert_backbone_lr = a->expert_backbone_lr;
+        if (a->expert_other_weight >= 0) to.expert_other_weight = a->expert_other_weight;
+        if (a->finetune_lr >= 0) to.finetune_lr = a->finetune_lr;
+        if (a->finetune >= 0) to.finetune = a->finetune;
+        if (a->finetune_patience >= 0) to.finetune_patience = a->finetune_patience;
+        if (a->gate_input >= 0) to.gate_input = a->gate_input;
+    }
     to.backbone = a->backbone;
     to.experts_per_domain = a->experts_per_domain;
     to.alpha = a->alpha;
@@ -869,7 +950,7 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     to.first_stage = a->first_stage;
     mml_trainer *tr = NULL;
     mml_model *init = NULL;
-    json_t *run = NULL, *after_backbone = NULL, *own = NULL, *gate_init = NULL;
+    json_t *run = NULL, *after_backbone = NULL, *own = NULL, *gate_init = NULL, *after_gate = NULL;
     if (a->init) {
         if ((*rc = mml_model_load(&init, ctx, a->init)) < 0)
             goto done;
@@ -892,7 +973,7 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
 #endif
     if (*rc < 0)
         goto done;
-    if (variant == MML_VARIANT_MOE) {
+    if (is_moe) {
         /* A resumed or re-run model reports only on the stages it ran here. */
         if (mml_trainer_next_stage(tr) == MML_STAGE_BACKBONE &&
             ((*rc = mml_trainer_run_stage(tr, MML_STAGE_BACKBONE)) < 0 ||
@@ -906,6 +987,14 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
             if (!gate_started(tr)) /* a resumed stage 3 has moved it already */
                 gate_init = gate_json(mml_trainer_model(tr));
             if ((*rc = mml_trainer_run_stage(tr, MML_STAGE_GATE)) < 0)
+                goto done;
+        }
+        if (mml_trainer_next_stage(tr) == MML_STAGE_FINETUNE) {
+            /* What stage 4 starts from, unless a resumed stage 4 has moved it. */
+            if (!stage_started(tr, MML_STAGE_FINETUNE) &&
+                !(after_gate = evaluate_json(ctx, tr, d, MML_MIX_GATED, 0, rc)))
+                goto done;
+            if ((*rc = mml_trainer_run_stage(tr, MML_STAGE_FINETUNE)) < 0)
                 goto done;
         }
     } else if ((*rc = mml_trainer_run(tr)) < 0) {
@@ -939,7 +1028,10 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
     json_t *experts;
     json_object_set_new(run, "stages", stages_json(tr, &experts));
     json_object_set_new(run, "epochs", plot_epochs_json(tr));
-    if (variant == MML_VARIANT_MOE) {
+    if (is_moe) {
+        if (after_gate)
+            json_object_set_new(run, "after_gate", after_gate);
+        after_gate = NULL;
         json_object_set_new(run, "gate", gate_json(mml_trainer_model(tr)));
         json_object_set_new(run, "gate_init", gate_init);
         json_object_set_new(run, "experts", experts);
@@ -976,6 +1068,7 @@ done:
     json_decref(after_backbone);
     json_decref(own);
     json_decref(gate_init);
+    json_decref(after_gate);
     mml_trainer_destroy(tr);
     mml_ctx_destroy(ctx);
     return run;

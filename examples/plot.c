@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *const stage_names[4] = {"joint", "backbone", "experts", "gate"};
+static const char *const stage_names[5] = {"joint", "backbone", "experts", "gate", "finetune"};
 static const char *const variants[3] = {"base", "mlora", "moe"};
 
 json_t *plot_epochs_json(const mml_trainer *tr)

@@ -201,7 +201,7 @@ _Static_assert(offsetof(mml_backbone_vtable, set_dropout_replay) == L(96, 56), "
 _Static_assert(offsetof(mml_backbone_vtable, save) == L(104, 60), "mml_backbone_vtable.save");
 _Static_assert(offsetof(mml_backbone_vtable, load) == L(112, 64), "mml_backbone_vtable.load");
 
-_Static_assert(sizeof(mml_gate_options) == L(32, 32), "size of mml_gate_options");
+_Static_assert(sizeof(mml_gate_options) == L(48, 48), "size of mml_gate_options");
 _Static_assert(offsetof(mml_gate_options, struct_size) == L(0, 0), "mml_gate_options.struct_size");
 _Static_assert(offsetof(mml_gate_options, n_domains) == L(4, 4), "mml_gate_options.n_domains");
 _Static_assert(offsetof(mml_gate_options, n_experts) == L(8, 8), "mml_gate_options.n_experts");
@@ -209,8 +209,12 @@ _Static_assert(offsetof(mml_gate_options, embed_dim) == L(12, 12), "mml_gate_opt
 _Static_assert(offsetof(mml_gate_options, stream) == L(16, 16), "mml_gate_options.stream");
 _Static_assert(offsetof(mml_gate_options, top_k) == L(24, 24), "mml_gate_options.top_k");
 _Static_assert(offsetof(mml_gate_options, reserved) == L(28, 28), "mml_gate_options.reserved");
+_Static_assert(offsetof(mml_gate_options, domain_bias) == L(32, 32), "mml_gate_options.domain_bias");
+_Static_assert(offsetof(mml_gate_options, prior) == L(36, 36), "mml_gate_options.prior");
+_Static_assert(offsetof(mml_gate_options, input_dim) == L(40, 40), "mml_gate_options.input_dim");
+_Static_assert(offsetof(mml_gate_options, reserved1) == L(44, 44), "mml_gate_options.reserved1");
 
-_Static_assert(sizeof(mml_model_options) == L(112, 92), "size of mml_model_options");
+_Static_assert(sizeof(mml_model_options) == L(128, 108), "size of mml_model_options");
 _Static_assert(offsetof(mml_model_options, struct_size) == L(0, 0), "mml_model_options.struct_size");
 _Static_assert(offsetof(mml_model_options, n_fields) == L(4, 4), "mml_model_options.n_fields");
 _Static_assert(offsetof(mml_model_options, backbone) == L(8, 8), "mml_model_options.backbone");
@@ -234,6 +238,10 @@ _Static_assert(offsetof(mml_model_options, n_multihot) == L(92, 76), "mml_model_
 _Static_assert(offsetof(mml_model_options, multihot_sizes) == L(96, 80), "mml_model_options.multihot_sizes");
 _Static_assert(offsetof(mml_model_options, multihot_pooling) == L(104, 84), "mml_model_options.multihot_pooling");
 _Static_assert(offsetof(mml_model_options, reserved) == L(108, 88), "mml_model_options.reserved");
+_Static_assert(offsetof(mml_model_options, gate_domain_bias) == L(112, 92), "mml_model_options.gate_domain_bias");
+_Static_assert(offsetof(mml_model_options, gate_prior) == L(116, 96), "mml_model_options.gate_prior");
+_Static_assert(offsetof(mml_model_options, gate_input) == L(120, 100), "mml_model_options.gate_input");
+_Static_assert(offsetof(mml_model_options, reserved1) == L(124, 104), "mml_model_options.reserved1");
 
 _Static_assert(sizeof(mml_add_domain_options) == L(40, 40), "size of mml_add_domain_options");
 _Static_assert(offsetof(mml_add_domain_options, struct_size) == L(0, 0), "mml_add_domain_options.struct_size");
@@ -337,7 +345,7 @@ _Static_assert(offsetof(mml_reduce_hook, gather) == L(24, 20), "mml_reduce_hook.
 _Static_assert(offsetof(mml_reduce_hook, sum_f32) == L(32, 24), "mml_reduce_hook.sum_f32");
 _Static_assert(offsetof(mml_reduce_hook, abort) == L(40, 28), "mml_reduce_hook.abort");
 
-_Static_assert(sizeof(mml_trainer_options) == L(160, 116), "size of mml_trainer_options");
+_Static_assert(sizeof(mml_trainer_options) == L(200, 156), "size of mml_trainer_options");
 _Static_assert(offsetof(mml_trainer_options, struct_size) == L(0, 0), "mml_trainer_options.struct_size");
 _Static_assert(offsetof(mml_trainer_options, variant) == L(4, 4), "mml_trainer_options.variant");
 _Static_assert(offsetof(mml_trainer_options, backbone) == L(8, 8), "mml_trainer_options.backbone");
@@ -366,6 +374,16 @@ _Static_assert(offsetof(mml_trainer_options, reserved) == L(132, 100), "mml_trai
 _Static_assert(offsetof(mml_trainer_options, checkpoint) == L(136, 104), "mml_trainer_options.checkpoint");
 _Static_assert(offsetof(mml_trainer_options, checkpoint_user) == L(144, 108), "mml_trainer_options.checkpoint_user");
 _Static_assert(offsetof(mml_trainer_options, reduce) == L(152, 112), "mml_trainer_options.reduce");
+_Static_assert(offsetof(mml_trainer_options, gate_prior) == L(160, 116), "mml_trainer_options.gate_prior");
+_Static_assert(offsetof(mml_trainer_options, gate_lr) == L(164, 120), "mml_trainer_options.gate_lr");
+_Static_assert(offsetof(mml_trainer_options, expert_lr) == L(168, 124), "mml_trainer_options.expert_lr");
+_Static_assert(offsetof(mml_trainer_options, expert_backbone_lr) == L(172, 128), "mml_trainer_options.expert_backbone_lr");
+_Static_assert(offsetof(mml_trainer_options, expert_other_weight) == L(176, 132), "mml_trainer_options.expert_other_weight");
+_Static_assert(offsetof(mml_trainer_options, finetune_lr) == L(180, 136), "mml_trainer_options.finetune_lr");
+_Static_assert(offsetof(mml_trainer_options, finetune) == L(184, 140), "mml_trainer_options.finetune");
+_Static_assert(offsetof(mml_trainer_options, finetune_patience) == L(188, 144), "mml_trainer_options.finetune_patience");
+_Static_assert(offsetof(mml_trainer_options, gate_input) == L(192, 148), "mml_trainer_options.gate_input");
+_Static_assert(offsetof(mml_trainer_options, reserved2) == L(196, 152), "mml_trainer_options.reserved2");
 
 _Static_assert(sizeof(mml_stage_report) == L(56, 56), "size of mml_stage_report");
 _Static_assert(offsetof(mml_stage_report, struct_size) == L(0, 0), "mml_stage_report.struct_size");

@@ -26,6 +26,16 @@ grep -q "WAUC" "$tmp/out" || fail "no WAUC in the table"
 # shellcheck disable=SC2086
 "$exe" $small --variant moe --experts-per-domain 2 --gate-top-k 1 --optimizer lazy-adam \
   --l2-embedding 1e-4 --l2-dense 1e-5 --json "$tmp/extras.json" >/dev/null 2>&1 || fail "extras run failed"
+# The MoE options of 1.3 and the synthetic scales (stage 4 shows in the JSON).
+# shellcheck disable=SC2086
+"$exe" $small --variant moe --gate-prior 1 --gate-lr 1e-2 --expert-lr 2e-3 --expert-backbone-lr 1e-4 \
+  --expert-other-weight 0.2 --finetune experts-gate --finetune-lr 1e-4 --finetune-patience 1 \
+  --gate-input embeddings --synthetic-domain-scale 1 --synthetic-shift-scale 1 \
+  --json "$tmp/tuned.json" >/dev/null 2>&1 || fail "1.3 options run failed"
+grep -q '"finetune"' "$tmp/tuned.json" || fail "no stage 4 in the JSON"
+grep -q '"after_gate"' "$tmp/tuned.json" || fail "no after_gate in the JSON"
+"$exe" --finetune sometimes >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad --finetune must exit 2"
+"$exe" --expert-other-weight 2 >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad --expert-other-weight must exit 2"
 # A failing run writes no JSON.
 "$exe" --train "$tmp/x.csv" --val "$tmp/x.csv" --test "$tmp/x.csv" --json "$tmp/bad.json" >/dev/null 2>&1
 [ $? -eq 1 ] || fail "missing CSV must exit 1"
@@ -41,7 +51,8 @@ mkdir "$tmp/splits"
 python3 - "$tmp/all.json" "$tmp/one.json" "$tmp/extras.json" <<'PY' || fail "JSON keys"
 import json, sys
 runs = json.load(open(sys.argv[1]))["runs"]
-assert len(runs) == 6, len(runs)
+# base, mlora, moe and (since 1.3) moe-tuned, two seeds each
+assert len(runs) == 8, len(runs)
 one = json.load(open(sys.argv[2]))
 need = ["backbone", "variant", "seed", "threads", "domains", "mean_auc", "wauc", "logloss", "stages"]
 moe_need = ["gate", "gate_init", "experts", "after_backbone", "own_experts"]
@@ -64,6 +75,11 @@ for r in runs + [one]:
         assert len(r["experts"]) == 3 and r["experts"][2]["domain"] == 2
         for k in ["mean_auc", "wauc"]:
             assert k in r["after_backbone"] and k in r["own_experts"]
+    elif r["variant"] == "moe-tuned":
+        assert names[:3] == ["backbone", "experts", "gate"], names
+        for k in moe_need:
+            assert k in r, k
+        assert abs(sum(r["gate"][0]) - 1) < 1e-5
     else:
         assert names == ["joint"], names
         assert "gate" not in r

@@ -53,6 +53,25 @@ typedef struct mml_gate_options {
     int32_t top_k;
     /** 0; reserved for later releases. */
     int32_t reserved;
+    /** Since 1.3: nonzero adds a D x E table T of per-domain logits,
+     *  "gate.domain_bias" (after gate.b): z = e_d W + b + T[d] (+ x V).
+     *  Default 0. */
+    int32_t domain_bias;
+    /** Since 1.3: with domain_bias, T starts at prior on each domain's own
+     *  experts (e mod D == d) and 0 elsewhere: a gate that starts toward the
+     *  own experts (weight about e^prior / (e^prior + E - 1) with one
+     *  expert per domain). Finite, >= 0; default 0. */
+    float prior;
+    /** Since 1.3: 0 (default): the gate sees the domain only. n > 0: every
+     *  row also brings n input values x (the model passes its concatenated
+     *  field embeddings), and z gains x V with V an n x E matrix, "gate.V"
+     *  (last, zeros at the start, so the gate starts as the domain-only one).
+     *  Then the weights are per row rather than a D x E table: the model
+     *  runs it; mml_gate_forward() refuses it (MML_ESTATE), mml_gate_table()
+     *  gives the weights at x = 0. Needs a dense gate (top_k 0). */
+    int32_t input_dim;
+    /** Since 1.3: 0; reserved for later releases. */
+    int32_t reserved1;
 } mml_gate_options;
 
 MML_BEGIN_DECLS
@@ -117,11 +136,13 @@ MML_API int32_t mml_gate_n_domains(const mml_gate *gate);
  *  @param gate the gate. @return E; 0 for NULL. */
 MML_API int32_t mml_gate_n_experts(const mml_gate *gate);
 /** Number of parameters: embedding (D x k, "gate.embedding"), W (k x E,
- *  "gate.W"), b (1 x E, "gate.b"), in that order, all MML_GROUP_GATE.
- *  @param gate the gate. @return 3; 0 for NULL. */
+ *  "gate.W"), b (1 x E, "gate.b"), in that order, all MML_GROUP_GATE;
+ *  since 1.3 then "gate.domain_bias" (D x E) with domain_bias and "gate.V"
+ *  (input_dim x E) with input_dim > 0.
+ *  @param gate the gate. @return 3 to 5; 0 for NULL. */
 MML_API int64_t mml_gate_n_params(const mml_gate *gate);
-/** Parameter index (0 embedding, 1 W, 2 b).
- *  @param gate the gate. @param index 0 .. 2.
+/** Parameter index (0 embedding, 1 W, 2 b, then the 1.3 parameters).
+ *  @param gate the gate. @param index 0 .. mml_gate_n_params() - 1.
  *  @return a borrowed pointer, valid until the gate is destroyed; NULL for
  *  NULL or an index out of range. */
 MML_API mml_param *mml_gate_param(mml_gate *gate, int64_t index);

@@ -110,7 +110,32 @@ typedef struct mml_model_options {
     int32_t multihot_pooling;
     /** 0; reserved for later releases. */
     int32_t reserved;
+    /** Since 1.3, with gate: nonzero gives the gate a D x E table of
+     *  per-domain logits (mml_gate_options.domain_bias); default 0. */
+    int32_t gate_domain_bias;
+    /** Since 1.3: the table's start on each domain's own experts
+     *  (mml_gate_options.prior); finite, >= 0; default 0. */
+    float gate_prior;
+    /** Since 1.3, with gate: what the gate sees besides the domain.
+     *  MML_GATE_INPUT_DOMAIN (0, default): nothing; MML_GATE_INPUT_EMBEDDINGS:
+     *  the row's concatenated field embeddings ((F + M) k values; numeric
+     *  values are not included), as a constant (no gradient flows from the
+     *  gate into the embeddings); MML_GATE_INPUT_EMBEDDINGS_GRAD: the same
+     *  with the gradient. Needs a dense gate (gate_top_k 0). */
+    int32_t gate_input;
+    /** Since 1.3: 0; reserved for later releases. */
+    int32_t reserved1;
 } mml_model_options;
+
+/** Values of mml_model_options.gate_input (since 1.3). */
+typedef enum mml_gate_input {
+    /** The gate sees the domain only (the paper's gate). */
+    MML_GATE_INPUT_DOMAIN = 0,
+    /** Also the row's field embeddings, with the gradient stopped there. */
+    MML_GATE_INPUT_EMBEDDINGS = 1,
+    /** Also the row's field embeddings, the gradient flowing into them. */
+    MML_GATE_INPUT_EMBEDDINGS_GRAD = 2
+} mml_gate_input;
 
 MML_BEGIN_DECLS
 

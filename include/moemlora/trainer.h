@@ -45,6 +45,20 @@
  * every step with the same weights, bit for bit. The library itself does
  * no communication (examples/mpi_reduce.c implements the table over MPI).
  *
+ * Since 1.3: options beyond the paper for MoE-MLoRA (the fields from
+ * gate_prior on, all off by default, so MML_VARIANT_MOE stays the paper's
+ * method bit for bit): a gate prior toward each domain's own experts, its
+ * own learning rates for stage 2 and stage 3, stage 2 with the embeddings
+ * and backbone training at a reduced rate or with the other domains' rows
+ * weighted down, a gate that also sees the row's embeddings, and an
+ * optional stage 4, MML_STAGE_FINETUNE: experts and gate (or everything)
+ * together on all domains with its own early stopping, which keeps the
+ * weights it started from unless an epoch beats their validation score
+ * (that start is validated as epoch 0: a validation callback is called
+ * with epoch 0 for it). mml_trainer_options_moe_tuned() sets the
+ * recommended combination (docs/EXPERIMENTS.md). A resumed run must be
+ * given the 1.3 options it was saved with.
+ *
  * A trainer and its model are used by one thread at a time, like their
  * context; the callbacks run on the thread that runs the trainer. Fallible
  * functions return 0 (MML_OK) or a negative MML_E* code with a message in
@@ -84,8 +98,22 @@ typedef enum mml_stage {
     /** MoE-MLoRA stage 2: each expert on its own domain's rows. */
     MML_STAGE_EXPERTS = 2,
     /** MoE-MLoRA stage 3: the gate. */
-    MML_STAGE_GATE = 3
+    MML_STAGE_GATE = 3,
+    /** Since 1.3: MoE-MLoRA's optional stage 4 (mml_trainer_options.finetune):
+     *  experts and gate (or everything) together, on all domains, at
+     *  finetune_lr, with its own early stopping. */
+    MML_STAGE_FINETUNE = 4
 } mml_stage;
+
+/** Values of mml_trainer_options.finetune (since 1.3). */
+typedef enum mml_finetune {
+    /** No stage 4 (the paper's method). */
+    MML_FINETUNE_NONE = 0,
+    /** Stage 4 trains the experts and the gate. */
+    MML_FINETUNE_EXPERTS_GATE = 1,
+    /** Stage 4 trains every parameter. */
+    MML_FINETUNE_ALL = 2
+} mml_finetune;
 
 /** What the progress callback receives. The library fills it with its own
  * size, so a callback built against an older or newer header reads a field
@@ -286,6 +314,45 @@ typedef struct mml_trainer_options {
      *  operations of data-parallel training (mml_reduce_hook), copied at
      *  creation. */
     const mml_reduce_hook *reduce;
+    /* Since 1.3: MoE-MLoRA beyond the paper (docs/EXPERIMENTS.md). Every
+     * field is off by default: MML_VARIANT_MOE then trains exactly the
+     * paper's method; mml_trainer_options_moe_tuned() sets the measured
+     * recommendation. */
+    /** Since 1.3: > 0 gives the gate a per-domain logit table
+     *  (mml_model_options.gate_domain_bias) that starts at this value on each
+     *  domain's own experts and 0 on the others: stage 3 starts near the
+     *  "own experts" mixture instead of uniform. Finite, >= 0; default 0. */
+    float gate_prior;
+    /** Since 1.3: the learning rate of stage 3 (the gate); 0 (default): lr.
+     *  Finite, >= 0. */
+    float gate_lr;
+    /** Since 1.3: the learning rate of the experts in stage 2; 0 (default):
+     *  lr. Finite, >= 0. */
+    float expert_lr;
+    /** Since 1.3: > 0: in stage 2 the embeddings and the backbone train too,
+     *  at this rate, with each expert on its domain (a second optimiser over
+     *  them); 0 (default): they stay frozen. Finite, >= 0. */
+    float expert_backbone_lr;
+    /** Since 1.3: > 0: stage 2 trains each expert on every domain's rows, the
+     *  other domains' rows weighted by this factor (in (0, 1]) instead of
+     *  dropped; early stopping still reads the expert's own domain. 0
+     *  (default): only the domain's rows. */
+    float expert_other_weight;
+    /** Since 1.3: the learning rate of stage 4; 0 (default): lr.
+     *  Finite, >= 0. */
+    float finetune_lr;
+    /** Since 1.3: an MML_FINETUNE_* value: whether MoE-MLoRA runs stage 4
+     *  (MML_STAGE_FINETUNE) after stage 3, and what it trains; default
+     *  MML_FINETUNE_NONE. */
+    int32_t finetune;
+    /** Since 1.3: stage 4's patience; 0 (default): patience. >= 0. */
+    int32_t finetune_patience;
+    /** Since 1.3: what the gate sees besides the domain, an MML_GATE_INPUT_*
+     *  value (mml_model_options.gate_input); default MML_GATE_INPUT_DOMAIN.
+     *  Needs gate_top_k 0. */
+    int32_t gate_input;
+    /** Since 1.3: 0; reserved for later releases. */
+    int32_t reserved2;
 } mml_trainer_options;
 
 /** One stage's (or, in stage 2, one expert's) summary; see
@@ -365,6 +432,20 @@ MML_API int mml_trainer_options_init_sized(mml_trainer_options *opt, uint32_t st
  * older application's struct.
  * @param opt the options to fill */
 #define mml_trainer_options_init(opt) mml_trainer_options_init_sized((opt), (uint32_t)sizeof(mml_trainer_options))
+/** Sets the recommended MoE-MLoRA beyond the paper (since 1.3; what
+ * `mml-train --variant moe-tuned` trains, measured in docs/EXPERIMENTS.md):
+ * variant MML_VARIANT_MOE and the 1.3 fields of the recommendation:
+ * gate_prior 2, gate_lr 1e-2, finetune MML_FINETUNE_ALL at finetune_lr 0
+ * (lr) with finetune_patience 10, the others 0 (expert_lr,
+ * expert_backbone_lr, expert_other_weight, gate_input: the paper's). Every
+ * other field (backbone, widths, lr, batch, callbacks, ...) is left as it
+ * is, so call it after mml_trainer_options_init() and before your own
+ * changes to them.
+ * @param[in,out] opt options initialised by mml_trainer_options_init()
+ * @return MML_OK; MML_EINVAL for a NULL opt; MML_EVERSION when
+ *         opt->struct_size is too small to hold the 1.3 fields (nothing
+ *         written). */
+MML_API int mml_trainer_options_moe_tuned(mml_trainer_options *opt);
 /** Creates a trainer and its model. The model's shape comes from train
  * (fields, vocabulary sizes, numeric values, domains); val must share its
  * schema. Both data sets are borrowed and must outlive the trainer, as must
@@ -379,7 +460,8 @@ MML_API int mml_trainer_options_init_sized(mml_trainer_options *opt, uint32_t st
  * @return MML_OK; MML_EINVAL for a NULL out, ctx (no message), train or
  *         val, a bad option (variant, experts_per_domain, batch_size,
  *         patience, max_epochs, lr, n_hidden, hidden, optimizer, first_stage,
- *         or one the model refuses), an empty split or more than 4096 fields;
+ *         a 1.3 field, or one the model refuses), an empty split or more than
+ *         4096 fields;
  *         MML_EVERSION for an opt->struct_size (or a backbone options
  *         struct_size) that no release produced; MML_ESHAPE when val has
  *         another number of fields, domains, numeric or multi-hot fields,
@@ -400,7 +482,8 @@ MML_API int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_traine
 MML_API void mml_trainer_destroy(mml_trainer *trainer);
 
 /** Runs one stage: MML_STAGE_JOINT (base, MLoRA) or, for MoE-MLoRA, the
- * stages in order (stage 2 trains every expert in turn). Appends stage and
+ * stages in order (stage 2 trains every expert in turn; stage 4,
+ * MML_STAGE_FINETUNE, only with the finetune option). Appends stage and
  * epoch reports. On failure the interrupted run keeps its best weights so
  * far and the stage stays the next one: running it again trains it again
  * from the current weights (stage 2: from the first expert). Stopped by the

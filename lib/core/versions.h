@@ -32,13 +32,17 @@
 #define MML__OLDER_SIZES_mml_embedding_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_epoch_report ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_fibinet_options ((const uint32_t[]){0})
-#define MML__OLDER_SIZES_mml_gate_options ((const uint32_t[]){0})
+/* 1.3 appended domain_bias .. reserved1. */
+#define MML__OLDER_SIZES_mml_gate_options                                                        \
+    ((const uint32_t[]){offsetof(mml_gate_options, domain_bias), 0})
 #define MML__OLDER_SIZES_mml_gradcheck_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_gradcheck_report ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_lora_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_metrics_summary ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_mix ((const uint32_t[]){0})
-#define MML__OLDER_SIZES_mml_model_options ((const uint32_t[]){0})
+/* 1.3 appended gate_domain_bias .. reserved1. */
+#define MML__OLDER_SIZES_mml_model_options                                                       \
+    ((const uint32_t[]){offsetof(mml_model_options, gate_domain_bias), 0})
 #define MML__OLDER_SIZES_mml_movielens_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_nfm_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_optimizer_options ((const uint32_t[]){0})
@@ -51,7 +55,8 @@
     ((const uint32_t[]){offsetof(mml_stage_report, flags), 0})
 #define MML__OLDER_SIZES_mml_synthetic_options ((const uint32_t[]){0})
 #define MML__OLDER_SIZES_mml_tower_options ((const uint32_t[]){0})
-/* 1.2 appended init_model, first_stage, checkpoint and checkpoint_user; 1.3 reduce. */
+/* 1.2 appended init_model, first_stage, checkpoint and checkpoint_user;
+ * 1.3 reduce and gate_prior .. reserved2. */
 #define MML__OLDER_SIZES_mml_trainer_options                                                     \
     ((const uint32_t[]){offsetof(mml_trainer_options, init_model),                              \
                         offsetof(mml_trainer_options, reduce), 0})

@@ -167,6 +167,10 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
                               (long long)o.field_sizes[f]);
     if (o.n_hidden < 1 || o.n_hidden > 64 || !o.hidden)
         return mml__error(ctx, MML_EINVAL, "model: n_hidden %d must be 1..64, with widths", o.n_hidden);
+    if (o.gate_input < MML_GATE_INPUT_DOMAIN || o.gate_input > MML_GATE_INPUT_EMBEDDINGS_GRAD ||
+        !isfinite(o.gate_prior) || !(o.gate_prior >= 0.0f))
+        return mml__error(ctx, MML_EINVAL, "model: gate_input %d (0, 1 or 2) or gate_prior %g "
+                          "(finite, >= 0) invalid", o.gate_input, (double)o.gate_prior);
     if (strlen(o.backbone) >= 32)
         return mml__error(ctx, MML_ENOTFOUND, "model: no backbone type named \"%.40s...\"", o.backbone);
     mml_model *m = mml__calloc(ctx, 1, sizeof *m);
@@ -282,6 +286,9 @@ int mml_model_create(mml_model **out, mml_ctx *ctx, const mml_model_options *opt
         go.n_experts = o.n_experts;
         go.embed_dim = o.gate_dim;
         go.top_k = o.gate_top_k;
+        go.domain_bias = o.gate_domain_bias != 0;
+        go.prior = o.gate_prior;
+        go.input_dim = o.gate_input != MML_GATE_INPUT_DOMAIN ? (o.n_fields + o.n_multihot) * o.embed_dim : 0;
         rc = mml_gate_create(&m->gate, ctx, &go);
         if (rc < 0)
             goto fail;
@@ -447,7 +454,12 @@ int mml_model_forward(mml_model *m, const mml_batch_view *b, int32_t mode, int32
     mml_mix_init(&mix, mode, n);
     mix.expert = expert;
     mix.domain = dom;
-    if (mode == MML_MIX_GATED) {
+    if (mode == MML_MIX_GATED && mml__gate_input_dim(m->gate) > 0) {
+        /* Since 1.3: the gate also sees the rows' embeddings. */
+        rc = mml__gate_forward_rows(m->gate, dom, m->embbuf, fk, n, &mix.weights);
+        if (rc < 0)
+            goto fail;
+    } else if (mode == MML_MIX_GATED) {
         rc = mml_gate_forward(m->gate, dom, n, &mix.weights);
         if (rc < 0)
             goto fail;
@@ -534,6 +546,9 @@ int mml_model_backward(mml_model *m, const float *dlogits)
     int need_gate = 0;
     for (int64_t i = 0; m->mode == MML_MIX_GATED && i < mml_gate_n_params(m->gate); i++)
         need_gate |= !mml_gate_param(m->gate, i)->frozen;
+    /* Since 1.3: a gate fed the embeddings with the gradient passes it on even when frozen. */
+    if (m->mode == MML_MIX_GATED && need_emb && m->opt.gate_input == MML_GATE_INPUT_EMBEDDINGS_GRAD)
+        need_gate = 1;
     if (need_gate) {
         if ((rc = mml__ensure_floats(ctx, &m->dweights, &m->cap_dw, (size_t)(n * m->E))) < 0)
             return rc;
@@ -544,6 +559,13 @@ int mml_model_backward(mml_model *m, const float *dlogits)
     rc = mml__par_backward(m, dlogits, &g);
     if (rc < 0)
         return rc;
+    if (need_gate && mml__gate_input_dim(m->gate) > 0) {
+        /* Before the embeddings take their gradient: the gate may add to it. */
+        int grad_x = need_emb && m->opt.gate_input == MML_GATE_INPUT_EMBEDDINGS_GRAD;
+        if ((rc = mml__gate_backward_rows(m->gate, m->dweights, grad_x ? m->demb : NULL, fk)) < 0)
+            return rc;
+        need_gate = 0;
+    }
     for (int32_t f = 0; need_emb && f < m->F; f++) {
         if (mml_embedding_param(m->emb[f])->frozen)
             continue;

@@ -27,6 +27,9 @@
 #define SEC_SCHEMA MML__SECTION_ID('S', 'C', 'H', 'M')
 #define SEC_PARAMS MML__SECTION_ID('P', 'A', 'R', 'M')
 #define SEC_DOMAINS MML__SECTION_ID('D', 'O', 'M', 'X')
+/* Since 1.3, only for a gate with a per-domain table or row inputs (required:
+ * an older reader would build the gate without its parameters). */
+#define SEC_GATE_EXTRA MML__SECTION_ID('G', 'A', 'T', 'X')
 
 /* Limits a file must respect before anything is allocated from it. */
 #define MAX_FIELDS 4096
@@ -142,6 +145,13 @@ static int build_file(const mml_model *m, const mml__section_out *extra, int32_t
     if (rc >= 0 && m->schema) {
         ids[n] = SEC_SCHEMA, flags[n] = 0;
         mml__schema_write(&parts[n++], m->schema);
+    }
+    if (rc >= 0 && m->gate && (m->opt.gate_domain_bias || m->opt.gate_input)) {
+        ids[n] = SEC_GATE_EXTRA, flags[n] = MML__SECTION_REQUIRED;
+        mml__wbuf_i32(&parts[n], m->opt.gate_domain_bias != 0);
+        mml__wbuf_i32(&parts[n], m->opt.gate_input);
+        mml__wbuf_f32(&parts[n], m->opt.gate_prior);
+        mml__wbuf_i32(&parts[n++], 0);
     }
     ids[n] = SEC_PARAMS, flags[n] = MML__SECTION_REQUIRED;
     /* Parameter data is aligned within the section, which starts aligned. */
@@ -403,7 +413,8 @@ static int read_table(loaded *L)
                               "CRC-32C mismatch", name, (unsigned long long)s->offset,
                               (unsigned long long)(s->offset + s->size));
         int known = s->id == SEC_CONFIG || s->id == SEC_BACKBONE || s->id == SEC_SCHEMA ||
-                    s->id == SEC_PARAMS || s->id == MML__SECTION_TRAINER || s->id == SEC_DOMAINS;
+                    s->id == SEC_PARAMS || s->id == MML__SECTION_TRAINER || s->id == SEC_DOMAINS ||
+                    s->id == SEC_GATE_EXTRA;
         if (!known && (s->flags & MML__SECTION_REQUIRED))
             return mml__error(ctx, MML_ESECTION,
                               "model file: required section '%s' is unknown to this release (%s)",
@@ -594,7 +605,26 @@ static int make_model(const loaded *L, const config *c, mml_model **out)
         o.n_multihot = c->M;
         o.multihot_sizes = c->mh_sizes;
         o.multihot_pooling = c->pooling;
-        rc = mml_model_create(&m, ctx, &o);
+        const section *gx = find_section(L, SEC_GATE_EXTRA);
+        if (gx) {
+            mml__rbuf gr;
+            section_reader(L, gx, &gr, "model file section 'GATX'");
+            o.gate_domain_bias = mml__rbuf_i32(&gr, "gate domain bias");
+            o.gate_input = mml__rbuf_i32(&gr, "gate input");
+            o.gate_prior = mml__rbuf_f32(&gr, "gate prior");
+            int32_t reserved = mml__rbuf_i32(&gr, "gate extra reserved");
+            rc = mml__rbuf_status(&gr);
+            if (rc >= 0 && (!c->gate || (o.gate_domain_bias != 0 && o.gate_domain_bias != 1) ||
+                            o.gate_input < MML_GATE_INPUT_DOMAIN ||
+                            o.gate_input > MML_GATE_INPUT_EMBEDDINGS_GRAD || reserved != 0 ||
+                            !isfinite(o.gate_prior) || !(o.gate_prior >= 0.0f)))
+                rc = mml__error(ctx, MML_ECORRUPT, "model file section 'GATX': domain bias %d, "
+                                "gate input %d, prior %g or reserved %d invalid (gate %d)",
+                                (int)o.gate_domain_bias, (int)o.gate_input, (double)o.gate_prior,
+                                (int)reserved, (int)c->gate);
+        }
+        if (rc >= 0)
+            rc = mml_model_create(&m, ctx, &o);
         if (rc < 0 && rc != MML_ENOMEM && rc != MML_ENOTFOUND && rc != MML_ECALLBACK) {
             char why[MML_ERRMSG_MAX];
             snprintf(why, sizeof why, "%s", mml_ctx_last_error(ctx));

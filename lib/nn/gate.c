@@ -13,7 +13,12 @@ struct mml_gate {
     uint64_t pattern; /* fingerprint of the kept sets of the last forward */
     float *block; /* values of emb, W, b then their gradients */
     size_t n_floats;
-    mml_param params[3];
+    mml_param params[5];
+    int32_t n_params; /* 3, + domain_bias, + V */
+    int32_t in_dim;   /* 0: the domain only; else the rows' inputs x (n x in_dim) */
+    int32_t has_bias; /* params[3] is gate.domain_bias */
+    const float *x;   /* the last forward_rows' inputs (the caller's), row stride ldx */
+    int64_t ldx;
     float *table;  /* D x E softmax of the last forward */
     float *dtable; /* D x E */
     float *weights; /* cap_rows x E */
@@ -50,6 +55,10 @@ int mml_gate_create(mml_gate **out, mml_ctx *ctx, const mml_gate_options *opt)
                           o.n_domains, o.n_experts, o.embed_dim);
     if (o.top_k < 0)
         return mml__error(ctx, MML_EINVAL, "gate: top_k %d must be >= 0 (0 = dense)", o.top_k);
+    if (o.input_dim < 0 || o.input_dim > (1 << 20) || !(o.prior >= 0.0f) || !isfinite(o.prior) ||
+        (o.input_dim > 0 && o.top_k > 0 && o.top_k < o.n_experts))
+        return mml__error(ctx, MML_EINVAL, "gate: input_dim %d or prior %g invalid (row inputs "
+                          "need a dense gate, top_k 0)", o.input_dim, (double)o.prior);
     mml_gate *g = mml__calloc(ctx, 1, sizeof *g);
     if (!g)
         return mml__error(ctx, MML_ENOMEM, "gate: out of memory");
@@ -57,8 +66,24 @@ int mml_gate_create(mml_gate **out, mml_ctx *ctx, const mml_gate_options *opt)
     g->top_k = o.top_k < o.n_experts ? o.top_k : 0;
     int32_t D = g->n_domains = o.n_domains, E = g->n_experts = o.n_experts,
             k = g->dim = o.embed_dim;
-    size_t sizes[3] = {(size_t)D * (size_t)k, (size_t)k * (size_t)E, (size_t)E};
-    g->n_floats = sizes[0] + sizes[1] + sizes[2];
+    g->has_bias = o.domain_bias != 0;
+    g->in_dim = o.input_dim;
+    g->n_params = 3 + g->has_bias + (g->in_dim > 0);
+    size_t sizes[5] = {(size_t)D * (size_t)k, (size_t)k * (size_t)E, (size_t)E, 0, 0};
+    int64_t rows[5] = {D, k, 1, 0, 0}, cols[5] = {k, E, E, 0, 0};
+    const char *names[5] = {"gate.embedding", "gate.W", "gate.b", NULL, NULL};
+    int32_t np = 3;
+    if (g->has_bias) {
+        sizes[np] = (size_t)D * (size_t)E, rows[np] = D, cols[np] = E;
+        names[np++] = "gate.domain_bias";
+    }
+    if (g->in_dim > 0) {
+        sizes[np] = (size_t)g->in_dim * (size_t)E, rows[np] = g->in_dim, cols[np] = E;
+        names[np++] = "gate.V";
+    }
+    g->n_floats = 0;
+    for (int32_t i = 0; i < np; i++)
+        g->n_floats += sizes[i];
     g->block = mml__calloc(ctx, 2 * g->n_floats, sizeof(float));
     g->table = mml__alloc(ctx, sizeof(float) * (size_t)D * (size_t)E);
     g->dtable = mml__alloc(ctx, sizeof(float) * (size_t)D * (size_t)E);
@@ -66,10 +91,8 @@ int mml_gate_create(mml_gate **out, mml_ctx *ctx, const mml_gate_options *opt)
         mml_gate_destroy(g);
         return mml__error(ctx, MML_ENOMEM, "gate: out of memory");
     }
-    static const char *const names[3] = {"gate.embedding", "gate.W", "gate.b"};
-    int64_t rows[3] = {D, k, 1}, cols[3] = {k, E, E};
     size_t off = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < np; i++) {
         g->params[i] = (mml_param){names[i], g->block + off, g->block + g->n_floats + off,
                                    rows[i], cols[i], MML_GROUP_GATE, -1, 0, 0};
         off += sizes[i];
@@ -79,6 +102,10 @@ int mml_gate_create(mml_gate **out, mml_ctx *ctx, const mml_gate_options *opt)
     for (size_t i = 0; i < sizes[0]; i++)
         g->params[0].value[i] = (float)((2.0 * mml__rng_uniform_double(&rng) - 1.0) * 0.05);
     mml__glorot_uniform(&rng, g->params[1].value, k, E);
+    if (g->has_bias)
+        for (int32_t d = 0; d < D; d++)
+            for (int32_t e = 0; e < E; e++)
+                g->params[3].value[(size_t)d * (size_t)E + (size_t)e] = e % D == d ? o.prior : 0.0f;
     *out = g;
     return MML_OK;
 }
@@ -107,6 +134,7 @@ static uint64_t compute_table(const mml_gate *g, float *table)
 {
     int32_t D = g->n_domains, E = g->n_experts, k = g->dim, top = g->top_k;
     const float *emb = g->params[0].value, *W = g->params[1].value, *b = g->params[2].value;
+    const float *T = g->has_bias ? g->params[3].value : NULL;
     unsigned char keep[MAX_EXPERTS];
     uint64_t pattern = 0;
     for (int32_t d = 0; d < D; d++) {
@@ -121,6 +149,8 @@ static uint64_t compute_table(const mml_gate *g, float *table)
             double z = b[e];
             for (int32_t j = 0; j < k; j++)
                 z += (double)emb[d * k + j] * W[j * E + e];
+            if (T)
+                z += T[(size_t)d * (size_t)E + (size_t)e];
             row[e] = (float)z;
             if (z > mx)
                 mx = z;
@@ -158,18 +188,9 @@ static uint64_t compute_table(const mml_gate *g, float *table)
     return top > 0 ? pattern | 1u : 0;
 }
 
-int mml_gate_forward(mml_gate *g, const int32_t *domain, int64_t n, const float **weights)
+/* Room for n rows of weights and domains. */
+static int ensure_rows(mml_gate *g, int64_t n)
 {
-    if (!g)
-        return MML_EINVAL;
-    if (!domain || !weights)
-        return mml__error(g->ctx, MML_EINVAL, "gate_forward: NULL argument");
-    if (n < 1)
-        return mml__error(g->ctx, MML_ESHAPE, "gate_forward: batch of %lld rows", (long long)n);
-    for (int64_t i = 0; i < n; i++)
-        if (domain[i] < 0 || domain[i] >= g->n_domains)
-            return mml__error(g->ctx, MML_ERANGE, "gate: domain %d at row %lld outside [0, %d)",
-                              domain[i], (long long)i, g->n_domains);
     int32_t E = g->n_experts;
     if (n > g->cap_rows) {
         mml__free(g->ctx, g->weights, (size_t)g->cap_rows * (size_t)E * sizeof(float));
@@ -186,7 +207,30 @@ int mml_gate_forward(mml_gate *g, const int32_t *domain, int64_t n, const float 
             return mml__error(g->ctx, MML_ENOMEM, "gate: out of memory for %lld rows", (long long)n);
         }
     }
+    return MML_OK;
+}
+
+int mml_gate_forward(mml_gate *g, const int32_t *domain, int64_t n, const float **weights)
+{
+    if (!g)
+        return MML_EINVAL;
+    if (!domain || !weights)
+        return mml__error(g->ctx, MML_EINVAL, "gate_forward: NULL argument");
+    if (n < 1)
+        return mml__error(g->ctx, MML_ESHAPE, "gate_forward: batch of %lld rows", (long long)n);
+    if (g->in_dim > 0)
+        return mml__error(g->ctx, MML_ESTATE, "gate_forward: this gate takes %d input values a "
+                          "row besides the domain; the model runs it", g->in_dim);
+    for (int64_t i = 0; i < n; i++)
+        if (domain[i] < 0 || domain[i] >= g->n_domains)
+            return mml__error(g->ctx, MML_ERANGE, "gate: domain %d at row %lld outside [0, %d)",
+                              domain[i], (long long)i, g->n_domains);
+    int rc = ensure_rows(g, n);
+    if (rc < 0)
+        return rc;
+    int32_t E = g->n_experts;
     g->pattern = compute_table(g, g->table);
+    g->x = NULL;
     for (int64_t i = 0; i < n; i++)
         memcpy(g->weights + i * E, g->table + (size_t)domain[i] * (size_t)E, sizeof(float) * (size_t)E);
     memcpy(g->domain, domain, sizeof(int32_t) * (size_t)n);
@@ -205,6 +249,8 @@ int mml_gate_backward(mml_gate *g, const float *dweights)
         return mml__error(g->ctx, MML_ESTATE, "gate_backward: the gate is read-only (no gradients)");
     if (g->last_rows < 1)
         return mml__error(g->ctx, MML_ESTATE, "gate_backward without a forward pass");
+    if (g->x)
+        return mml__gate_backward_rows(g, dweights, NULL, 0);
     int32_t D = g->n_domains, E = g->n_experts, k = g->dim;
     memset(g->dtable, 0, sizeof(float) * (size_t)D * (size_t)E);
     for (int64_t i = 0; i < g->last_rows; i++) {
@@ -216,6 +262,7 @@ int mml_gate_backward(mml_gate *g, const float *dweights)
     float *demb = g->params[0].grad, *dW = g->params[1].grad, *db = g->params[2].grad;
     int train_emb = !g->params[0].frozen, train_W = !g->params[1].frozen,
         train_b = !g->params[2].frozen;
+    float *dT = g->has_bias && !g->params[3].frozen ? g->params[3].grad : NULL;
     for (int32_t d = 0; d < D; d++) {
         /* The table holds w = softmax over the kept set (everything when dense):
          * dz_e = w_e (dw_e - sum_i w_i dw_i), which is 0 for dropped experts. */
@@ -230,6 +277,8 @@ int mml_gate_backward(mml_gate *g, const float *dweights)
                 continue;
             if (train_b)
                 db[e] += dz;
+            if (dT)
+                dT[(size_t)d * (size_t)E + (size_t)e] += dz;
             for (int32_t j = 0; j < k; j++) {
                 if (train_W)
                     dW[j * E + e] += emb[d * k + j] * dz;
@@ -253,10 +302,10 @@ uint64_t mml_gate_kink_pattern(const mml_gate *g) { return g && g->last_rows > 0
 int32_t mml_gate_top_k(const mml_gate *g) { return g ? g->top_k : 0; }
 int32_t mml_gate_n_domains(const mml_gate *g) { return g ? g->n_domains : 0; }
 int32_t mml_gate_n_experts(const mml_gate *g) { return g ? g->n_experts : 0; }
-int64_t mml_gate_n_params(const mml_gate *g) { return g ? 3 : 0; }
+int64_t mml_gate_n_params(const mml_gate *g) { return g ? g->n_params : 0; }
 mml_param *mml_gate_param(mml_gate *g, int64_t index)
 {
-    return g && index >= 0 && index < 3 ? &g->params[index] : NULL;
+    return g && index >= 0 && index < g->n_params ? &g->params[index] : NULL;
 }
 
 int mml__gate_drop_grads(mml_gate *g)
@@ -267,7 +316,7 @@ int mml__gate_drop_grads(mml_gate *g)
     if (!values)
         return mml__error(g->ctx, MML_ENOMEM, "gate: out of memory");
     memcpy(values, g->block, g->n_floats * sizeof(float));
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < g->n_params; i++) {
         g->params[i].value = values + (g->params[i].value - g->block);
         g->params[i].grad = NULL;
     }
@@ -290,6 +339,7 @@ int mml__gate_replica(const mml_gate *g, mml_ctx *ctx, mml_gate **out)
     r->domain = NULL;
     r->dtable = NULL;
     r->cap_rows = r->last_rows = 0;
+    r->x = NULL;
     r->table = mml__alloc(ctx, sizeof(float) * (size_t)g->n_domains * (size_t)g->n_experts);
     if (!r->table) {
         mml__free(ctx, r, sizeof *r);
@@ -324,3 +374,128 @@ int mml__gate_set_mask(mml_gate *g, const uint8_t *mask)
 }
 
 const uint8_t *mml__gate_mask(const mml_gate *g) { return g ? g->mask : NULL; }
+
+/* ---- Row inputs (since 1.3): z_r = e_d W + b + T[d] + x_r V, a softmax per row ---- */
+
+int32_t mml__gate_input_dim(const mml_gate *g) { return g ? g->in_dim : 0; }
+
+int mml__gate_forward_rows(mml_gate *g, const int32_t *domain, const float *x, int64_t ldx,
+                           int64_t n, const float **weights)
+{
+    if (g->in_dim < 1 || !x || ldx < g->in_dim || n < 1)
+        return mml__error(g->ctx, MML_EINVAL, "gate_forward_rows: no inputs, or stride %lld "
+                          "below %d", (long long)ldx, g->in_dim);
+    for (int64_t i = 0; i < n; i++)
+        if (domain[i] < 0 || domain[i] >= g->n_domains)
+            return mml__error(g->ctx, MML_ERANGE, "gate: domain %d at row %lld outside [0, %d)",
+                              domain[i], (long long)i, g->n_domains);
+    int rc = ensure_rows(g, n);
+    if (rc < 0)
+        return rc;
+    int32_t E = g->n_experts, k = g->dim, I = g->in_dim;
+    const float *emb = g->params[0].value, *W = g->params[1].value, *b = g->params[2].value;
+    const float *T = g->has_bias ? g->params[3].value : NULL, *V = g->params[g->n_params - 1].value;
+    double z[MAX_EXPERTS];
+    for (int64_t r = 0; r < n; r++) {
+        int32_t d = domain[r];
+        const float *xr = x + r * ldx;
+        /* A masked expert takes no part, as in compute_table. */
+        const uint8_t *allow = g->mask ? g->mask + (size_t)d * (size_t)E : NULL;
+        double mx = -INFINITY;
+        for (int32_t e = 0; e < E; e++) {
+            double v = b[e];
+            for (int32_t j = 0; j < k; j++)
+                v += (double)emb[d * k + j] * W[j * E + e];
+            if (T)
+                v += T[(size_t)d * (size_t)E + (size_t)e];
+            z[e] = v;
+        }
+        for (int32_t i = 0; i < I; i++) {
+            double xi = xr[i];
+            const float *vi = V + (size_t)i * (size_t)E;
+            for (int32_t e = 0; e < E; e++)
+                z[e] += xi * vi[e];
+        }
+        for (int32_t e = 0; e < E; e++)
+            if ((!allow || allow[e]) && z[e] > mx)
+                mx = z[e];
+        double sum = 0;
+        for (int32_t e = 0; e < E; e++)
+            if (!allow || allow[e])
+                sum += (z[e] = exp(z[e] - mx));
+        float *w = g->weights + r * E;
+        for (int32_t e = 0; e < E; e++)
+            w[e] = !allow || allow[e] ? (float)(z[e] / sum) : 0.0f;
+    }
+    memcpy(g->domain, domain, sizeof(int32_t) * (size_t)n);
+    g->x = x;
+    g->ldx = ldx;
+    g->pattern = 0;
+    g->last_rows = n;
+    *weights = g->weights;
+    return MML_OK;
+}
+
+int mml__gate_backward_rows(mml_gate *g, const float *dweights, float *dx, int64_t lddx)
+{
+    if (g->readonly)
+        return mml__error(g->ctx, MML_ESTATE, "gate_backward: the gate is read-only (no gradients)");
+    if (g->last_rows < 1 || !g->x)
+        return mml__error(g->ctx, MML_ESTATE, "gate_backward_rows without a forward_rows pass");
+    int32_t D = g->n_domains, E = g->n_experts, k = g->dim, I = g->in_dim;
+    mml_param *pV = &g->params[g->n_params - 1];
+    float *dV = pV->frozen ? NULL : pV->grad;
+    const float *V = pV->value;
+    /* Per-row dz; the domain-level parameters get each domain's sum. */
+    memset(g->dtable, 0, sizeof(float) * (size_t)D * (size_t)E);
+    double dz[MAX_EXPERTS];
+    for (int64_t r = 0; r < g->last_rows; r++) {
+        const float *w = g->weights + r * E, *dw = dweights + r * E;
+        double dot = 0;
+        for (int32_t e = 0; e < E; e++)
+            dot += (double)w[e] * dw[e];
+        float *dt = g->dtable + (size_t)g->domain[r] * (size_t)E;
+        for (int32_t e = 0; e < E; e++) {
+            dz[e] = (double)w[e] * ((double)dw[e] - dot);
+            dt[e] += (float)dz[e];
+        }
+        const float *xr = g->x + r * g->ldx;
+        float *dxr = dx ? dx + r * lddx : NULL;
+        for (int32_t i = 0; i < I; i++) {
+            const float *vi = V + (size_t)i * (size_t)E;
+            if (dV) {
+                float *dvi = dV + (size_t)i * (size_t)E;
+                for (int32_t e = 0; e < E; e++)
+                    dvi[e] += (float)(xr[i] * dz[e]);
+            }
+            if (dxr) {
+                double s = 0;
+                for (int32_t e = 0; e < E; e++)
+                    s += vi[e] * dz[e];
+                dxr[i] += (float)s;
+            }
+        }
+    }
+    const float *emb = g->params[0].value, *W = g->params[1].value;
+    float *demb = g->params[0].frozen ? NULL : g->params[0].grad;
+    float *dW = g->params[1].frozen ? NULL : g->params[1].grad;
+    float *db = g->params[2].frozen ? NULL : g->params[2].grad;
+    float *dT = g->has_bias && !g->params[3].frozen ? g->params[3].grad : NULL;
+    for (int32_t d = 0; d < D; d++)
+        for (int32_t e = 0; e < E; e++) {
+            float s = g->dtable[(size_t)d * (size_t)E + (size_t)e];
+            if (s == 0.0f)
+                continue;
+            if (db)
+                db[e] += s;
+            if (dT)
+                dT[(size_t)d * (size_t)E + (size_t)e] += s;
+            for (int32_t j = 0; j < k; j++) {
+                if (dW)
+                    dW[j * E + e] += emb[d * k + j] * s;
+                if (demb)
+                    demb[d * k + j] += W[j * E + e] * s;
+            }
+        }
+    return MML_OK;
+}

@@ -77,6 +77,15 @@ int mml__gate_drop_grads(mml_gate *g);
  * must outlive the copy), the scratch is the copy's own, allocated from ctx. */
 int mml__tower_replica(const mml_tower *t, mml_ctx *ctx, mml_tower **out);
 int mml__gate_replica(const mml_gate *g, mml_ctx *ctx, mml_gate **out);
+/* Since 1.3, a gate with row inputs (mml_gate_options.input_dim > 0):
+ * weights per row from the domain and x (n x input_dim, row stride ldx;
+ * borrowed until the backward pass). The backward pass adds the gradients
+ * of the unfrozen gate parameters and, when dx is not NULL, += dL/dx into
+ * dx (row stride lddx). */
+int32_t mml__gate_input_dim(const mml_gate *g);
+int mml__gate_forward_rows(mml_gate *g, const int32_t *domain, const float *x, int64_t ldx,
+                           int64_t n, const float **weights);
+int mml__gate_backward_rows(mml_gate *g, const float *dweights, float *dx, int64_t lddx);
 /* Copies for a training thread: the weights are the original's, the
  * parameter structs (frozen flags included), gradients and scratch the copy's
  * own; the owner syncs the flags and sums the gradients. */

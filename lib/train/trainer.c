@@ -35,6 +35,10 @@ typedef struct run_state {
     double *rates;      /* max_epochs: rows per second of each epoch */
     mml_optimizer *opt;
     mml_batcher *bt;
+    /* Since 1.3: the last n2 of the nt trainable parameters step with opt2
+     * (stage 2's embeddings and backbone at expert_backbone_lr). */
+    int64_t n2;
+    mml_optimizer *opt2;
 } run_state;
 
 struct mml_trainer {
@@ -55,6 +59,7 @@ struct mml_trainer {
     run_state run;
     int running; /* inside run_one: the callbacks may only read */
     mml__dp *dp; /* data-parallel training (lib/train/reduce.c), or NULL */
+    float *wbuf; /* batch_size row weights (stage 2 with expert_other_weight) */
 };
 
 static double now_s(void)
@@ -99,15 +104,17 @@ void mml_trainer_destroy(mml_trainer *t)
     mml__dp_destroy(t->dp);
     mml__free(ctx, t->logits, t->cap_logits * sizeof(float));
     mml__free(ctx, t->dlogits, t->cap_dlogits * sizeof(float));
+    mml__free(ctx, t->wbuf, t->wbuf ? (size_t)t->opt.batch_size * sizeof(float) : 0);
     mml__free(ctx, t->stages, (size_t)t->cap_stages * sizeof *t->stages);
     mml__free(ctx, t->epochs, (size_t)t->cap_epochs * sizeof *t->epochs);
     mml__free(ctx, t, sizeof *t);
 }
 
-static int stage_of_variant(int32_t variant, int32_t stage)
+static int stage_of_variant(int32_t variant, int32_t finetune, int32_t stage)
 {
     if (variant == MML_VARIANT_MOE)
-        return stage == MML_STAGE_BACKBONE || stage == MML_STAGE_EXPERTS || stage == MML_STAGE_GATE;
+        return stage == MML_STAGE_BACKBONE || stage == MML_STAGE_EXPERTS || stage == MML_STAGE_GATE ||
+               (stage == MML_STAGE_FINETUNE && finetune != MML_FINETUNE_NONE);
     return stage == MML_STAGE_JOINT;
 }
 
@@ -161,10 +168,13 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
                           (double)o.lr, o.n_hidden);
     if (o.optimizer < MML_OPT_SGD || o.optimizer > MML_OPT_ADAGRAD)
         return mml__error(ctx, MML_EINVAL, "trainer: unknown optimiser kind %d", o.optimizer);
-    if (o.first_stage != -1 && !stage_of_variant(o.variant, o.first_stage))
+    if ((rc = mml__trainer_check_tuned(ctx, &o)) < 0)
+        return rc;
+    if (o.first_stage != -1 && !stage_of_variant(o.variant, o.finetune, o.first_stage))
         return mml__error(ctx, MML_EINVAL, "trainer: first_stage %d is not a stage of variant %d "
                           "(%s)", o.first_stage, o.variant,
-                          o.variant == MML_VARIANT_MOE ? "backbone 1, experts 2 or gate 3"
+                          o.variant == MML_VARIANT_MOE ? "backbone 1, experts 2, gate 3 or, with "
+                                                         "finetune, finetune 4"
                                                        : "joint 0 only");
     int32_t F = mml_dataset_n_fields(train), D = mml_dataset_n_domains(train);
     if (F < 1 || D < 1 || mml_dataset_n_rows(train) < 1 || mml_dataset_n_rows(val) < 1)
@@ -224,6 +234,11 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
     mo.gate_top_k = o.gate_top_k;
     mo.l2_embedding = o.l2_embedding;
     mo.l2_dense = o.l2_dense;
+    if (o.variant == MML_VARIANT_MOE) {
+        mo.gate_domain_bias = o.gate_prior > 0.0f;
+        mo.gate_prior = o.gate_prior;
+        mo.gate_input = o.gate_input;
+    }
     int32_t M = mml_dataset_n_multihot(train);
     int64_t *mh_sizes = NULL;
     if (M > 0) {
@@ -253,6 +268,9 @@ int mml_trainer_create(mml_trainer **out, mml_ctx *ctx, const mml_trainer_option
         rc = mml__ensure_floats(ctx, &t->logits, &t->cap_logits, (size_t)o.batch_size);
     if (rc >= 0)
         rc = mml__ensure_floats(ctx, &t->dlogits, &t->cap_dlogits, (size_t)o.batch_size);
+    if (rc >= 0 && o.variant == MML_VARIANT_MOE && o.expert_other_weight > 0.0f &&
+        !(t->wbuf = mml__alloc(ctx, (size_t)o.batch_size * sizeof(float))))
+        rc = mml__error(ctx, MML_ENOMEM, "trainer: out of memory");
     if (rc < 0) {
         mml_trainer_destroy(t);
         return rc;
@@ -289,11 +307,25 @@ static int64_t select_trainable(mml_trainer *t, int32_t stage, int32_t expert, m
         case MML_STAGE_JOINT: train = p->group != MML_GROUP_GATE; break;
         case MML_STAGE_BACKBONE: train = p->group == MML_GROUP_EMBEDDING || p->group == MML_GROUP_BACKBONE; break;
         case MML_STAGE_EXPERTS: train = p->group == MML_GROUP_EXPERT && p->expert == expert; break;
+        case MML_STAGE_FINETUNE:
+            train = t->opt.finetune == MML_FINETUNE_ALL || p->group == MML_GROUP_EXPERT ||
+                    p->group == MML_GROUP_GATE;
+            break;
         default: train = p->group == MML_GROUP_GATE; break;
         }
         p->frozen = !train;
         if (train)
             out[n++] = p;
+    }
+    /* Since 1.3: stage 2 with expert_backbone_lr also trains what stage 1 did,
+     * listed after the expert (the second optimiser's part). */
+    for (int64_t i = 0; stage == MML_STAGE_EXPERTS && t->opt.expert_backbone_lr > 0.0f &&
+                        i < mml_model_n_params(t->model); i++) {
+        mml_param *p = mml_model_param(t->model, i);
+        if (p->group == MML_GROUP_EMBEDDING || p->group == MML_GROUP_BACKBONE) {
+            p->frozen = 0;
+            out[n++] = p;
+        }
     }
     return n;
 }
@@ -432,12 +464,13 @@ static uint64_t shuffle_seed(const mml_trainer *t, int32_t stage, int32_t expert
 /* "the joint stage", "expert 3 (domain 1)", ... for messages. */
 static const char *who(const mml_trainer *t, int32_t stage, int32_t expert, char *buf, size_t size)
 {
-    static const char *const names[4] = {"the joint stage", "stage 1 (backbone)",
-                                         "stage 2 (experts)", "stage 3 (gate)"};
+    static const char *const names[5] = {"the joint stage", "stage 1 (backbone)",
+                                         "stage 2 (experts)", "stage 3 (gate)",
+                                         "stage 4 (fine-tuning)"};
     if (expert >= 0)
         snprintf(buf, size, "stage 2, expert %d (domain %d)", (int)expert, (int)(expert % t->D));
     else
-        snprintf(buf, size, "%s", stage >= 0 && stage < 4 ? names[stage] : "a stage");
+        snprintf(buf, size, "%s", stage >= 0 && stage < 5 ? names[stage] : "a stage");
     return buf;
 }
 
@@ -465,6 +498,7 @@ static void run_free(mml_trainer *t, run_state *r)
             mml_model_param(t->model, i)->frozen = 0;
     mml_batcher_destroy(r->bt);
     mml_optimizer_destroy(r->opt);
+    mml_optimizer_destroy(r->opt2);
     mml__free(ctx, r->best, r->snap_n * sizeof(float));
     mml__free(ctx, r->rates, sizeof(double) * (size_t)t->opt.max_epochs);
     mml__free(ctx, r->params, sizeof(mml_param *) * (size_t)r->np);
@@ -489,6 +523,9 @@ static int run_alloc(mml_trainer *t, run_state *r, int32_t stage, int32_t expert
         return mml__error(ctx, MML_ENOMEM, "trainer: out of memory");
     }
     r->nt = select_trainable(t, stage, expert, r->params);
+    r->n2 = stage == MML_STAGE_EXPERTS && t->opt.expert_backbone_lr > 0.0f
+                ? r->nt - mml__trainer_count_group(r->params, r->nt, MML_GROUP_EXPERT)
+                : 0;
     for (int64_t i = 0; i < r->nt; i++)
         r->snap_n += (size_t)mml_param_size(r->params[i]);
     int rc = MML_OK;
@@ -503,14 +540,18 @@ static int run_alloc(mml_trainer *t, run_state *r, int32_t stage, int32_t expert
         mml_optimizer_options oo;
         mml_optimizer_options_init(&oo);
         oo.kind = t->opt.optimizer;
-        oo.lr = t->opt.lr;
-        rc = mml_optimizer_create(&r->opt, ctx, &oo, r->params, r->nt);
+        oo.lr = mml__trainer_stage_lr(&t->opt, stage);
+        rc = mml_optimizer_create(&r->opt, ctx, &oo, r->params, r->nt - r->n2);
+        if (rc >= 0 && r->n2 > 0) {
+            oo.lr = t->opt.expert_backbone_lr;
+            rc = mml_optimizer_create(&r->opt2, ctx, &oo, r->params + (r->nt - r->n2), r->n2);
+        }
     }
     if (rc >= 0) {
         mml_batcher_options bo;
         mml_batcher_options_init(&bo);
         bo.batch_size = t->opt.batch_size;
-        bo.domain = expert >= 0 ? expert % t->D : -1;
+        bo.domain = expert >= 0 && !t->wbuf ? expert % t->D : -1;
         bo.seed = shuffle_seed(t, stage, expert);
         if (t->dp)
             bo.batch_size = mml__dp_batch(t->dp, t->opt.batch_size);
@@ -542,7 +583,7 @@ static int run_finish(mml_trainer *t, int rc, int canceled, int diverged)
     run_state *r = &t->run;
     char tag[64];
     int32_t stage = r->stage, expert = r->expert, best_epoch = r->best_epoch;
-    if (rc >= 0 && (r->best_epoch > 0 || diverged))
+    if (rc >= 0 && (r->best_epoch > 0 || diverged || (stage == MML_STAGE_FINETUNE && r->epoch > 0)))
         snapshot(r->params, r->nt, r->best, 1);
     if (diverged)
         r->flags |= MML_STAGE_DIVERGED;
@@ -550,11 +591,12 @@ static int run_finish(mml_trainer *t, int rc, int canceled, int diverged)
                                       sizeof *t->stages)) >= 0) {
         t->stages[t->n_stages++] = (mml_stage_report){
             sizeof(mml_stage_report), stage, expert, expert >= 0 ? expert % t->D : -1, r->epoch,
-            best_epoch, best_epoch > 0 ? r->best_score : 0.0, r->seconds + now_s() - r->t_start,
+            best_epoch, best_epoch > 0 || isfinite(r->best_score) ? r->best_score : 0.0,
+            r->seconds + now_s() - r->t_start,
             median(r->rates, r->epoch), r->flags, 0};
         mml__log(ctx, MML_LOG_INFO, "%s done: %d epochs, best epoch %d (%.5f)",
                  who(t, stage, expert, tag, sizeof tag), (int)r->epoch, (int)best_epoch,
-                 best_epoch > 0 ? r->best_score : 0.0);
+                 best_epoch > 0 || isfinite(r->best_score) ? r->best_score : 0.0);
     }
     run_free(t, r);
     if (rc >= 0 && canceled)
@@ -595,12 +637,29 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
         if (r->flags & MML_STAGE_NO_TRAINING_ROWS)
             mml__log(ctx, MML_LOG_WARN, "%s: the domain has no training rows: the expert stays "
                      "as it was made", who(t, stage, expert, tag, sizeof tag));
+        if (stage == MML_STAGE_FINETUNE) {
+            /* Since 1.3: stage 4 must beat where it starts (validated as
+             * epoch 0), else it keeps the start. */
+            int defined = 1;
+            double score = 0.0;
+            t->running = 1;
+            rc = validation_score(t, stage, r->mode, expert, 0, &score, &defined);
+            t->running = 0;
+            if (rc < 0) {
+                run_free(t, r);
+                return rc;
+            }
+            if (defined)
+                r->best_score = score;
+        }
     }
     r->t_start = now_s();
     t->running = 1;
     int canceled = 0, diverged = 0, paused = 0;
     rc = MML_OK;
-    while (r->epoch < t->opt.max_epochs && r->bad < t->opt.patience) {
+    int32_t patience = stage == MML_STAGE_FINETUNE && t->opt.finetune_patience > 0
+                           ? t->opt.finetune_patience : t->opt.patience;
+    while (r->epoch < t->opt.max_epochs && r->bad < patience) {
         int32_t epoch = r->epoch + 1;
         rc = mml_batcher_start_epoch(r->bt, (uint64_t)epoch);
         int64_t steps = mml_batcher_n_batches(r->bt), step = 0, rows = 0;
@@ -620,9 +679,13 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
             double loss = 0.0, penalty = 0.0; /* L2 (0 unless the model's lambdas are > 0) */
             int64_t n_rows = rc == 1 ? b.n_rows : 0;
             mml_params_zero_grad(r->params, r->nt);
+            const float *weights = b.weights;
+            if (n_rows > 0 && stage == MML_STAGE_EXPERTS && t->wbuf)
+                weights = mml__trainer_other_weights(&b, expert % t->D, t->opt.expert_other_weight,
+                                                     t->wbuf);
             if (n_rows > 0 &&
                 ((rc = mml_model_forward(t->model, &b, r->mode, expert, 1, t->logits)) < 0 ||
-                 (rc = mml_bce_with_logits(ctx, t->logits, b.labels, b.weights, b.n_rows, &loss,
+                 (rc = mml_bce_with_logits(ctx, t->logits, b.labels, weights, b.n_rows, &loss,
                                            t->dlogits)) < 0 ||
                  (rc = mml_model_backward(t->model, t->dlogits)) < 0 ||
                  (rc = mml_model_regularization(t->model, &penalty)) < 0))
@@ -634,9 +697,10 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
             }
             if (t->dp)
                 rc = mml__dp_step(t->dp, rc, r->params, r->nt, &n_rows,
-                                  n_rows > 0 ? b.weights : NULL, &loss);
+                                  n_rows > 0 ? weights : NULL, &loss);
             if (rc < 0 || !isfinite(loss + penalty) ||
-                (rc = mml_optimizer_step(r->opt)) < 0) {
+                (rc = mml_optimizer_step(r->opt)) < 0 ||
+                (r->opt2 && (rc = mml_optimizer_step(r->opt2)) < 0)) {
                 /* Overflowing weights surface as a non-finite logit or loss. */
                 if (rc == MML_ENONFINITE || (rc >= 0 && !isfinite(loss + penalty))) {
                     diverged = 1;
@@ -752,7 +816,9 @@ int mml_trainer_run_stage(mml_trainer *t, int32_t stage)
         mml__dp_failed(t->dp, rc);
         return rc;
     }
-    t->next_stage = stage == MML_STAGE_JOINT || stage == MML_STAGE_GATE ? -1 : stage + 1;
+    t->next_stage = stage == MML_STAGE_JOINT || stage == MML_STAGE_FINETUNE ? -1
+                    : stage == MML_STAGE_GATE ? (t->opt.finetune != MML_FINETUNE_NONE ? MML_STAGE_FINETUNE : -1)
+                    : stage + 1;
     return MML_OK;
 }
 
@@ -925,6 +991,8 @@ int mml__trainer_state_write(const mml_trainer *t, mml__wbuf *w)
         mml__wbuf_u64(w, (uint64_t)r->snap_n);
         mml__wbuf_f32s(w, r->best, r->snap_n);
         mml__optimizer_state_write(r->opt, w);
+        if (r->opt2)
+            mml__optimizer_state_write(r->opt2, w);
     }
     return mml__wbuf_status(w);
 }
@@ -999,7 +1067,7 @@ static int state_config(mml_trainer *t, mml__rbuf *r)
 static int state_check_stage(const mml_trainer *t, mml__rbuf *r, int32_t stage, int32_t expert,
                              const char *what)
 {
-    int ok = stage_of_variant(t->opt.variant, stage) &&
+    int ok = stage_of_variant(t->opt.variant, t->opt.finetune, stage) &&
              (stage == MML_STAGE_EXPERTS ? expert >= 0 && expert < t->E : expert == -1);
     if (!ok)
         return mml__rbuf_fail(r, MML_ECORRUPT, "%s: stage %d, expert %d is not a stage of "
@@ -1133,7 +1201,9 @@ static int state_run(mml_trainer *t, mml__rbuf *r, int32_t next_stage, run_state
                               (unsigned long long)run->snap_n);
     if ((rc = mml__rbuf_f32s(r, run->best, run->snap_n, "running best weights")) < 0)
         return rc;
-    return mml__optimizer_state_read(run->opt, r);
+    if ((rc = mml__optimizer_state_read(run->opt, r)) < 0)
+        return rc;
+    return run->opt2 ? mml__optimizer_state_read(run->opt2, r) : MML_OK;
 }
 
 int mml__trainer_state_read(mml_trainer *t, mml__rbuf *r)
@@ -1163,7 +1233,7 @@ int mml__trainer_state_read(mml_trainer *t, mml__rbuf *r)
     reserved = mml__rbuf_u32(r, "next stage reserved");
     if ((rc = mml__rbuf_status(r)) < 0)
         return rc;
-    if ((next_stage != -1 && !stage_of_variant(t->opt.variant, next_stage)) || reserved != 0)
+    if ((next_stage != -1 && !stage_of_variant(t->opt.variant, t->opt.finetune, next_stage)) || reserved != 0)
         return mml__rbuf_fail(r, MML_ECORRUPT, "next stage %d (reserved %u) invalid for "
                               "variant %d", (int)next_stage, (unsigned)reserved,
                               (int)t->opt.variant);

@@ -18,4 +18,16 @@ int mml__trainer_state_write(const mml_trainer *t, mml__wbuf *w);
  * MML_EVERSION for a newer layout, MML_ENOMEM; t is unchanged on failure. */
 int mml__trainer_state_read(mml_trainer *t, mml__rbuf *r);
 
+/* Since 1.3 (trainer_tuned.c): the MoE-MLoRA options beyond the paper. */
+/* MML_EINVAL naming the first invalid 1.3 field of o. */
+int mml__trainer_check_tuned(mml_ctx *ctx, const mml_trainer_options *o);
+/* The learning rate of a stage's (first) optimiser. */
+float mml__trainer_stage_lr(const mml_trainer_options *o, int32_t stage);
+/* How many of the n parameters belong to group. */
+int64_t mml__trainer_count_group(mml_param *const *params, int64_t n, int32_t group);
+/* Row weights of batch b for stage 2 of domain's expert: the batch's own
+ * (1 without) times other_weight on the other domains' rows, into out. */
+const float *mml__trainer_other_weights(const mml_batch_view *b, int32_t domain,
+                                        float other_weight, float *out);
+
 #endif
