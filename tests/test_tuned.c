@@ -388,8 +388,8 @@ START_TEST(defaults_are_the_paper)
     mml_trainer_options old;
     memset(&old, 0xAB, sizeof old);
     ck_assert_int_eq(mml_trainer_options_init_sized(&old, (uint32_t)offsetof(mml_trainer_options,
-                                                                              gate_prior)), MML_OK);
-    ck_assert_uint_eq(((const unsigned char *)&old)[offsetof(mml_trainer_options, gate_prior)], 0xAB);
+                                                                              reduce)), MML_OK);
+    ck_assert_uint_eq(((const unsigned char *)&old)[offsetof(mml_trainer_options, reduce)], 0xAB);
     /* The preset: MoE with stage 4, and refuses a struct without the 1.3 fields. */
     mml_trainer_options_init(&o);
     o.variant = MML_VARIANT_BASE;
