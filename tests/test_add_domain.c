@@ -10,6 +10,7 @@ static const int32_t tiny_hidden[2] = {8, 4};
 static int wide; /* nonzero: the default tower 256, 128, 64 (ranks 16, 8, 4) */
 static int top_k; /* the gate's top_k */
 static int tiny; /* nonzero: a tower of 8, 4 and fewer rows (the allocation sweep) */
+static int tuned; /* 1: the moe-tuned preset; 2: it with a gate over the rows' embeddings */
 
 typedef struct world {
     mml_ctx *ctx;
@@ -48,8 +49,8 @@ static int train_model(mml_ctx *ctx, const char *backbone, int32_t variant, int3
                        const mml_dataset *tr, const mml_dataset *va, mml_model **out)
 {
     char key[128];
-    snprintf(key, sizeof key, "%s/%d/%d/%d/%d/%d/%lld/%d", backbone, variant, m, wide, tiny, top_k,
-             (long long)mml_dataset_n_rows(tr), mml_dataset_n_domains(tr));
+    snprintf(key, sizeof key, "%s/%d/%d/%d/%d/%d/%d/%lld/%d", backbone, variant, m, wide, tiny,
+             top_k, tuned, (long long)mml_dataset_n_rows(tr), mml_dataset_n_domains(tr));
     int slot = 0;
     while (slot < 16 && cache[slot].data && strcmp(cache[slot].key, key))
         slot++;
@@ -57,6 +58,10 @@ static int train_model(mml_ctx *ctx, const char *backbone, int32_t variant, int3
         return mml_model_load_mem(out, ctx, cache[slot].data, cache[slot].size);
     mml_trainer_options to;
     mml_trainer_options_init(&to);
+    if (tuned)
+        ck_assert_int_eq(mml_trainer_options_moe_tuned(&to), MML_OK);
+    if (tuned == 2)
+        to.gate_input = MML_GATE_INPUT_EMBEDDINGS;
     to.variant = variant;
     to.backbone = backbone;
     to.experts_per_domain = m;
@@ -270,6 +275,16 @@ START_TEST(old_domains_unchanged_top_k)
     top_k = 2; /* of 4 experts for the old domains, 6 for the grown model */
     check_unchanged("mlp", 1, 2);
     top_k = 0;
+}
+END_TEST
+
+/* The moe-tuned preset (a per-domain logit table, stage 4) and a gate that
+ * also reads the rows' embeddings: the old domains keep their bits too. */
+START_TEST(old_domains_unchanged_moe_tuned)
+{
+    tuned = 1 + _i;
+    check_unchanged("mlp", 2, 1);
+    tuned = 0;
 }
 END_TEST
 
@@ -675,6 +690,7 @@ int main(void)
     tcase_add_loop_test(t, old_domains_unchanged_mlp, 0, 2);
     tcase_add_loop_test(t, old_domains_unchanged_deepfm, 0, 2);
     tcase_add_test(t, old_domains_unchanged_top_k);
+    tcase_add_loop_test(t, old_domains_unchanged_moe_tuned, 0, 2);
     tcase_add_test(t, new_experts_get_zero_weight);
     tcase_add_loop_test(t, frozen_parameters_unchanged, 0, 2);
     tcase_add_test(t, save_load_round_trip);

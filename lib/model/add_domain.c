@@ -129,7 +129,8 @@ static int32_t find_field(const mml__schema *s, const char *name)
  * domain field's tables get their old rows and the mean of them as the new
  * row; the gate's parameters with a row per domain or a column per expert
  * get their old rows and columns (the new ones keep their fresh initial
- * values; a new bias is 0), whatever the gate's inputs. */
+ * values; a new bias is 0), whatever the gate's inputs; a per-domain logit
+ * table keeps its old cells and starts its new ones at 0. */
 static int copy_grown(mml_model *dst, const mml_model *src, int32_t dfield)
 {
     mml_ctx *ctx = dst->ctx;
@@ -168,6 +169,15 @@ static int copy_grown(mml_model *dst, const mml_model *src, int32_t dfield)
             if (!strcmp(p->name, "gate.b"))
                 for (int64_t c = E; c < p->cols; c++)
                     p->value[c] = 0.0f;
+            continue;
+        }
+        if (gate && q->rows == D && q->cols == E && p->rows == D + 1 && p->cols > E) {
+            /* A per-domain logit table (gate.domain_bias): the old domains'
+             * logits as they were; the new row and columns start at 0 (the
+             * old domains never see the new columns: masked). */
+            memset(p->value, 0, sizeof(float) * (size_t)mml_param_size(p));
+            for (int64_t r = 0; r < D; r++)
+                memcpy(p->value + r * p->cols, q->value + r * q->cols, sizeof(float) * (size_t)E);
             continue;
         }
         return mml__error(ctx, MML_ESHAPE, "add_domain: parameter '%s' is %lld x %lld, was %lld x %lld",
