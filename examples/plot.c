@@ -14,7 +14,8 @@
 #include <unistd.h>
 
 static const char *const stage_names[5] = {"joint", "backbone", "experts", "gate", "finetune"};
-static const char *const variants[3] = {"base", "mlora", "moe"};
+enum { N_VARIANTS = 4 };
+static const char *const variants[N_VARIANTS] = {"base", "mlora", "moe", "moe-tuned"};
 
 json_t *plot_epochs_json(const mml_trainer *tr)
 {
@@ -49,14 +50,14 @@ static int write_domain_auc(const char *dir, json_t *runs)
     json_t *first = json_array_get(runs, 0);
     json_t *doms = json_object_get(first, "domains");
     fprintf(f, "domain");
-    for (int v = 0; v < 3; v++)
+    for (int v = 0; v < N_VARIANTS; v++)
         fprintf(f, " %s", variants[v]);
     fprintf(f, "\n");
     size_t d;
     json_t *dm;
     json_array_foreach(doms, d, dm) {
         fprintf(f, "\"%s\"", json_string_value(json_object_get(dm, "name")));
-        for (int v = 0; v < 3; v++) {
+        for (int v = 0; v < N_VARIANTS; v++) {
             double sum = 0;
             int n = 0;
             size_t i;
@@ -88,7 +89,7 @@ static int write_validation(const char *dir, json_t *runs, int *n_blocks)
     if (!f)
         return -1;
     *n_blocks = 0;
-    for (int v = 0; v < 3; v++) {
+    for (int v = 0; v < N_VARIANTS; v++) {
         size_t i;
         json_t *run;
         json_array_foreach(runs, i, run) {
@@ -165,7 +166,7 @@ static int write_script(const char *dir, int n_blocks, int have_gate)
                "set ylabel 'AUC'\n"
                "set yrange [*:*]\n"
                "plot 'domain_auc.dat' using 2:xtic(1) title columnheader, '' using 3 title "
-               "columnheader, '' using 4 title columnheader\n"
+               "columnheader, '' using 4 title columnheader, '' using 5 title columnheader\n"
                "unset style\n"
                "set style data linespoints\n"
                "set output 'validation.png'\n"

@@ -9,14 +9,14 @@ set style histogram clustered gap 1
 set style fill solid 0.8 border -1
 set ylabel 'AUC'
 set yrange [*:*]
-plot 'domain_auc.dat' using 2:xtic(1) title columnheader, '' using 3 title columnheader, '' using 4 title columnheader
+plot 'domain_auc.dat' using 2:xtic(1) title columnheader, '' using 3 title columnheader, '' using 4 title columnheader, '' using 5 title columnheader
 unset style
 set style data linespoints
 set output 'validation.png'
 set title 'Validation AUC per epoch (first seed)'
 set xlabel 'epoch'
 set ylabel 'validation AUC'
-plot for [i=0:7] 'validation.dat' index i using 1:2 with linespoints title columnheader(1)
+plot for [i=0:14] 'validation.dat' index i using 1:2 with linespoints title columnheader(1)
 set output 'gate.png'
 set title 'Learned gate weights (rows: domains, columns: experts)'
 unset key
