@@ -239,6 +239,25 @@ int mml_gate_forward(mml_gate *g, const int32_t *domain, int64_t n, const float 
     return MML_OK;
 }
 
+/* Adds a logit gradient dz of (domain d, expert e) to the domain-level
+ * parameters' gradients (NULL: frozen): b, the table T, W and e_d. */
+static void add_logit_grad(const mml_gate *g, int32_t d, int32_t e, float dz, float *db,
+                           float *dT, float *dW, float *demb)
+{
+    int32_t E = g->n_experts, k = g->dim;
+    const float *emb = g->params[0].value, *W = g->params[1].value;
+    if (db)
+        db[e] += dz;
+    if (dT)
+        dT[(size_t)d * (size_t)E + (size_t)e] += dz;
+    for (int32_t j = 0; j < k; j++) {
+        if (dW)
+            dW[j * E + e] += emb[d * k + j] * dz;
+        if (demb)
+            demb[d * k + j] += W[j * E + e] * dz;
+    }
+}
+
 int mml_gate_backward(mml_gate *g, const float *dweights)
 {
     if (!g)
@@ -251,17 +270,16 @@ int mml_gate_backward(mml_gate *g, const float *dweights)
         return mml__error(g->ctx, MML_ESTATE, "gate_backward without a forward pass");
     if (g->x)
         return mml__gate_backward_rows(g, dweights, NULL, 0);
-    int32_t D = g->n_domains, E = g->n_experts, k = g->dim;
+    int32_t D = g->n_domains, E = g->n_experts;
     memset(g->dtable, 0, sizeof(float) * (size_t)D * (size_t)E);
     for (int64_t i = 0; i < g->last_rows; i++) {
         float *dt = g->dtable + (size_t)g->domain[i] * (size_t)E;
         for (int32_t e = 0; e < E; e++)
             dt[e] += dweights[i * E + e];
     }
-    const float *emb = g->params[0].value, *W = g->params[1].value;
-    float *demb = g->params[0].grad, *dW = g->params[1].grad, *db = g->params[2].grad;
-    int train_emb = !g->params[0].frozen, train_W = !g->params[1].frozen,
-        train_b = !g->params[2].frozen;
+    float *demb = g->params[0].frozen ? NULL : g->params[0].grad;
+    float *dW = g->params[1].frozen ? NULL : g->params[1].grad;
+    float *db = g->params[2].frozen ? NULL : g->params[2].grad;
     float *dT = g->has_bias && !g->params[3].frozen ? g->params[3].grad : NULL;
     for (int32_t d = 0; d < D; d++) {
         /* The table holds w = softmax over the kept set (everything when dense):
@@ -273,18 +291,8 @@ int mml_gate_backward(mml_gate *g, const float *dweights)
             dot += (double)p[e] * dp[e];
         for (int32_t e = 0; e < E; e++) {
             float dz = (float)((double)p[e] * ((double)dp[e] - dot));
-            if (dz == 0.0f)
-                continue;
-            if (train_b)
-                db[e] += dz;
-            if (dT)
-                dT[(size_t)d * (size_t)E + (size_t)e] += dz;
-            for (int32_t j = 0; j < k; j++) {
-                if (train_W)
-                    dW[j * E + e] += emb[d * k + j] * dz;
-                if (train_emb)
-                    demb[d * k + j] += W[j * E + e] * dz;
-            }
+            if (dz != 0.0f)
+                add_logit_grad(g, d, e, dz, db, dT, dW, demb);
         }
     }
     return MML_OK;
@@ -442,7 +450,7 @@ int mml__gate_backward_rows(mml_gate *g, const float *dweights, float *dx, int64
         return mml__error(g->ctx, MML_ESTATE, "gate_backward: the gate is read-only (no gradients)");
     if (g->last_rows < 1 || !g->x)
         return mml__error(g->ctx, MML_ESTATE, "gate_backward_rows without a forward_rows pass");
-    int32_t D = g->n_domains, E = g->n_experts, k = g->dim, I = g->in_dim;
+    int32_t D = g->n_domains, E = g->n_experts, I = g->in_dim;
     mml_param *pV = &g->params[g->n_params - 1];
     float *dV = pV->frozen ? NULL : pV->grad;
     const float *V = pV->value;
@@ -476,7 +484,6 @@ int mml__gate_backward_rows(mml_gate *g, const float *dweights, float *dx, int64
             }
         }
     }
-    const float *emb = g->params[0].value, *W = g->params[1].value;
     float *demb = g->params[0].frozen ? NULL : g->params[0].grad;
     float *dW = g->params[1].frozen ? NULL : g->params[1].grad;
     float *db = g->params[2].frozen ? NULL : g->params[2].grad;
@@ -484,18 +491,8 @@ int mml__gate_backward_rows(mml_gate *g, const float *dweights, float *dx, int64
     for (int32_t d = 0; d < D; d++)
         for (int32_t e = 0; e < E; e++) {
             float s = g->dtable[(size_t)d * (size_t)E + (size_t)e];
-            if (s == 0.0f)
-                continue;
-            if (db)
-                db[e] += s;
-            if (dT)
-                dT[(size_t)d * (size_t)E + (size_t)e] += s;
-            for (int32_t j = 0; j < k; j++) {
-                if (dW)
-                    dW[j * E + e] += emb[d * k + j] * s;
-                if (demb)
-                    demb[d * k + j] += W[j * E + e] * s;
-            }
+            if (s != 0.0f)
+                add_logit_grad(g, d, e, s, db, dT, dW, demb);
         }
     return MML_OK;
 }
