@@ -18,6 +18,7 @@
 
 #ifdef MML_WITH_MPI
 #include "mpi_reduce.h"
+#include "mpi_shards.h"
 /* Data-parallel training: one rank per process (mpirun -np N); rank 0 alone
  * prints tables and writes files. Alone, a single rank of one. */
 static mpi_reducer mpi;
@@ -176,7 +177,9 @@ static void usage(FILE *f)
             "  their checkpoint, exit status 3)  --checkpoint-every N (epochs; 1)\n"
             "  --checkpoint-minutes M (also once M minutes passed since the last one)\n"
             "distributed: mpirun -np N mml-train ... (built with MPI): the same options, the\n"
-            "  training rows and --batch split across the ranks (docs/DISTRIBUTED.md)\n"
+            "  training rows and --batch split across the ranks (docs/DISTRIBUTED.md); with\n"
+            "  %%r in --train, --val and --test each rank reads only its own files\n"
+            "  (train.%%r.csv: train.0.csv, train.1.csv, ...)\n"
             "adding a domain: --init FILE --add-domain (the one domain of the data that the\n"
             "  MoE model lacks gains experts and a gate row, the rest frozen; --lr, --batch,\n"
             "  --patience, --max-epochs apply; --save FILE writes the grown model; exit\n"
@@ -579,6 +582,15 @@ static int load_data(mml_ctx *ctx, const args *a, data *d)
         o.hashed_buckets = a->hash_buckets;
         o.n_hashed_columns = a->n_hashed;
         o.hash_seed = a->hash_seed;
+        if (strstr(a->train, "%r")) {
+#ifdef MML_WITH_MPI
+            return mpi_load_shards(&mpi, ctx, &o, a->train, a->val, a->test, &d->train, &d->val,
+                                   &d->test);
+#else
+            return mml_ctx_set_error(ctx, MML_EUNSUPPORTED, "per-rank files (%r in --train) "
+                                     "need mml-train built with MPI (-Dmpi=enabled)");
+#endif
+        }
         return mml_csv_load(ctx, &o, a->train, a->val, a->test, &d->train, &d->val, &d->test);
     }
     mml_synthetic_options o;
@@ -943,6 +955,8 @@ static json_t *run_one(const args *a, const data *d, int variant, uint64_t seed,
 #ifdef MML_WITH_MPI
     mml_reduce_hook hook;
     mpi_reducer_hook(&mpi, &hook);
+    /* Per-rank files: each rank's data sets are its own rows. */
+    hook.sharded = a->train && strstr(a->train, "%r") != NULL;
     to.reduce = &hook;
 #endif
     to.checkpoint = on_checkpoint;

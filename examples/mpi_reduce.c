@@ -218,3 +218,46 @@ int mpi_reducer_finish(mpi_reducer *r, int status)
     MPI_Finalize();
     return worst;
 }
+
+int mpi_reducer_allgather(mpi_reducer *r, const void *send, long n, char **out, long *out_n)
+{
+    *out = NULL;
+    *out_n = 0;
+    if (!r->active) { /* one process: its own block */
+        if (!(*out = malloc(n > 0 ? (size_t)n : 1)))
+            return -1;
+        memcpy(*out, send, (size_t)n);
+        *out_n = n;
+        return 0;
+    }
+    if (n > INT_MAX)
+        return -1;
+    int mine = (int)n, *counts = malloc(sizeof(int) * 2 * (size_t)r->size);
+    if (!counts)
+        return -1;
+    int *displs = counts + r->size;
+    if (MPI_Allgather(&mine, 1, MPI_INT, counts, 1, MPI_INT, MPI_COMM_WORLD) != MPI_SUCCESS) {
+        free(counts);
+        return -1;
+    }
+    long total = 0;
+    for (int q = 0; q < r->size; q++) {
+        if (total > INT_MAX - counts[q]) {
+            free(counts);
+            return -1;
+        }
+        displs[q] = (int)total;
+        total += counts[q];
+    }
+    char *buf = malloc(total > 0 ? (size_t)total : 1);
+    int rc = buf ? MPI_Allgatherv(send, mine, MPI_BYTE, buf, counts, displs, MPI_BYTE,
+                                  MPI_COMM_WORLD) : MPI_ERR_NO_MEM;
+    free(counts);
+    if (rc != MPI_SUCCESS) {
+        free(buf);
+        return -1;
+    }
+    *out = buf;
+    *out_n = total;
+    return 0;
+}

@@ -31,6 +31,9 @@ int mpi_reducer_agree(mpi_reducer *r, int status, const char *message);
 int mpi_reducer_differs(mpi_reducer *r, unsigned long long v);
 /* Rank 0's value on every rank. */
 int mpi_reducer_bcast(mpi_reducer *r, int value);
+/* Every rank's block of bytes, concatenated in rank order, on every rank
+ * (malloc'ed into *out; the caller frees it). 0, or -1. */
+int mpi_reducer_allgather(mpi_reducer *r, const void *send, long n, char **out, long *out_n);
 /* The largest status of every rank, then MPI_Finalize. */
 int mpi_reducer_finish(mpi_reducer *r, int status);
 

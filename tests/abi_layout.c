@@ -339,7 +339,7 @@ _Static_assert(sizeof(mml_reduce_hook) == L(48, 32), "size of mml_reduce_hook");
 _Static_assert(offsetof(mml_reduce_hook, struct_size) == L(0, 0), "mml_reduce_hook.struct_size");
 _Static_assert(offsetof(mml_reduce_hook, rank) == L(4, 4), "mml_reduce_hook.rank");
 _Static_assert(offsetof(mml_reduce_hook, size) == L(8, 8), "mml_reduce_hook.size");
-_Static_assert(offsetof(mml_reduce_hook, reserved) == L(12, 12), "mml_reduce_hook.reserved");
+_Static_assert(offsetof(mml_reduce_hook, sharded) == L(12, 12), "mml_reduce_hook.sharded");
 _Static_assert(offsetof(mml_reduce_hook, user) == L(16, 16), "mml_reduce_hook.user");
 _Static_assert(offsetof(mml_reduce_hook, gather) == L(24, 20), "mml_reduce_hook.gather");
 _Static_assert(offsetof(mml_reduce_hook, sum_f32) == L(32, 24), "mml_reduce_hook.sum_f32");

@@ -50,6 +50,39 @@ sys.exit(abs(one - many) > 0.002)
 PY
 done
 
+# One file per rank (paths with %r): each rank reads only its own rows,
+# mapped onto one shared vocabulary; with the files cut where the row ranges
+# are cut, the same bits as every rank reading the whole files. A missing
+# file of rank 1 stops every rank with its message.
+"$exe" --synthetic --synthetic-rows 6000 --write-splits "$tmp" --quiet || fail "--write-splits"
+for s in train val test; do
+  python3 - "$tmp/$s.csv" <<'PY' || fail "cutting $s.csv"
+import sys
+path = sys.argv[1]
+lines = open(path).read().splitlines()
+head, rows, n = lines[0], lines[1:], len(lines) - 1
+for r in range(2):
+    lo, hi = n // 2 * r + n % 2 * r // 2, n // 2 * (r + 1) + n % 2 * (r + 1) // 2
+    open(path[:-4] + ".%d.csv" % r, "w").write("\n".join([head] + rows[lo:hi]) + "\n")
+PY
+done
+files="--variant mlora --hidden 16,8 --batch 256 --max-epochs 3 --threads 1 --quiet"
+# shellcheck disable=SC2086
+run 2 --train "$tmp/train.csv" --val "$tmp/val.csv" --test "$tmp/test.csv" $files \
+  --json "$tmp/whole.json" 2>"$tmp/err" || { cat "$tmp/err"; fail "2 ranks on whole files"; }
+# shellcheck disable=SC2086
+run 2 --train "$tmp/train.%r.csv" --val "$tmp/val.%r.csv" --test "$tmp/test.%r.csv" $files \
+  --json "$tmp/shard.json" 2>"$tmp/err" || { cat "$tmp/err"; fail "2 ranks on per-rank files"; }
+[ "$(field "$tmp/whole.json" weights_fnv1a)" = "$(field "$tmp/shard.json" weights_fnv1a)" ] ||
+  fail "per-rank files differ from whole files"
+rm "$tmp/val.1.csv"
+# shellcheck disable=SC2086
+run 2 --train "$tmp/train.%r.csv" --val "$tmp/val.%r.csv" --test "$tmp/test.%r.csv" $files \
+  --json "$tmp/f.json" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "a missing file of rank 1: exit $rc"
+grep -q "rank 1:.*val.1.csv" "$tmp/err" || { cat "$tmp/err"; fail "no message naming rank 1's file"; }
+
 # A checkpoint after 4 epochs (MoE: inside stage 2), resumed: the same bits.
 small="--synthetic --synthetic-rows 6000 --variant moe --hidden 16,8 --batch 256 --max-epochs 3
   --dropout 0.3 --threads 1 --quiet"

@@ -30,6 +30,7 @@ typedef struct worker {
     int32_t variant;
     int threads;
     float l2_dense;
+    int sharded; /* the hook's sharded flag: train, val, test hold this worker's rows */
     counting_allocator al;
     long fail_after; /* 0: never; else fail the allocation this many after create */
     int rc, eval_rc;
@@ -127,6 +128,7 @@ static void *train_worker(void *arg)
     h.gather = bus_gather;
     h.sum_f32 = w->b && w->b->n == 2 ? bus_sum : NULL; /* three: the library's own sum */
     h.abort = bus_abort;
+    h.sharded = w->sharded;
     mml_trainer_options o;
     mml_trainer_options_init(&o);
     o.variant = w->variant;
@@ -200,6 +202,9 @@ static void data_teardown(void)
 
 /* n workers (0: the plain trainer, no hook) of variant; results in w[0 .. n). */
 static float g_l2_dense;
+/* Nonzero: worker q gets g_shard[q] (train, val, test) and the sharded flag. */
+static int g_sharded;
+static mml_dataset *g_shard[2][3];
 
 static void run_workers(worker *w, int n, int32_t variant, int threads, long fail_rank1_after)
 {
@@ -221,6 +226,12 @@ static void run_workers(worker *w, int n, int32_t variant, int threads, long fai
         w[q].threads = threads;
         w[q].fail_after = q == 1 ? fail_rank1_after : 0;
         w[q].l2_dense = g_l2_dense;
+        if (g_sharded) {
+            w[q].sharded = 1;
+            w[q].train = g_shard[q][0];
+            w[q].val = g_shard[q][1];
+            w[q].test = g_shard[q][2];
+        }
         ck_assert_int_eq(pthread_create(&th[q], NULL, train_worker, &w[q]), 0);
     }
     for (int q = 0; q < k; q++)
@@ -283,6 +294,59 @@ START_TEST(workers_agree_bit_for_bit)
     free_workers(plain, 0);
     free_workers(a, n);
     free_workers(b, n);
+}
+END_TEST
+
+/* Rows [lo, hi) of ds as a data set of their own, with ds's field sizes. */
+static mml_dataset *rows_of(const mml_dataset *ds, int64_t lo, int64_t hi)
+{
+    mml_batch_view v;
+    ck_assert_int_eq(mml_dataset_view(ds, lo, hi - lo, &v), MML_OK);
+    int64_t sizes[8];
+    for (int32_t f = 0; f < mml_dataset_n_fields(ds); f++)
+        sizes[f] = mml_dataset_field_size(ds, f);
+    mml_arrays a;
+    mml_arrays_init(&a);
+    a.n_fields = v.n_fields;
+    a.n_rows = v.n_rows;
+    a.ids = v.ids;
+    a.ids_row_stride = v.ids_row_stride;
+    a.field_sizes = sizes;
+    a.domain = v.domain;
+    a.labels = v.labels;
+    a.n_domains = mml_dataset_n_domains(ds);
+    a.domain_field = mml_dataset_domain_field(ds);
+    mml_dataset *out = NULL;
+    ck_assert_int_eq(mml_dataset_from_arrays(g_ctx, &a, &out), MML_OK);
+    return out;
+}
+
+/* Each worker given only its own rows (the sharded flag) trains exactly as
+ * workers that take their range of the whole data sets. */
+START_TEST(sharded_data_sets_equal_ranges)
+{
+    const mml_dataset *whole[3] = {g_train, g_val, g_test};
+    for (int q = 0; q < 2; q++)
+        for (int k = 0; k < 3; k++) {
+            int64_t n = mml_dataset_n_rows(whole[k]);
+            g_shard[q][k] = rows_of(whole[k], n * q / 2, n * (q + 1) / 2);
+        }
+    worker ranged[2], sharded[2];
+    run_workers(ranged, 2, MML_VARIANT_MOE, 1, 0);
+    g_sharded = 1;
+    run_workers(sharded, 2, MML_VARIANT_MOE, 1, 0);
+    g_sharded = 0;
+    for (int q = 0; q < 2; q++) {
+        ck_assert_msg(ranged[q].rc == MML_OK && sharded[q].rc == MML_OK, "worker %d: %s / %s", q,
+                      ranged[q].msg, sharded[q].msg);
+        ck_assert_msg(same_values(&ranged[q], &sharded[q]), "worker %d: sharded differs", q);
+        ck_assert(ranged[q].wauc == sharded[q].wauc);
+    }
+    free_workers(ranged, 2);
+    free_workers(sharded, 2);
+    for (int q = 0; q < 2; q++)
+        for (int k = 0; k < 3; k++)
+            mml_dataset_destroy(g_shard[q][k]);
 }
 END_TEST
 
@@ -438,6 +502,7 @@ static Suite *suite(void)
     tcase_add_test(t, one_worker_is_the_plain_trainer);
     tcase_add_loop_test(t, workers_agree_bit_for_bit, 0, 2);
     tcase_add_test(t, dense_l2_with_two_workers);
+    tcase_add_test(t, sharded_data_sets_equal_ranges);
     tcase_add_loop_test(t, a_failure_on_one_worker_ends_all, 0, 3);
     suite_add_tcase(s, t);
     return s;

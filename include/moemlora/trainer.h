@@ -190,10 +190,12 @@ typedef int (*mml_checkpoint_fn)(void *user, mml_trainer *trainer, const mml_pro
  * copies it at creation.
  *
  * With size > 1 every worker's trainer must be made with the same options,
- * seed, thread count and data sets, and every worker must make the same
- * calls in the same order (run, run_stage, evaluate, save on any worker).
- * Each worker then trains on its range of the training rows (rows
- * [n * rank / size, n * (rank + 1) / size)), with its share of batch_size
+ * seed, thread count and data sets (with sharded set: data sets of one
+ * schema, each holding the worker's own rows), and every worker must make
+ * the same calls in the same order (run, run_stage, evaluate, save on any
+ * worker). Each worker then trains on its range of the training rows (rows
+ * [n * rank / size, n * (rank + 1) / size); with sharded, all of its own
+ * rows), with its share of batch_size
  * (batch_size / size, one more for the first batch_size % size workers);
  * after the backward pass of every step the dense gradients are summed
  * over workers (sum_f32, or gather), and the embedding gradients travel as
@@ -220,8 +222,12 @@ typedef struct mml_reduce_hook {
     int32_t rank;
     /** The number of workers, >= 1. */
     int32_t size;
-    /** 0; reserved for later releases. */
-    int32_t reserved;
+    /** 0 (default): every worker is given the same data sets and trains on
+     *  (and evaluates) its range of their rows; nonzero: each worker's data
+     *  sets hold only its own rows (one file per worker, say, mapped to one
+     *  shared schema so that every id means the same on every worker), and
+     *  it trains on and evaluates all of them. */
+    int32_t sharded;
     /** Passed to every callback. */
     void *user;
     /** Required: every worker's block, concatenated in rank order, on every

@@ -84,6 +84,11 @@ int32_t mml__dp_size(const mml__dp *dp) { return dp ? dp->h.size : 1; }
 
 void mml__dp_range(const mml__dp *dp, int64_t n, int64_t *lo, int64_t *hi)
 {
+    if (dp->h.sharded) { /* the worker's data sets hold its own rows only */
+        *lo = 0;
+        *hi = n;
+        return;
+    }
     int64_t r = dp->h.rank, s = dp->h.size;
     /* n * r / s without overflow for any n below 2^62. */
     *lo = n / s * r + n % s * r / s;
