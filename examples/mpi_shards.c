@@ -69,25 +69,35 @@ static int put_cell(text *t, const char *v, int first, char delim)
 static int vocabulary_rows(const mml_dataset *ds, const mml_csv_options *o, char **cols,
                            int n_cols, text *t)
 {
-    int64_t rows = mml_dataset_n_domains(ds);
+    /* Each column's role, once: -1 a constant 0, -2 the domain, -3 ignored,
+     * else the field whose values it holds. */
+    int32_t *role = malloc(sizeof(int32_t) * (size_t)n_cols);
+    if (!role)
+        return -1;
+    int32_t D = mml_dataset_n_domains(ds);
+    int64_t rows = D;
     for (int c = 0; c < n_cols; c++) {
         int32_t f = mml_dataset_find_field(ds, cols[c]);
-        if (f >= 0 && mml_dataset_field_size(ds, f) > rows)
+        if (!strcmp(cols[c], o->label_column) ||
+            listed(cols[c], o->numeric_columns, o->n_numeric_columns) ||
+            listed(cols[c], o->hashed_columns, o->n_hashed_columns))
+            role[c] = -1;
+        else if (o->domain_column && !strcmp(cols[c], o->domain_column))
+            role[c] = -2;
+        else
+            role[c] = f >= 0 ? f : -3;
+        if (role[c] >= 0 && mml_dataset_field_size(ds, f) > rows)
             rows = mml_dataset_field_size(ds, f);
     }
     char delim = o->delimiter ? o->delimiter : ',';
-    for (int64_t i = 0; i < rows; i++) {
-        for (int c = 0; c < n_cols; c++) {
-            const char *v = "";
-            int32_t f = mml_dataset_find_field(ds, cols[c]);
-            if (!strcmp(cols[c], o->label_column) ||
-                listed(cols[c], o->numeric_columns, o->n_numeric_columns) ||
-                listed(cols[c], o->hashed_columns, o->n_hashed_columns)) {
-                v = "0";
-            } else if (o->domain_column && !strcmp(cols[c], o->domain_column)) {
-                int32_t D = mml_dataset_n_domains(ds);
+    int rc = 0;
+    for (int64_t i = 0; i < rows && rc == 0; i++) {
+        for (int c = 0; c < n_cols && rc == 0; c++) {
+            const char *v = role[c] == -1 ? "0" : "";
+            if (role[c] == -2) {
                 v = mml_dataset_domain_name(ds, (int32_t)(i < D ? i : D - 1));
-            } else if (f >= 0) {
+            } else if (role[c] >= 0) {
+                int32_t f = role[c];
                 int32_t n = mml_dataset_field_size(ds, f), oov = mml_dataset_field_oov(ds, f);
                 int32_t id = (int32_t)(i < n ? i : n - 1);
                 if (id == oov && id > 0)
@@ -96,13 +106,13 @@ static int vocabulary_rows(const mml_dataset *ds, const mml_csv_options *o, char
                 if (!v || id == oov)
                     v = "0";
             }
-            if (put_cell(t, v, c == 0, delim) < 0)
-                return -1;
+            rc = put_cell(t, v, c == 0, delim);
         }
-        if (put(t, "\n", 1) < 0)
-            return -1;
+        if (rc == 0)
+            rc = put(t, "\n", 1);
     }
-    return 0;
+    free(role);
+    return rc;
 }
 
 /* The header line of path, split into n_cols names (malloc'ed). */

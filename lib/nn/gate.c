@@ -210,6 +210,17 @@ static int ensure_rows(mml_gate *g, int64_t n)
     return MML_OK;
 }
 
+/* Every row's domain in range, and room for n rows: what both forward
+ * passes need before they write anything. */
+static int check_domains_and_reserve(mml_gate *g, const int32_t *domain, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (domain[i] < 0 || domain[i] >= g->n_domains)
+            return mml__error(g->ctx, MML_ERANGE, "gate: domain %d at row %lld outside [0, %d)",
+                              domain[i], (long long)i, g->n_domains);
+    return ensure_rows(g, n);
+}
+
 int mml_gate_forward(mml_gate *g, const int32_t *domain, int64_t n, const float **weights)
 {
     if (!g)
@@ -221,11 +232,7 @@ int mml_gate_forward(mml_gate *g, const int32_t *domain, int64_t n, const float 
     if (g->in_dim > 0)
         return mml__error(g->ctx, MML_ESTATE, "gate_forward: this gate takes %d input values a "
                           "row besides the domain; the model runs it", g->in_dim);
-    for (int64_t i = 0; i < n; i++)
-        if (domain[i] < 0 || domain[i] >= g->n_domains)
-            return mml__error(g->ctx, MML_ERANGE, "gate: domain %d at row %lld outside [0, %d)",
-                              domain[i], (long long)i, g->n_domains);
-    int rc = ensure_rows(g, n);
+    int rc = check_domains_and_reserve(g, domain, n);
     if (rc < 0)
         return rc;
     int32_t E = g->n_experts;
@@ -393,11 +400,7 @@ int mml__gate_forward_rows(mml_gate *g, const int32_t *domain, const float *x, i
     if (g->in_dim < 1 || !x || ldx < g->in_dim || n < 1)
         return mml__error(g->ctx, MML_EINVAL, "gate_forward_rows: no inputs, or stride %lld "
                           "below %d", (long long)ldx, g->in_dim);
-    for (int64_t i = 0; i < n; i++)
-        if (domain[i] < 0 || domain[i] >= g->n_domains)
-            return mml__error(g->ctx, MML_ERANGE, "gate: domain %d at row %lld outside [0, %d)",
-                              domain[i], (long long)i, g->n_domains);
-    int rc = ensure_rows(g, n);
+    int rc = check_domains_and_reserve(g, domain, n);
     if (rc < 0)
         return rc;
     int32_t E = g->n_experts, k = g->dim, I = g->in_dim;

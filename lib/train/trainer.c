@@ -694,10 +694,9 @@ static int run_one(mml_trainer *t, int32_t stage, int32_t expert)
                 /* Each worker's L2 gradient, weighted by its share, adds up to one. */
                 loss += penalty;
                 penalty = 0.0;
-            }
-            if (t->dp)
                 rc = mml__dp_step(t->dp, rc, r->params, r->nt, &n_rows,
                                   n_rows > 0 ? weights : NULL, &loss);
+            }
             if (rc < 0 || !isfinite(loss + penalty) ||
                 (rc = mml_optimizer_step(r->opt)) < 0 ||
                 (r->opt2 && (rc = mml_optimizer_step(r->opt2)) < 0)) {
