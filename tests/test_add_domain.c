@@ -112,6 +112,16 @@ static void world_free(world *w)
     mml_ctx_destroy(w->ctx);
 }
 
+/* Releases a grown model, its data sets and the world. */
+static void grown_free(mml_model *g, mml_dataset *tr, mml_dataset *va, mml_dataset *te, world *w)
+{
+    mml_model_destroy(g);
+    mml_dataset_destroy(tr);
+    mml_dataset_destroy(va);
+    mml_dataset_destroy(te);
+    world_free(w);
+}
+
 static mml_add_domain_options quick_options(void)
 {
     mml_add_domain_options o;
@@ -243,11 +253,7 @@ static void check_unchanged(const char *backbone, uint32_t threads, int32_t m)
     free(mapped);
     free(ro_old);
     free(ro_new);
-    mml_model_destroy(g);
-    mml_dataset_destroy(gtr);
-    mml_dataset_destroy(gva);
-    mml_dataset_destroy(gte);
-    world_free(&w);
+    grown_free(g, gtr, gva, gte, &w);
 }
 
 START_TEST(old_domains_unchanged_mlp)
@@ -320,11 +326,7 @@ START_TEST(new_experts_get_zero_weight)
     ck_assert_int_eq(mml_model_expert_domain(g, E2), -1);
     free(t0);
     free(t1);
-    mml_model_destroy(g);
-    mml_dataset_destroy(gtr);
-    mml_dataset_destroy(gva);
-    mml_dataset_destroy(gte);
-    world_free(&w);
+    grown_free(g, gtr, gva, gte, &w);
 }
 END_TEST
 
@@ -376,11 +378,7 @@ START_TEST(sessions_and_own_mixture)
     mml_session_destroy(sg);
     free(a);
     free(b);
-    mml_model_destroy(g);
-    mml_dataset_destroy(gtr);
-    mml_dataset_destroy(gva);
-    mml_dataset_destroy(gte);
-    world_free(&w);
+    grown_free(g, gtr, gva, gte, &w);
 }
 END_TEST
 
@@ -476,11 +474,7 @@ START_TEST(frozen_parameters_unchanged)
                 changed_new += p->value[j] != 0.0f;
     }
     ck_assert_int_gt(changed_new, 0);
-    mml_model_destroy(g);
-    mml_dataset_destroy(gtr);
-    mml_dataset_destroy(gva);
-    mml_dataset_destroy(gte);
-    world_free(&w);
+    grown_free(g, gtr, gva, gte, &w);
 }
 END_TEST
 
@@ -532,11 +526,7 @@ START_TEST(save_load_round_trip)
     mml_model_destroy(h);
     mml_ctx_free(w.ctx, data, size);
     mml_ctx_destroy(ctx2);
-    mml_model_destroy(g);
-    mml_dataset_destroy(gtr);
-    mml_dataset_destroy(gva);
-    mml_dataset_destroy(gte);
-    world_free(&w);
+    grown_free(g, gtr, gva, gte, &w);
 }
 END_TEST
 
